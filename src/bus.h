@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The NATS connection (only when NATS__ENABLED). nats.c runs its own
+ * threads; everything they report (connected, disconnected, messages) is
+ * handed to the main loop through the mailbox, so Bus state is only ever
+ * touched on the loop.
+ *
+ * The connection retries for ever: the initial connect included (nats.c's
+ * default gives up after 60 attempts and then stays closed for good). */
+
+#include <systemd/sd-event.h>
+
+#include "mailbox.h"
+#include "util.h"
+
+typedef struct Bus Bus;
+
+typedef struct BusSettings {
+        const char *url;                /* one or more, comma-separated */
+        const char *subject_prefix;
+        const char *client_name;
+} BusSettings;
+
+typedef void (*BusStateCallback)(Bus *bus, bool connected, void *userdata);
+/* error is NULL when the round trip succeeded. */
+typedef void (*BusCheckCallback)(Bus *bus, const char *error, void *userdata);
+
+int bus_new(sd_event *event, Mailbox *mailbox, const BusSettings *settings, Bus **ret);
+/* Closes the connection and waits for the client's threads to end. */
+Bus *bus_free(Bus *bus);
+DEFINE_POINTER_CLEANUP(Bus, bus_free);
+
+void bus_set_state_callback(Bus *bus, BusStateCallback cb, void *userdata);
+
+/* Starts connecting; returns at once whether or not a server answered
+ * (connecting to an unresponsive host blocks for the client's connect
+ * timeout, 2 s, once per server in the list). */
+int bus_start(Bus *bus);
+
+bool bus_connected(const Bus *bus);
+const char *bus_last_error(const Bus *bus);
+
+/* Proves the bus works end to end: publishes to a subject only this
+ * instance subscribes to and waits for the message to come back through
+ * the server. cb runs once, on the loop, within timeout_usec. One check at
+ * a time: -EBUSY otherwise. */
+int bus_check(Bus *bus, usec_t timeout_usec, BusCheckCallback cb, void *userdata);

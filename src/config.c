@@ -1,0 +1,545 @@
+/* SPDX-License-Identifier: MIT */
+#include <ctype.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "envfile.h"
+#include "log.h"
+#include "mask.h"
+#include "parse-util.h"
+
+/* Largest configuration file we read: a config, not a data file. */
+#define CONFIG_FILE_MAX (1024 * 1024)
+
+typedef enum ValueType {
+        TYPE_STRING,
+        TYPE_CONNINFO,          /* libpq URI or key=value string; a secret */
+        TYPE_HOST,
+        TYPE_UINT,
+        TYPE_BOOL,
+        TYPE_DURATION,
+        TYPE_SIZE,
+        TYPE_LOG_LEVEL,
+        TYPE_NAME,              /* [A-Za-z0-9_-]*, for the colour */
+        TYPE_NATS_URL,
+        TYPE_SUBJECT_PREFIX,
+} ValueType;
+
+typedef struct ConfigKey {
+        const char *name;
+        ValueType type;
+        size_t offset;
+        const char *default_value;      /* NULL: the key is required */
+        uint64_t min, max;              /* for numbers, durations (usec) and sizes */
+        bool reloadable;
+} ConfigKey;
+
+#define SEC(n)  ((n) * USEC_PER_SEC)
+#define MSEC(n) ((n) * USEC_PER_MSEC)
+#define KiB(n)  ((n) * 1024ULL)
+
+#define KEY(id, t, field, def, lo, hi, reload) \
+        [CONFIG_##id] = { #id, t, offsetof(Config, field), def, lo, hi, reload }
+
+/* The whole configuration surface. README.md and man/batond.conf.5 document
+ * each key; keep them in step. "Reloadable" keys change on SIGHUP; the
+ * others need a restart (a reload reports them and keeps the old value). */
+static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
+        KEY(DATABASE_URL,              TYPE_CONNINFO,       database_url,                   NULL,    0, 0, false),
+        KEY(DATABASE_CONNECT_TIMEOUT,  TYPE_DURATION,       database_connect_timeout_usec,  "10s",   SEC(1), SEC(300), true),
+        KEY(MIGRATION_LOCK_TIMEOUT,    TYPE_DURATION,       migration_lock_timeout_usec,    "10s",   MSEC(100), SEC(3600), true),
+        KEY(SERVER_HOST,               TYPE_HOST,           server_host,                    "127.0.0.1", 0, 0, false),
+        KEY(SERVER_PORT,               TYPE_UINT,           server_port,                    "8080",  1, 65535, false),
+        KEY(MAX_CONNECTIONS,           TYPE_UINT,           max_connections,                "10000", 16, 1000000, false),
+        KEY(CONNECTION_TIMEOUT,        TYPE_DURATION,       connection_timeout_usec,        "30s",   SEC(1), SEC(3600), false),
+        KEY(MAX_HEADER_BYTES,          TYPE_SIZE,           max_header_bytes,               "8K",    KiB(1), KiB(64), false),
+        KEY(MAX_BODY_BYTES,            TYPE_SIZE,           max_body_bytes,                 "1M",    KiB(1), KiB(1024) * 1024, true),
+        KEY(NATS__ENABLED,             TYPE_BOOL,           nats_enabled,                   "false", 0, 0, false),
+        KEY(NATS__URL,                 TYPE_NATS_URL,       nats_url,                       "nats://127.0.0.1:4222", 0, 0, false),
+        KEY(NATS__SUBJECT_PREFIX,      TYPE_SUBJECT_PREFIX, nats_subject_prefix,            "baton", 0, 0, false),
+        KEY(HEALTH_CHECK_TIMEOUT,      TYPE_DURATION,       health_check_timeout_usec,      "5s",    MSEC(100), SEC(60), true),
+        KEY(HEALTH_CHECK_INTERVAL,     TYPE_DURATION,       health_check_interval_usec,     "2s",    MSEC(100), SEC(3600), true),
+        KEY(RETRY_BACKOFF_MAX,         TYPE_DURATION,       retry_backoff_max_usec,         "10s",   MSEC(100), SEC(300), true),
+        KEY(DRAIN_TIMEOUT,             TYPE_DURATION,       drain_timeout_usec,             "120s",  0, SEC(7 * 24 * 3600), true),
+        KEY(SHUTDOWN_TIMEOUT,          TYPE_DURATION,       shutdown_timeout_usec,          "30s",   SEC(1), SEC(3600), true),
+        KEY(STREAM_HEARTBEAT_INTERVAL, TYPE_DURATION,       stream_heartbeat_interval_usec, "15s",   SEC(1), SEC(3600), true),
+        KEY(STREAM_TEST_MAX_DURATION,  TYPE_DURATION,       stream_test_max_duration_usec,  "1h",    SEC(1), SEC(24 * 3600), true),
+        KEY(LOG_LEVEL,                 TYPE_LOG_LEVEL,      log_level,                      "info",  0, 0, true),
+        KEY(DEPLOYMENT_COLOR,          TYPE_NAME,           deployment_color,               "",      0, 32, false),
+};
+
+#define FIELD(c, k, type) ((type *) ((char *) (c) + (k)->offset))
+
+static bool is_string_type(ValueType t) {
+        return t == TYPE_STRING || t == TYPE_CONNINFO || t == TYPE_HOST || t == TYPE_NAME ||
+               t == TYPE_NATS_URL || t == TYPE_SUBJECT_PREFIX;
+}
+
+static bool is_secret(const ConfigKey *k) {
+        return k->type == TYPE_CONNINFO;
+}
+
+const char *config_key_name(ConfigKeyId id) {
+        return config_keys[id].name;
+}
+
+bool config_key_reloadable(ConfigKeyId id) {
+        return config_keys[id].reloadable;
+}
+
+Config *config_free(Config *c) {
+        if (!c)
+                return NULL;
+        for (size_t i = 0; i < _CONFIG_KEY_MAX; i++)
+                if (is_string_type(config_keys[i].type))
+                        free(*FIELD(c, &config_keys[i], char *));
+        free(c->path);
+        return mfree(c);
+}
+
+static bool valid_name(const char *s, size_t max) {
+        size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-");
+        return s[n] == '\0' && n <= max;
+}
+
+/* NATS subjects are tokens separated by dots; wildcards ('*', '>') and empty
+ * tokens would let our subjects match other applications' traffic. */
+static bool valid_subject_prefix(const char *s) {
+        if (isempty(s) || strlen(s) > 64)
+                return false;
+        for (const char *p = s; *p; ) {
+                size_t n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-");
+                if (n == 0)
+                        return false;
+                p += n;
+                if (*p == '.' && p[1] != '\0')
+                        p++;
+                else if (*p != '\0')
+                        return false;
+        }
+        return true;
+}
+
+static bool valid_nats_url_list(const char *s) {
+        _cleanup_free_ char *copy = strdup(s);
+        char *saveptr = NULL;
+        int n = 0;
+
+        if (!copy)
+                return false;
+        for (char *url = strtok_r(copy, ",", &saveptr); url; url = strtok_r(NULL, ",", &saveptr)) {
+                while (isspace((unsigned char) *url))
+                        url++;
+                const char *host = NULL;
+                if (strncmp(url, "nats://", 7) == 0)
+                        host = url + 7;
+                else if (strncmp(url, "tls://", 6) == 0)
+                        host = url + 6;
+                if (!host || isempty(host) || strpbrk(host, " \t"))
+                        return false;
+                n++;
+        }
+        return n > 0;
+}
+
+static int parse_number(const ConfigKey *k, const char *value, uint64_t *ret, const char **ret_problem) {
+        const char *problem;
+        uint64_t v;
+        int r;
+
+        switch (k->type) {
+        case TYPE_DURATION:
+                r = parse_duration(value, &v);
+                problem = "is not a duration (use e.g. 5s, 500ms, 2m)";
+                break;
+        case TYPE_SIZE:
+                r = parse_size(value, &v);
+                problem = "is not a size (use e.g. 8K, 1M, or bytes)";
+                break;
+        default:
+                r = parse_uint64(value, &v);
+                problem = "is not a non-negative whole number";
+                break;
+        }
+        if (r < 0) {
+                *ret_problem = r == -ERANGE ? "is too large" : problem;
+                return r;
+        }
+        if (v < k->min || v > k->max)
+                return -ERANGE;         /* the caller prints the allowed range */
+        *ret = v;
+        return 0;
+}
+
+/* Validates a string-typed value; returns a static reason or NULL. */
+static const char *check_string(const ConfigKey *k, const char *value) {
+        switch (k->type) {
+        case TYPE_CONNINFO: {
+                if (isempty(value))
+                        return "must not be empty";
+                PQconninfoOption *o = PQconninfoParse(value, NULL);
+                if (!o)
+                        return "is not a valid PostgreSQL connection URI or key=value string";
+                PQconninfoFree(o);
+                return NULL;
+        }
+        case TYPE_HOST:
+                if (isempty(value) || strpbrk(value, " \t/"))
+                        return "must be an IP address or host name";
+                return NULL;
+        case TYPE_NAME:
+                return valid_name(value, k->max) ? NULL
+                        : "may only contain letters, digits, '_' and '-' (at most 32)";
+        case TYPE_NATS_URL:
+                return valid_nats_url_list(value) ? NULL
+                        : "must be nats://HOST:PORT or tls://HOST:PORT, comma-separated";
+        case TYPE_SUBJECT_PREFIX:
+                return valid_subject_prefix(value) ? NULL
+                        : "must be dot-separated tokens of letters, digits, '_' and '-' "
+                          "(no wildcards, at most 64 characters)";
+        default:
+                return NULL;
+        }
+}
+
+static void format_bound(const ConfigKey *k, uint64_t v, char *buf, size_t size) {
+        if (k->type == TYPE_DURATION)
+                format_duration(buf, size, v);
+        else
+                snprintf(buf, size, "%" PRIu64, v);
+}
+
+/* Parses value into key k of c. On failure writes a message to *ret_error:
+ * "KEY: 'value' <problem>", without the value for secrets. */
+static int config_set(Config *c, const ConfigKey *k, const char *value, char **ret_error) {
+        const char *problem = NULL;
+        int r = 0;
+
+        if (is_string_type(k->type)) {
+                problem = check_string(k, value);
+                if (!problem)
+                        r = free_and_strdup(FIELD(c, k, char *), value);
+        } else if (k->type == TYPE_BOOL) {
+                if (parse_bool(value, FIELD(c, k, bool)) < 0)
+                        problem = "is not a boolean (use true or false)";
+        } else if (k->type == TYPE_LOG_LEVEL) {
+                int level = log_level_from_string(value);
+                if (level < 0)
+                        problem = "is not a log level (use debug, info, notice, warning or error)";
+                else
+                        *FIELD(c, k, int) = level;
+        } else {
+                uint64_t v;
+                r = parse_number(k, value, &v, &problem);
+                if (r == -ERANGE && !problem) {
+                        char lo[FORMAT_DURATION_MAX], hi[FORMAT_DURATION_MAX];
+                        format_bound(k, k->min, lo, sizeof(lo));
+                        format_bound(k, k->max, hi, sizeof(hi));
+                        if (asprintf(ret_error, "%s: '%s' is out of range (%s to %s)",
+                                     k->name, value, lo, hi) < 0)
+                                return -ENOMEM;
+                        return -ERANGE;
+                }
+                if (r == 0)
+                        *FIELD(c, k, uint64_t) = v;
+        }
+        if (r == -ENOMEM)
+                return r;
+        if (problem) {
+                int n = is_secret(k)
+                        ? asprintf(ret_error, "%s: the value %s", k->name, problem)
+                        : asprintf(ret_error, "%s: '%s' %s", k->name, value, problem);
+                return n < 0 ? -ENOMEM : -EINVAL;
+        }
+        return 0;
+}
+
+static const ConfigKey *config_key_find(const char *name, ConfigKeyId *ret_id) {
+        for (size_t i = 0; i < _CONFIG_KEY_MAX; i++)
+                if (streq(config_keys[i].name, name)) {
+                        *ret_id = (ConfigKeyId) i;
+                        return &config_keys[i];
+                }
+        return NULL;
+}
+
+/* Prefixes an error message with its origin: "KEY: ... (FILE line N)". */
+static int error_with_origin(char **error, const char *path, unsigned line) {
+        char *e;
+
+        if (asprintf(&e, "%s (%s line %u)", *error, path, line) < 0)
+                return -ENOMEM;
+        free(*error);
+        *error = e;
+        return 0;
+}
+
+typedef struct FileContext {
+        Config *config;
+        const char *path;
+        char **error;
+} FileContext;
+
+static int apply_file_assignment(const char *key, const char *value, unsigned line, void *userdata) {
+        FileContext *ctx = userdata;
+        ConfigKeyId id;
+        const ConfigKey *k = config_key_find(key, &id);
+        int r;
+
+        if (!k) {
+                if (asprintf(ctx->error, "%s: unknown key (%s line %u)", key, ctx->path, line) < 0)
+                        return -ENOMEM;
+                return -EINVAL;
+        }
+        r = config_set(ctx->config, k, value, ctx->error);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                int q = error_with_origin(ctx->error, ctx->path, line);
+                return q < 0 ? q : r;
+        }
+        ctx->config->source[id] = CONFIG_SOURCE_FILE;
+        return 0;
+}
+
+static int read_config_file(const char *path, char **ret_text, char **ret_error) {
+        _cleanup_free_ char *text = NULL;
+        FILE *f;
+        struct stat st;
+        size_t n;
+
+        f = fopen(path, "re");
+        if (!f) {
+                int err = errno;
+                if (asprintf(ret_error, "cannot open configuration file %s: %s", path, strerror(err)) < 0)
+                        return -ENOMEM;
+                return -err;
+        }
+        if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > CONFIG_FILE_MAX) {
+                fclose(f);
+                if (asprintf(ret_error, "configuration file %s is not a regular file of at most 1 MiB", path) < 0)
+                        return -ENOMEM;
+                return -EINVAL;
+        }
+        text = malloc((size_t) st.st_size + 1);
+        if (!text) {
+                fclose(f);
+                return -ENOMEM;
+        }
+        n = fread(text, 1, (size_t) st.st_size, f);
+        fclose(f);
+        text[n] = '\0';
+        if (memchr(text, '\0', n)) {
+                if (asprintf(ret_error, "configuration file %s contains a NUL byte", path) < 0)
+                        return -ENOMEM;
+                return -EINVAL;
+        }
+        *ret_text = TAKE_PTR(text);
+        return 0;
+}
+
+static int load_file(Config *c, const char *path, bool path_required, char **ret_error) {
+        _cleanup_free_ char *text = NULL;
+        const char *reason = NULL;
+        unsigned line = 0;
+        int r;
+
+        if (!path_required && access(path, F_OK) < 0 && errno == ENOENT)
+                return 0;
+        r = read_config_file(path, &text, ret_error);
+        if (r < 0)
+                return r;
+        r = free_and_strdup(&c->path, path);
+        if (r < 0)
+                return r;
+
+        FileContext ctx = { .config = c, .path = path, .error = ret_error };
+        r = envfile_parse(text, apply_file_assignment, &ctx, &line, &reason);
+        if (r == -EINVAL && reason && !*ret_error)
+                if (asprintf(ret_error, "%s line %u: %s", path, line, reason) < 0)
+                        return -ENOMEM;
+        return r;
+}
+
+static const char *env_lookup(char *const *envp, const char *name) {
+        size_t n = strlen(name);
+
+        for (char *const *e = envp; e && *e; e++)
+                if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+                        return *e + n + 1;
+        return NULL;
+}
+
+static int load_env(Config *c, char *const *envp, char **ret_error) {
+        for (size_t i = 0; i < _CONFIG_KEY_MAX; i++) {
+                const char *value = env_lookup(envp, config_keys[i].name);
+                int r;
+
+                if (!value)
+                        continue;
+                r = config_set(c, &config_keys[i], value, ret_error);
+                if (r < 0) {
+                        if (r != -ENOMEM) {
+                                char *e;
+                                if (asprintf(&e, "%s (from the environment)", *ret_error) < 0)
+                                        return -ENOMEM;
+                                free(*ret_error);
+                                *ret_error = e;
+                        }
+                        return r;
+                }
+                c->source[i] = CONFIG_SOURCE_ENV;
+        }
+        return 0;
+}
+
+static int load_defaults(Config *c, char **ret_error) {
+        for (size_t i = 0; i < _CONFIG_KEY_MAX; i++) {
+                if (!config_keys[i].default_value)
+                        continue;
+                /* A default that fails its own parser is a bug in the table above. */
+                int r = config_set(c, &config_keys[i], config_keys[i].default_value, ret_error);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int check_required(const Config *c, const char *path, char **ret_error) {
+        for (size_t i = 0; i < _CONFIG_KEY_MAX; i++) {
+                const ConfigKey *k = &config_keys[i];
+                if (k->default_value || !isempty(*FIELD(c, k, char *)))
+                        continue;
+                if (asprintf(ret_error, "%s: required, but set neither in the environment nor in %s",
+                             k->name, path) < 0)
+                        return -ENOMEM;
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int config_load(const char *path, bool path_required, char *const *envp,
+                Config **ret, char **ret_error) {
+        _cleanup_(config_freep) Config *c = NULL;
+        char *error = NULL;
+        int r;
+
+        c = calloc(1, sizeof(Config));
+        if (!c)
+                return -ENOMEM;
+
+        r = load_defaults(c, &error);
+        if (r >= 0)
+                r = load_file(c, path, path_required, &error);
+        if (r >= 0)
+                r = load_env(c, envp, &error);
+        if (r >= 0)
+                r = check_required(c, path, &error);
+        if (r < 0) {
+                if (!error && asprintf(&error, "cannot load configuration: %s", strerror(-r)) < 0)
+                        error = NULL;
+                *ret_error = error;
+                return r;
+        }
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+bool config_key_equal(const Config *a, const Config *b, ConfigKeyId id) {
+        const ConfigKey *k = &config_keys[id];
+
+        if (is_string_type(k->type))
+                return streq_ptr(*FIELD(a, k, char *), *FIELD(b, k, char *));
+        if (k->type == TYPE_BOOL)
+                return *FIELD(a, k, bool) == *FIELD(b, k, bool);
+        if (k->type == TYPE_LOG_LEVEL)
+                return *FIELD(a, k, int) == *FIELD(b, k, int);
+        return *FIELD(a, k, uint64_t) == *FIELD(b, k, uint64_t);
+}
+
+/* Copies key k's value from src into dst. */
+static int config_copy_key(Config *dst, const Config *src, const ConfigKey *k) {
+        if (is_string_type(k->type))
+                return free_and_strdup(FIELD(dst, k, char *), *FIELD(src, k, char *));
+        if (k->type == TYPE_BOOL)
+                *FIELD(dst, k, bool) = *FIELD(src, k, bool);
+        else if (k->type == TYPE_LOG_LEVEL)
+                *FIELD(dst, k, int) = *FIELD(src, k, int);
+        else
+                *FIELD(dst, k, uint64_t) = *FIELD(src, k, uint64_t);
+        return 0;
+}
+
+int config_merge_reload(const Config *running, Config *next, ConfigChangeReport report,
+                        void *userdata) {
+        int changed = 0;
+
+        for (size_t i = 0; i < _CONFIG_KEY_MAX; i++) {
+                const ConfigKey *k = &config_keys[i];
+
+                if (config_key_equal(running, next, (ConfigKeyId) i))
+                        continue;
+                changed++;
+                if (report)
+                        report((ConfigKeyId) i, k->reloadable, running, next, userdata);
+                if (!k->reloadable) {
+                        int r = config_copy_key(next, running, k);
+                        if (r < 0)
+                                return r;
+                        next->source[i] = running->source[i];
+                }
+        }
+        return changed;
+}
+
+/* Formats key k of c for display; secrets masked. Returns a new string. */
+static char *config_format_value(const Config *c, const ConfigKey *k) {
+        char buf[FORMAT_DURATION_MAX];
+        char *s = NULL;
+
+        switch (k->type) {
+        case TYPE_CONNINFO:
+                return mask_connection_string(*FIELD(c, k, char *));
+        case TYPE_NATS_URL:
+                return mask_connection_string(*FIELD(c, k, char *));
+        case TYPE_BOOL:
+                return strdup(*FIELD(c, k, bool) ? "true" : "false");
+        case TYPE_LOG_LEVEL:
+                return strdup(log_level_to_string(*FIELD(c, k, int)));
+        case TYPE_DURATION:
+                return strdup(format_duration(buf, sizeof(buf), *FIELD(c, k, uint64_t)));
+        case TYPE_SIZE:
+        case TYPE_UINT:
+                if (asprintf(&s, "%" PRIu64, *FIELD(c, k, uint64_t)) < 0)
+                        return NULL;
+                return s;
+        default:
+                return strdup(*FIELD(c, k, char *));
+        }
+}
+
+char *config_format_key(const Config *c, ConfigKeyId id) {
+        return config_format_value(c, &config_keys[id]);
+}
+
+void config_dump(const Config *c, FILE *f) {
+        static const char *const source_names[_CONFIG_SOURCE_MAX] = {
+                [CONFIG_SOURCE_DEFAULT] = "default",
+                [CONFIG_SOURCE_FILE] = "file",
+                [CONFIG_SOURCE_ENV] = "environment",
+        };
+
+        for (size_t i = 0; i < _CONFIG_KEY_MAX; i++) {
+                _cleanup_free_ char *v = config_format_value(c, &config_keys[i]);
+                fprintf(f, "%s=%s  # %s%s\n", config_keys[i].name, v ? v : "(out of memory)",
+                        source_names[c->source[i]],
+                        config_keys[i].reloadable ? ", reloadable" : "");
+        }
+}
+
+char *config_masked_database_url(const Config *c) {
+        return mask_connection_string(c->database_url);
+}

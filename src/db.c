@@ -1,0 +1,570 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+
+#include "db.h"
+#include "log.h"
+#include "parse-util.h"
+
+#define DB_BACKOFF_MIN_USEC (100 * USEC_PER_MSEC)
+#define DB_ERROR_MAX 512
+
+typedef enum DbState {
+        DB_DISCONNECTED,        /* waiting for the reconnect timer */
+        DB_CONNECTING,
+        DB_CONNECTED,
+} DbState;
+
+typedef struct DbQuery {
+        char *sql;
+        char **params;
+        int n_params;
+        usec_t timeout_usec;
+        DbQueryCallback cb;
+        void *userdata;
+        struct DbQuery *next;
+} DbQuery;
+
+struct Db {
+        sd_event *event;
+        char *conninfo;
+        char *application_name;
+        usec_t connect_timeout_usec;
+        usec_t backoff_max_usec;
+        usec_t backoff_usec;
+
+        DbState state;
+        bool started;
+        PGconn *conn;
+        int fd;
+        sd_event_source *io_source;
+        sd_event_source *timer_source;  /* connect timeout, query timeout, or reconnect */
+        /* Sends queued queries from the loop, never from inside db_query():
+         * a callback must not run before db_query() has returned. */
+        sd_event_source *kick_source;
+
+        DbQuery *head, *tail;           /* head is in flight when 'busy' */
+        bool busy;
+        bool flushing;
+        PGresult *last_result;
+        char *query_error;              /* first error of the query in flight */
+        char sqlstate[6];
+
+        char last_error[DB_ERROR_MAX];
+
+        DbStateCallback state_cb;
+        void *state_userdata;
+};
+
+static void db_connect_begin(Db *db);
+static void db_send_next(Db *db);
+
+static void db_kick(Db *db) {
+        if (sd_event_source_set_enabled(db->kick_source, SD_EVENT_ONESHOT) < 0)
+                log_error("Failed to schedule a PostgreSQL query.");
+}
+
+static int on_kick(sd_event_source *source, void *userdata) {
+        db_send_next(userdata);
+        return 0;
+}
+
+const char *db_one_line(const char *message, char *buf, size_t size) {
+        size_t n = 0;
+        bool space = false;
+
+        for (const char *p = strempty(message); *p && n + 1 < size; p++) {
+                if (*p == '\n' || *p == '\r' || *p == '\t' || *p == ' ') {
+                        space = n > 0;
+                        continue;
+                }
+                if (space && n + 2 < size)
+                        buf[n++] = ' ';
+                space = false;
+                buf[n++] = *p;
+        }
+        buf[n] = '\0';
+        return buf;
+}
+
+bool db_sqlstate_transient(const char *sqlstate) {
+        static const char *const transient[] = {
+                "40001",        /* serialization_failure */
+                "40P01",        /* deadlock_detected */
+                "55P03",        /* lock_not_available (lock_timeout) */
+                "57P01",        /* admin_shutdown */
+                "57P02",        /* crash_shutdown */
+                "57P03",        /* cannot_connect_now (starting up) */
+                "57014",        /* query_canceled (statement_timeout) */
+        };
+
+        if (isempty(sqlstate))
+                return true;    /* not from the server: the connection failed */
+        if (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "53", 2) == 0)
+                return true;    /* connection exception, insufficient resources */
+        for (size_t i = 0; i < ELEMENTSOF(transient); i++)
+                if (streq(sqlstate, transient[i]))
+                        return true;
+        return false;
+}
+
+static void set_last_error(Db *db, const char *message) {
+        db_one_line(message, db->last_error, sizeof(db->last_error));
+}
+
+static void query_free(DbQuery *q) {
+        if (!q)
+                return;
+        free(q->sql);
+        for (int i = 0; i < q->n_params; i++)
+                free(q->params[i]);
+        free(q->params);
+        free(q);
+}
+
+static DbQuery *queue_pop(Db *db) {
+        DbQuery *q = db->head;
+        if (q) {
+                db->head = q->next;
+                if (!db->head)
+                        db->tail = NULL;
+        }
+        return q;
+}
+
+static int timer_set(Db *db, usec_t usec) {
+        int r = sd_event_source_set_time_relative(db->timer_source, usec);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(db->timer_source, SD_EVENT_ONESHOT);
+        return r;
+}
+
+static void timer_stop(Db *db) {
+        (void) sd_event_source_set_enabled(db->timer_source, SD_EVENT_OFF);
+}
+
+static int watch(Db *db, uint32_t events);
+
+/* Completes every queued query with the same failure. */
+static void fail_all_queries(Db *db, const char *error) {
+        DbResult result = { .error = error, .transient = true };
+        DbQuery *q;
+
+        db->busy = false;
+        db->flushing = false;
+        while ((q = queue_pop(db))) {
+                q->cb(db, &result, q->userdata);
+                query_free(q);
+        }
+}
+
+static void close_connection(Db *db) {
+        db->io_source = sd_event_source_disable_unref(db->io_source);
+        if (db->conn)
+                PQfinish(db->conn);
+        db->conn = NULL;
+        db->fd = -1;
+        if (db->last_result)
+                PQclear(db->last_result);
+        db->last_result = NULL;
+        db->query_error = mfree(db->query_error);
+}
+
+static void schedule_reconnect(Db *db) {
+        uint32_t jitter = 0;
+        usec_t delay = db->backoff_usec;
+        char buf[FORMAT_DURATION_MAX];
+
+        /* +/-20% so that instances that lost the database together do not
+         * come back in lockstep. */
+        if (getrandom(&jitter, sizeof(jitter), GRND_NONBLOCK) == sizeof(jitter))
+                delay = delay * 8 / 10 + (delay * 4 / 10) * (jitter % 1000) / 1000;
+        log_debug("Reconnecting to PostgreSQL in %s.", format_duration(buf, sizeof(buf), delay));
+        if (timer_set(db, delay) < 0)
+                log_error("Failed to arm the PostgreSQL reconnect timer.");
+        db->backoff_usec *= 2;
+        if (db->backoff_usec > db->backoff_max_usec)
+                db->backoff_usec = db->backoff_max_usec;
+}
+
+/* Connection lost or never made: tell everyone, retry later. */
+static void connection_failed(Db *db, const char *error) {
+        bool was_connected = db->state == DB_CONNECTED;
+
+        set_last_error(db, error);
+        close_connection(db);
+        timer_stop(db);
+        /* Down before the callbacks run: a retry from one of them must see
+         * -ENOTCONN, not queue behind a connection that no longer exists. */
+        db->state = DB_DISCONNECTED;
+        fail_all_queries(db, db->last_error);
+        schedule_reconnect(db);
+        if (was_connected) {
+                log_warning("Lost the PostgreSQL connection: %s", db->last_error);
+                if (db->state_cb)
+                        db->state_cb(db, false, db->state_userdata);
+        } else
+                log_debug("PostgreSQL connection attempt failed: %s", db->last_error);
+}
+
+static void connection_established(Db *db) {
+        db->state = DB_CONNECTED;
+        db->backoff_usec = DB_BACKOFF_MIN_USEC;
+        db->last_error[0] = '\0';
+        timer_stop(db);
+        if (PQsetnonblocking(db->conn, 1) != 0) {
+                connection_failed(db, "cannot switch the connection to non-blocking mode");
+                return;
+        }
+        if (watch(db, EPOLLIN) < 0) {
+                connection_failed(db, "cannot watch the connection socket");
+                return;
+        }
+        log_info("Connected to PostgreSQL (server %d).", PQserverVersion(db->conn));
+        if (db->state_cb)
+                db->state_cb(db, true, db->state_userdata);
+        db_kick(db);
+}
+
+/* --- connecting --- */
+
+/* libpq prints NOTICEs ("relation ... already exists, skipping") to stderr
+ * by default; they are routine here, so they go to debug logging. */
+static void on_notice(void *arg, const char *message) {
+        char line[DB_ERROR_MAX];
+        log_debug("PostgreSQL: %s", db_one_line(message, line, sizeof(line)));
+}
+
+static void connect_step(Db *db) {
+        PostgresPollingStatusType st = PQconnectPoll(db->conn);
+
+        switch (st) {
+        case PGRES_POLLING_OK:
+                connection_established(db);
+                return;
+        case PGRES_POLLING_FAILED:
+                connection_failed(db, PQerrorMessage(db->conn));
+                return;
+        case PGRES_POLLING_READING:
+        case PGRES_POLLING_WRITING:
+                /* libpq may move to another socket (next host, SSL retry). */
+                if (watch(db, st == PGRES_POLLING_READING ? EPOLLIN : EPOLLOUT) < 0)
+                        connection_failed(db, "cannot watch the connection socket");
+                return;
+        default:
+                return;
+        }
+}
+
+static void db_connect_begin(Db *db) {
+        /* Our defaults come before the user's string so that anything set in
+         * DATABASE_URL wins (libpq: later keywords override earlier ones).
+         * Keepalives notice a vanished server on an idle connection. */
+        const char *keywords[] = {
+                "application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+                "keepalives_count", "dbname", NULL,
+        };
+        const char *values[] = {
+                db->application_name, "1", "10", "5", "3", db->conninfo, NULL,
+        };
+
+        db->state = DB_CONNECTING;
+        db->conn = PQconnectStartParams(keywords, values, 1);
+        if (!db->conn) {
+                connection_failed(db, "out of memory");
+                return;
+        }
+        if (PQstatus(db->conn) == CONNECTION_BAD) {
+                connection_failed(db, PQerrorMessage(db->conn));
+                return;
+        }
+        PQsetNoticeProcessor(db->conn, on_notice, db);
+        /* PQconnectPoll ignores connect_timeout: this timer enforces it. */
+        if (timer_set(db, db->connect_timeout_usec) < 0) {
+                connection_failed(db, "cannot arm the connect timer");
+                return;
+        }
+        /* The first poll happens when the socket is writable. */
+        if (watch(db, EPOLLOUT) < 0)
+                connection_failed(db, "cannot watch the connection socket");
+}
+
+/* --- queries --- */
+
+static void query_finish(Db *db) {
+        DbQuery *q = queue_pop(db);
+        DbResult result = { .result = db->last_result };
+        char error[DB_ERROR_MAX];
+
+        db->busy = false;
+        timer_stop(db);
+        if (db->query_error) {
+                result.error = db_one_line(db->query_error, error, sizeof(error));
+                result.sqlstate = db->sqlstate[0] ? db->sqlstate : NULL;
+                result.transient = db_sqlstate_transient(result.sqlstate);
+        }
+        q->cb(db, &result, q->userdata);
+        query_free(q);
+
+        if (db->last_result)
+                PQclear(db->last_result);
+        db->last_result = NULL;
+        db->query_error = mfree(db->query_error);
+        db_kick(db);
+}
+
+/* Collects results of the query in flight as they become available. */
+static void query_collect(Db *db) {
+        while (db->busy && !PQisBusy(db->conn)) {
+                PGresult *res = PQgetResult(db->conn);
+
+                if (!res) {
+                        query_finish(db);
+                        return;
+                }
+                ExecStatusType st = PQresultStatus(res);
+                if ((st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE) && !db->query_error) {
+                        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+                        db->query_error = strdup(PQresultErrorMessage(res));
+                        snprintf(db->sqlstate, sizeof(db->sqlstate), "%s", strempty(state));
+                }
+                if (db->last_result)
+                        PQclear(db->last_result);
+                db->last_result = res;
+        }
+}
+
+static void flush_output(Db *db) {
+        int r = PQflush(db->conn);
+
+        if (r < 0) {
+                connection_failed(db, PQerrorMessage(db->conn));
+                return;
+        }
+        db->flushing = r > 0;
+        if (watch(db, db->flushing ? EPOLLIN | EPOLLOUT : EPOLLIN) < 0)
+                connection_failed(db, "cannot watch the connection socket");
+}
+
+static void db_send_next(Db *db) {
+        DbQuery *q = db->head;
+        int ok;
+
+        if (db->state != DB_CONNECTED || db->busy || !q)
+                return;
+        db->sqlstate[0] = '\0';
+        if (q->n_params == 0)
+                ok = PQsendQuery(db->conn, q->sql);
+        else
+                ok = PQsendQueryParams(db->conn, q->sql, q->n_params, NULL,
+                                       (const char *const *) q->params, NULL, NULL, 0);
+        if (!ok) {
+                connection_failed(db, PQerrorMessage(db->conn));
+                return;
+        }
+        db->busy = true;
+        if (timer_set(db, q->timeout_usec) < 0)
+                log_error("Failed to arm the query timer; the query runs without timeout.");
+        flush_output(db);
+}
+
+static void on_readable(Db *db) {
+        PGnotify *n;
+
+        if (!PQconsumeInput(db->conn)) {
+                connection_failed(db, PQerrorMessage(db->conn));
+                return;
+        }
+        /* No LISTEN yet: drop stray notifications so they do not pile up. */
+        while ((n = PQnotifies(db->conn)))
+                PQfreemem(n);
+        if (db->busy)
+                query_collect(db);
+        else if (PQstatus(db->conn) == CONNECTION_BAD)
+                connection_failed(db, PQerrorMessage(db->conn));
+}
+
+static int on_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        Db *db = userdata;
+
+        if (db->state == DB_CONNECTING) {
+                connect_step(db);
+                return 0;
+        }
+        if ((revents & EPOLLOUT) && db->flushing) {
+                flush_output(db);
+                if (db->state != DB_CONNECTED)
+                        return 0;
+        }
+        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                on_readable(db);
+        return 0;
+}
+
+static int on_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        Db *db = userdata;
+        char buf[FORMAT_DURATION_MAX], message[128];
+
+        switch (db->state) {
+        case DB_DISCONNECTED:
+                db_connect_begin(db);
+                break;
+        case DB_CONNECTING:
+                snprintf(message, sizeof(message), "timed out connecting after %s",
+                         format_duration(buf, sizeof(buf), db->connect_timeout_usec));
+                connection_failed(db, message);
+                break;
+        case DB_CONNECTED:
+                if (db->busy && db->head) {
+                        snprintf(message, sizeof(message), "query timed out after %s",
+                                 format_duration(buf, sizeof(buf), db->head->timeout_usec));
+                        /* The server may still be working on it: only a new
+                         * connection gives a known state. Reconnect at once. */
+                        db->backoff_usec = DB_BACKOFF_MIN_USEC;
+                        connection_failed(db, message);
+                }
+                break;
+        }
+        return 0;
+}
+
+/* Points the io source at the connection's current socket and events. */
+static int watch(Db *db, uint32_t events) {
+        int fd = PQsocket(db->conn);
+        int r;
+
+        if (fd < 0)
+                return -EBADF;
+        if (db->io_source && fd != db->fd)
+                db->io_source = sd_event_source_disable_unref(db->io_source);
+        db->fd = fd;
+        if (!db->io_source)
+                return sd_event_add_io(db->event, &db->io_source, fd, events, on_io, db);
+        r = sd_event_source_set_io_events(db->io_source, events);
+        if (r < 0)
+                return r;
+        return sd_event_source_set_enabled(db->io_source, SD_EVENT_ON);
+}
+
+/* --- public --- */
+
+int db_new(sd_event *event, const DbSettings *settings, Db **ret) {
+        _cleanup_(db_freep) Db *db = NULL;
+        int r;
+
+        db = calloc(1, sizeof(Db));
+        if (!db)
+                return -ENOMEM;
+        db->event = sd_event_ref(event);
+        db->fd = -1;
+        db->conninfo = strdup(settings->conninfo);
+        db->application_name = strdup(settings->application_name);
+        if (!db->conninfo || !db->application_name)
+                return -ENOMEM;
+        db->connect_timeout_usec = settings->connect_timeout_usec;
+        db->backoff_max_usec = settings->backoff_max_usec;
+        db->backoff_usec = DB_BACKOFF_MIN_USEC;
+
+        /* Accuracy 1ms: sd-event's default (250ms) would blur query timeouts. */
+        r = sd_event_add_time_relative(event, &db->timer_source, CLOCK_MONOTONIC, 0,
+                                       USEC_PER_MSEC, on_timer, db);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_enabled(db->timer_source, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
+        r = sd_event_add_defer(event, &db->kick_source, on_kick, db);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_enabled(db->kick_source, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(db);
+        return 0;
+}
+
+Db *db_free(Db *db) {
+        DbQuery *q;
+
+        if (!db)
+                return NULL;
+        close_connection(db);
+        while ((q = queue_pop(db)))
+                query_free(q);
+        sd_event_source_disable_unref(db->timer_source);
+        sd_event_source_disable_unref(db->kick_source);
+        sd_event_unref(db->event);
+        free(db->conninfo);
+        free(db->application_name);
+        return mfree(db);
+}
+
+void db_set_state_callback(Db *db, DbStateCallback cb, void *userdata) {
+        db->state_cb = cb;
+        db->state_userdata = userdata;
+}
+
+void db_set_timeouts(Db *db, usec_t connect_timeout_usec, usec_t backoff_max_usec) {
+        db->connect_timeout_usec = connect_timeout_usec;
+        db->backoff_max_usec = backoff_max_usec;
+        if (db->backoff_usec > backoff_max_usec)
+                db->backoff_usec = backoff_max_usec;
+}
+
+int db_start(Db *db) {
+        if (db->started)
+                return 0;
+        db->started = true;
+        db_connect_begin(db);
+        return 0;
+}
+
+bool db_connected(const Db *db) {
+        return db->state == DB_CONNECTED;
+}
+
+const char *db_last_error(const Db *db) {
+        return db->last_error;
+}
+
+int db_query(Db *db, const char *sql, int n_params, const char *const *params,
+             usec_t timeout_usec, DbQueryCallback cb, void *userdata) {
+        DbQuery *q;
+
+        if (db->state != DB_CONNECTED)
+                return -ENOTCONN;
+        q = calloc(1, sizeof(DbQuery));
+        if (!q)
+                return -ENOMEM;
+        q->sql = strdup(sql);
+        q->params = n_params > 0 ? calloc((size_t) n_params, sizeof(char *)) : NULL;
+        q->n_params = n_params;
+        if (!q->sql || (n_params > 0 && !q->params)) {
+                q->n_params = 0;
+                query_free(q);
+                return -ENOMEM;
+        }
+        for (int i = 0; i < n_params; i++)
+                if (params[i] && !(q->params[i] = strdup(params[i]))) {
+                        query_free(q);
+                        return -ENOMEM;
+                }
+        q->timeout_usec = timeout_usec;
+        q->cb = cb;
+        q->userdata = userdata;
+        if (db->tail)
+                db->tail->next = q;
+        else
+                db->head = q;
+        db->tail = q;
+        db_kick(db);
+        return 0;
+}
+
+void db_reset(Db *db, const char *reason) {
+        if (db->state == DB_DISCONNECTED)
+                return;
+        db->backoff_usec = DB_BACKOFF_MIN_USEC;
+        connection_failed(db, reason);
+}

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* One asynchronous PostgreSQL connection on the sd-event loop. It keeps
+ * itself connected: after a failure it reconnects with exponential backoff
+ * (with jitter, so two colours do not retry in lockstep) for as long as it
+ * exists. Queries run one at a time in submission order, each with its own
+ * timeout; a timed-out query resets the connection, since its state is then
+ * unknown.
+ *
+ * libpq never blocks the loop here, with one documented exception: a host
+ * name in DATABASE_URL is resolved by libpq synchronously when a connection
+ * attempt starts. Use an IP address (or hostaddr=) where DNS may hang. */
+
+#include <libpq-fe.h>
+#include <systemd/sd-event.h>
+
+#include "util.h"
+
+typedef struct Db Db;
+
+typedef struct DbResult {
+        PGresult *result;       /* the last result; valid during the callback only */
+        const char *error;      /* one line, NULL on success */
+        const char *sqlstate;   /* NULL when the error is not from the server */
+        bool transient;         /* worth retrying: connection trouble, lock timeout, ... */
+} DbResult;
+
+typedef void (*DbQueryCallback)(Db *db, const DbResult *result, void *userdata);
+typedef void (*DbStateCallback)(Db *db, bool connected, void *userdata);
+
+typedef struct DbSettings {
+        const char *conninfo;
+        const char *application_name;
+        usec_t connect_timeout_usec;
+        usec_t backoff_max_usec;
+} DbSettings;
+
+int db_new(sd_event *event, const DbSettings *settings, Db **ret);
+/* Pending queries are dropped without their callbacks running. */
+Db *db_free(Db *db);
+DEFINE_POINTER_CLEANUP(Db, db_free);
+
+void db_set_state_callback(Db *db, DbStateCallback cb, void *userdata);
+void db_set_timeouts(Db *db, usec_t connect_timeout_usec, usec_t backoff_max_usec);
+
+/* Starts connecting; from then on the connection is kept up. */
+int db_start(Db *db);
+
+bool db_connected(const Db *db);
+/* Why the last attempt or query failed ("" when nothing failed yet). */
+const char *db_last_error(const Db *db);
+
+/* Queues a query. Without parameters the simple protocol is used, so 'sql'
+ * may hold several statements (migrations). Returns -ENOTCONN at once when
+ * not connected (see db_last_error()); otherwise cb runs exactly once. */
+int db_query(Db *db, const char *sql, int n_params, const char *const *params,
+             usec_t timeout_usec, DbQueryCallback cb, void *userdata);
+
+/* Drops the connection (failing queued queries) and reconnects. */
+void db_reset(Db *db, const char *reason);
+
+/* True for SQLSTATEs worth retrying: connection exceptions, shutdown,
+ * lock and serialization failures, resource shortages. */
+bool db_sqlstate_transient(const char *sqlstate);
+
+/* Copies a libpq message to buf as one line (newlines and tabs folded). */
+const char *db_one_line(const char *message, char *buf, size_t size);

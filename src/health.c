@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: MIT */
+#include <microhttpd.h>
+#include <stdio.h>
+
+#include "health.h"
+#include "log.h"
+#include "parse-util.h"
+
+struct Health {
+        sd_event *event;
+        Db *db;
+        Bus *bus;
+        HealthSettings settings;
+
+        HealthSnapshot snapshot;
+        char starting_reason[256];
+
+        bool round_active;
+        unsigned round_pending;
+        usec_t db_started, bus_started;
+        uint64_t rounds;
+        sd_event_source *timer;         /* next round */
+
+        HttpSharedResponse *ready_response;     /* rebuilt when the snapshot changes */
+
+        HealthChangeCallback change_cb;
+        void *change_userdata;
+};
+
+static void round_start(Health *h);
+
+static void changed(Health *h) {
+        h->ready_response = http_shared_response_unref(h->ready_response);
+        if (h->change_cb)
+                h->change_cb(h, h->change_userdata);
+}
+
+/* Logs a dependency going down or coming back, once per transition. */
+static void record(Health *h, CheckResult *c, const char *name, bool up, usec_t started,
+                   const char *error) {
+        bool was_up = c->checked && c->up;
+        char buf[FORMAT_DURATION_MAX];
+
+        check_result_set(c, up, now_usec(CLOCK_MONOTONIC) - started, error);
+        if (was_up && !up)
+                log_warning("Health check of %s failed: %s", name, c->error);
+        else if (!was_up && up && c->checked && h->snapshot.phase != HEALTH_STARTING)
+                log_info("Health check of %s passes again (%s).", name,
+                         format_duration(buf, sizeof(buf), c->duration_usec));
+}
+
+static void round_finish(Health *h) {
+        int r;
+
+        h->round_active = false;
+        h->rounds++;
+        r = sd_event_source_set_time_relative(h->timer, h->settings.interval_usec);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(h->timer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_error_errno(r, "Failed to schedule the next health check round: %s", strerror(abs(r)));
+        changed(h);
+}
+
+static void check_done(Health *h) {
+        if (--h->round_pending == 0)
+                round_finish(h);
+}
+
+static void on_db_checked(Db *db, const DbResult *result, void *userdata) {
+        Health *h = userdata;
+
+        record(h, &h->snapshot.database, "PostgreSQL", !result->error, h->db_started, result->error);
+        check_done(h);
+}
+
+static void on_bus_checked(Bus *bus, const char *error, void *userdata) {
+        Health *h = userdata;
+
+        record(h, &h->snapshot.nats, "NATS", !error, h->bus_started, error);
+        check_done(h);
+}
+
+static void round_start(Health *h) {
+        int r;
+
+        if (h->round_active)
+                return;
+        h->round_active = true;
+        /* Both counted before either starts: one may complete at once. */
+        h->round_pending = h->bus ? 2 : 1;
+
+        h->db_started = now_usec(CLOCK_MONOTONIC);
+        r = db_query(h->db, "SELECT 1", 0, NULL, h->settings.timeout_usec, on_db_checked, h);
+        if (r < 0) {
+                record(h, &h->snapshot.database, "PostgreSQL", false, h->db_started,
+                       r == -ENOTCONN ? db_last_error(h->db) : strerror(-r));
+                check_done(h);
+        }
+        if (!h->bus)
+                return;
+        h->bus_started = now_usec(CLOCK_MONOTONIC);
+        r = bus_check(h->bus, h->settings.timeout_usec, on_bus_checked, h);
+        if (r < 0) {
+                record(h, &h->snapshot.nats, "NATS", false, h->bus_started,
+                       r == -ENOTCONN || r == -EIO ? bus_last_error(h->bus) : strerror(-r));
+                check_done(h);
+        }
+}
+
+static int on_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        round_start(userdata);
+        return 0;
+}
+
+int health_new(sd_event *event, Db *db, Bus *bus, const HealthSettings *settings, Health **ret) {
+        _cleanup_(health_freep) Health *h = NULL;
+        int r;
+
+        h = calloc(1, sizeof(Health));
+        if (!h)
+                return -ENOMEM;
+        h->event = sd_event_ref(event);
+        h->db = db;
+        h->bus = bus;
+        h->settings = *settings;
+        h->snapshot.phase = HEALTH_STARTING;
+        h->snapshot.nats_enabled = bus != NULL;
+        h->snapshot.starting_reason = h->starting_reason;
+
+        r = sd_event_add_time_relative(event, &h->timer, CLOCK_MONOTONIC, 0,
+                                       10 * USEC_PER_MSEC, on_timer, h);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_enabled(h->timer, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(h);
+        return 0;
+}
+
+Health *health_free(Health *h) {
+        if (!h)
+                return NULL;
+        sd_event_source_disable_unref(h->timer);
+        http_shared_response_unref(h->ready_response);
+        sd_event_unref(h->event);
+        return mfree(h);
+}
+
+void health_set_change_callback(Health *h, HealthChangeCallback cb, void *userdata) {
+        h->change_cb = cb;
+        h->change_userdata = userdata;
+}
+
+void health_set_settings(Health *h, const HealthSettings *settings) {
+        h->settings = *settings;
+}
+
+void health_set_phase(Health *h, HealthPhase phase, const char *starting_reason) {
+        bool same_reason = streq(h->starting_reason, strempty(starting_reason));
+
+        if (h->snapshot.phase == phase && same_reason)
+                return;
+        h->snapshot.phase = phase;
+        snprintf(h->starting_reason, sizeof(h->starting_reason), "%s", strempty(starting_reason));
+        changed(h);
+}
+
+int health_start(Health *h) {
+        round_start(h);
+        return 0;
+}
+
+bool health_ready(const Health *h) {
+        return health_snapshot_ready(&h->snapshot);
+}
+
+const HealthSnapshot *health_snapshot(const Health *h) {
+        return &h->snapshot;
+}
+
+uint64_t health_rounds(const Health *h) {
+        return h->rounds;
+}
+
+void health_respond_ready(Health *h, HttpRequest *req) {
+        if (!h->ready_response) {
+                unsigned status = health_ready(h) ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
+                if (http_shared_response_new(status, health_snapshot_to_json(&h->snapshot),
+                                             &h->ready_response) < 0) {
+                        http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal",
+                                           "out of memory");
+                        return;
+                }
+        }
+        http_respond_shared(req, h->ready_response);
+}

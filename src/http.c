@@ -1,0 +1,759 @@
+/* SPDX-License-Identifier: MIT */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "http.h"
+#include "log.h"
+#include "parse-util.h"
+
+/* MHD's per-connection memory pool bounds the header block it accepts. It is
+ * sized a little above MAX_HEADER_BYTES so that batond, not MHD, sees an
+ * oversized header first and answers with a JSON 431; only larger header
+ * blocks reach MHD's own limit (and its fixed HTML error page). It is not
+ * bigger than that because MHD zeroes the whole pool after every request:
+ * at 32 KiB (MHD's default) that memset alone cost 7% of a health probe. */
+#define HTTP_POOL_SLACK (4 * 1024)
+
+struct HttpSharedResponse {
+        unsigned n_ref;
+        unsigned status;
+        struct MHD_Response *keep_alive;
+        struct MHD_Response *close;     /* the same with "Connection: close" */
+};
+
+typedef struct HttpListener {
+        HttpServer *server;
+        struct MHD_Daemon *daemon;
+        sd_event_source *io_source;
+        sd_event_source *timer_source;
+        char *address;
+        bool quiesced;
+} HttpListener;
+
+struct HttpServer {
+        sd_event *event;
+        HttpListener *listeners;
+        size_t n_listeners;
+        sd_event_source *run_source;
+
+        const Route *routes;
+        size_t n_routes;
+        void *handler_userdata;
+        HttpLimits limits;
+
+        bool ready;
+        bool draining;
+        bool stopping;
+
+        HttpCounters counters;
+        HttpRequestDoneCallback done_cb;
+        void *done_userdata;
+
+        /* Suspended requests, so that all can be resumed before MHD stops. */
+        HttpRequest *suspended_head;
+};
+
+struct HttpRequest {
+        HttpServer *server;
+        struct MHD_Connection *connection;
+        const char *path;               /* MHD's, valid for the request's life */
+        HttpMethod method;
+        RouteMatch match;
+
+        bool headers_seen;
+        bool dispatched;
+        bool queued;
+        bool suspended;
+        bool is_stream;
+        bool failed;                    /* no response possible: close */
+
+        unsigned status;
+        struct MHD_Response *response;  /* owned, or NULL */
+        HttpSharedResponse *shared;     /* a reference, or NULL */
+
+        char *body;
+        size_t body_size;
+        size_t body_allocated;
+        uint64_t body_received;
+
+        HttpEndCallback end_cb;
+        void *end_userdata;
+
+        HttpRequest *suspended_prev, *suspended_next;
+};
+
+/* --- suspension bookkeeping --- */
+
+static void request_suspend(HttpRequest *req) {
+        HttpServer *s = req->server;
+
+        MHD_suspend_connection(req->connection);
+        req->suspended = true;
+        req->suspended_prev = NULL;
+        req->suspended_next = s->suspended_head;
+        if (s->suspended_head)
+                s->suspended_head->suspended_prev = req;
+        s->suspended_head = req;
+}
+
+static void request_resume(HttpRequest *req) {
+        HttpServer *s = req->server;
+
+        if (!req->suspended)
+                return;
+        if (req->suspended_prev)
+                req->suspended_prev->suspended_next = req->suspended_next;
+        else
+                s->suspended_head = req->suspended_next;
+        if (req->suspended_next)
+                req->suspended_next->suspended_prev = req->suspended_prev;
+        req->suspended = false;
+        MHD_resume_connection(req->connection);
+        http_server_schedule_run(s);
+}
+
+/* --- responses --- */
+
+static void add_common_headers(struct MHD_Response *response) {
+        /* Health and API answers describe the present: never cache them. */
+        if (MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") != MHD_YES)
+                log_debug("Failed to add Cache-Control header, ignoring.");
+}
+
+static bool request_has_response(const HttpRequest *req) {
+        return req->response || req->shared || req->queued;
+}
+
+/* Installs a ready response (owned or shared) on the request; if the request
+ * waits suspended for it, wakes it so the access handler queues it. */
+static void request_set_response(HttpRequest *req, unsigned status, struct MHD_Response *response,
+                                 HttpSharedResponse *shared) {
+        if (request_has_response(req)) {
+                log_debug("Second response for %s ignored (bug).", req->path);
+                if (response)
+                        MHD_destroy_response(response);
+                http_shared_response_unref(shared);
+                return;
+        }
+        if (response)
+                add_common_headers(response);
+        req->status = status;
+        req->response = response;
+        req->shared = shared;
+        request_resume(req);
+}
+
+static struct MHD_Response *response_from_json(json_t *body) {
+        size_t size;
+        char *buf;
+
+        /* Six significant digits: durations, not 0.092999999999999999. */
+        const size_t flags = JSON_COMPACT | JSON_REAL_PRECISION(6);
+
+        size = json_dumpb(body, NULL, 0, flags);
+        if (size == 0)
+                return NULL;
+        buf = malloc(size + 1);
+        if (!buf)
+                return NULL;
+        if (json_dumpb(body, buf, size, flags) != size) {
+                free(buf);
+                return NULL;
+        }
+        buf[size] = '\n';       /* friendlier for curl; JSON allows it */
+        struct MHD_Response *r = MHD_create_response_from_buffer(size + 1, buf, MHD_RESPMEM_MUST_FREE);
+        if (!r) {
+                free(buf);
+                return NULL;
+        }
+        if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES) {
+                MHD_destroy_response(r);
+                return NULL;
+        }
+        return r;
+}
+
+void http_respond_json(HttpRequest *req, unsigned status, json_t *body) {
+        static const char oom[] = "{\"error\":\"internal\",\"message\":\"out of memory\"}\n";
+        struct MHD_Response *response = body ? response_from_json(body) : NULL;
+
+        json_decref(body);
+        if (!response) {
+                status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+                response = MHD_create_response_from_buffer(sizeof(oom) - 1, (void *) oom,
+                                                           MHD_RESPMEM_PERSISTENT);
+                if (!response) {
+                        req->failed = true;
+                        request_resume(req);
+                        return;
+                }
+        }
+        request_set_response(req, status, response, NULL);
+}
+
+int http_shared_response_new(unsigned status, json_t *body, HttpSharedResponse **ret) {
+        HttpSharedResponse *r;
+
+        if (!body)
+                return -ENOMEM;
+        r = calloc(1, sizeof(HttpSharedResponse));
+        if (!r) {
+                json_decref(body);
+                return -ENOMEM;
+        }
+        r->n_ref = 1;
+        r->status = status;
+        r->keep_alive = response_from_json(body);
+        r->close = response_from_json(body);
+        json_decref(body);
+        if (!r->keep_alive || !r->close ||
+            MHD_add_response_header(r->close, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES) {
+                http_shared_response_unref(r);
+                return -ENOMEM;
+        }
+        add_common_headers(r->keep_alive);
+        add_common_headers(r->close);
+        *ret = r;
+        return 0;
+}
+
+HttpSharedResponse *http_shared_response_ref(HttpSharedResponse *r) {
+        if (r)
+                r->n_ref++;
+        return r;
+}
+
+HttpSharedResponse *http_shared_response_unref(HttpSharedResponse *r) {
+        if (!r || --r->n_ref > 0)
+                return NULL;
+        /* MHD keeps its own reference for connections still sending them. */
+        if (r->keep_alive)
+                MHD_destroy_response(r->keep_alive);
+        if (r->close)
+                MHD_destroy_response(r->close);
+        return mfree(r);
+}
+
+void http_respond_shared(HttpRequest *req, HttpSharedResponse *r) {
+        request_set_response(req, r->status, NULL, http_shared_response_ref(r));
+}
+
+void http_respond_error(HttpRequest *req, unsigned status, const char *code, const char *format, ...) {
+        char message[512];
+        va_list ap;
+
+        va_start(ap, format);
+        (void) vsnprintf(message, sizeof(message), format, ap);
+        va_end(ap);
+        http_respond_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", message));
+}
+
+void http_respond_stream(HttpRequest *req, const char *content_type,
+                         MHD_ContentReaderCallback reader, void *cls,
+                         MHD_ContentReaderFreeCallback free_cb) {
+        struct MHD_Response *response;
+
+        response = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, reader, cls, free_cb);
+        if (!response) {
+                if (free_cb)
+                        free_cb(cls);
+                http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+                return;
+        }
+        if (MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) != MHD_YES ||
+            /* Tell nginx not to buffer the stream (proxy_buffering off does too). */
+            MHD_add_response_header(response, "X-Accel-Buffering", "no") != MHD_YES)
+                log_debug("Failed to add stream headers, ignoring.");
+
+        req->is_stream = true;
+        req->server->counters.active_requests--;
+        req->server->counters.active_streams++;
+        request_set_response(req, MHD_HTTP_OK, response, NULL);
+}
+
+ssize_t http_stream_wait(HttpRequest *req) {
+        /* MHD_stop_daemon() aborts on suspended connections: once stopping,
+         * streams end instead of waiting. */
+        if (req->server->stopping)
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+        request_suspend(req);
+        return 0;
+}
+
+void http_stream_wake(HttpRequest *req) {
+        request_resume(req);
+}
+
+void http_request_on_end(HttpRequest *req, HttpEndCallback cb, void *userdata) {
+        req->end_cb = cb;
+        req->end_userdata = userdata;
+}
+
+/* --- request accessors --- */
+
+HttpServer *http_request_server(HttpRequest *req) {
+        return req->server;
+}
+
+const char *http_request_path(const HttpRequest *req) {
+        return req->path;
+}
+
+HttpMethod http_request_method(const HttpRequest *req) {
+        return req->method;
+}
+
+const char *http_request_route_name(const HttpRequest *req) {
+        return req->match.route ? req->match.route->name : "unmatched";
+}
+
+const RouteParam *http_request_param(const HttpRequest *req, size_t i) {
+        return i < req->match.n_params ? &req->match.params[i] : NULL;
+}
+
+const char *http_request_query(const HttpRequest *req, const char *key) {
+        return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *http_request_header(const HttpRequest *req, const char *name) {
+        return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+}
+
+const char *http_request_body(const HttpRequest *req, size_t *ret_size) {
+        *ret_size = req->body_size;
+        return req->body ? req->body : "";
+}
+
+/* --- the request state machine, driven by MHD --- */
+
+/* Decides what we can from the request line and headers. Errors that mean
+ * we will not read the body (413, 431) are queued at once, which makes MHD
+ * close the connection afterwards; the rest wait for the final call so the
+ * connection stays usable. */
+static enum MHD_Result request_begin(HttpRequest *req) {
+        HttpServer *s = req->server;
+        const union MHD_ConnectionInfo *info;
+        const char *content_length;
+        uint64_t length;
+        char allow[64];
+        int r;
+
+        info = MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+        if (info && info->header_size > s->limits.max_header_bytes) {
+                http_respond_error(req, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, "header_too_large",
+                                   "request headers are %zu bytes, the limit is %" PRIu64,
+                                   info->header_size, s->limits.max_header_bytes);
+                return MHD_YES;
+        }
+        content_length = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (content_length && parse_uint64(content_length, &length) == 0 &&
+            length > s->limits.max_body_bytes) {
+                http_respond_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+                                   "request body is %" PRIu64 " bytes, the limit is %" PRIu64,
+                                   length, s->limits.max_body_bytes);
+                return MHD_YES;
+        }
+
+        r = router_match(s->routes, s->n_routes, req->path, req->method, &req->match);
+        if (r == -ENOENT)
+                http_respond_error(req, MHD_HTTP_NOT_FOUND, "not_found", "no such resource: %s",
+                                   req->path);
+        else if (r == -EMETHOD) {
+                struct MHD_Response *response;
+                router_format_allow(req->match.allowed, allow, sizeof(allow));
+                http_respond_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+                                   "%s takes %s", req->path, allow);
+                response = req->response;
+                if (response && MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES)
+                        log_debug("Failed to add Allow header, ignoring.");
+        } else if ((req->match.route->flags & ROUTE_NEEDS_READY) && !s->ready)
+                http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "not_ready",
+                                   "the service is starting; retry shortly");
+        return MHD_YES;
+}
+
+static enum MHD_Result request_take_body(HttpRequest *req, const char *data, size_t size) {
+        HttpServer *s = req->server;
+
+        req->body_received += size;
+        if (req->body_received > s->limits.max_body_bytes) {
+                /* Only a chunked body without Content-Length gets here. MHD
+                 * cannot send a response in the middle of a body, so the
+                 * connection is closed instead. */
+                log_debug("Request body for %s exceeds %" PRIu64 " bytes, closing connection.",
+                          req->path, s->limits.max_body_bytes);
+                return MHD_NO;
+        }
+        if (request_has_response(req) || !req->match.route ||
+            !(req->match.route->flags & ROUTE_ACCEPTS_BODY))
+                return MHD_YES;         /* discarded: the answer does not depend on it */
+
+        if (req->body_size + size + 1 > req->body_allocated) {
+                size_t want = (req->body_size + size + 1) * 2;
+                char *p;
+                if (want > s->limits.max_body_bytes + 1)
+                        want = s->limits.max_body_bytes + 1;
+                p = realloc(req->body, want);
+                if (!p)
+                        return MHD_NO;
+                req->body = p;
+                req->body_allocated = want;
+        }
+        memcpy(req->body + req->body_size, data, size);
+        req->body_size += size;
+        req->body[req->body_size] = '\0';
+        return MHD_YES;
+}
+
+static enum MHD_Result request_queue(HttpRequest *req) {
+        bool draining = req->server->draining;
+        struct MHD_Response *response;
+        enum MHD_Result ret;
+
+        if (req->shared)
+                response = draining ? req->shared->close : req->shared->keep_alive;
+        else {
+                response = req->response;
+                /* While draining, tell keep-alive clients to go elsewhere next time. */
+                if (draining && !req->is_stream &&
+                    MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)
+                        log_debug("Failed to add Connection: close, ignoring.");
+        }
+        ret = MHD_queue_response(req->connection, req->status, response);
+        /* MHD holds its own reference from here on. */
+        if (req->response)
+                MHD_destroy_response(req->response);
+        req->shared = http_shared_response_unref(req->shared);
+        req->response = NULL;
+        req->queued = true;
+        return ret;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls) {
+        HttpRequest *req = *con_cls;
+
+        if (!req)
+                return MHD_NO;          /* allocation failed in on_uri() */
+
+        if (!req->headers_seen) {
+                req->headers_seen = true;
+                req->connection = connection;
+                req->path = url;
+                req->method = http_method_from_string(method);
+                request_begin(req);
+                /* Queueing on the first call costs keep-alive in MHD 0.9.75;
+                 * do it only for answers that mean "stop sending". */
+                if (request_has_response(req) && (req->status == MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE ||
+                                      req->status == MHD_HTTP_CONTENT_TOO_LARGE))
+                        return request_queue(req);
+                return MHD_YES;
+        }
+
+        if (*upload_data_size > 0) {
+                enum MHD_Result ret = request_take_body(req, upload_data, *upload_data_size);
+                *upload_data_size = 0;
+                return ret;
+        }
+
+        if (req->failed)
+                return MHD_NO;
+        if (req->queued)
+                return MHD_YES;
+        if (!request_has_response(req) && !req->dispatched) {
+                req->dispatched = true;
+                req->match.route->handler(req, req->server->handler_userdata);
+        }
+        if (req->failed)
+                return MHD_NO;
+        if (request_has_response(req))
+                return request_queue(req);
+
+        /* The handler answers later: park the connection until it does. */
+        request_suspend(req);
+        return MHD_YES;
+}
+
+/* Called as soon as MHD has the request line: the request exists from here. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connection) {
+        HttpServer *s = cls;
+        HttpRequest *req = calloc(1, sizeof(HttpRequest));
+
+        if (!req)
+                return NULL;
+        req->server = s;
+        req->path = "";
+        s->counters.active_requests++;
+        return req;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+        HttpServer *s = cls;
+        HttpRequest *req = *con_cls;
+
+        if (!req)
+                return;
+        *con_cls = NULL;
+
+        if (req->suspended) {   /* cannot happen: MHD resumes before closing */
+                req->suspended = false;
+                log_debug("Completed a suspended request (bug).");
+        }
+        if (req->end_cb)
+                req->end_cb(req, req->end_userdata);
+        if (req->response)
+                MHD_destroy_response(req->response);
+        http_shared_response_unref(req->shared);
+        if (req->is_stream)
+                s->counters.active_streams--;
+        else
+                s->counters.active_requests--;
+        s->counters.requests_total++;
+        free(req->body);
+        free(req);
+
+        if (s->done_cb)
+                s->done_cb(s, s->done_userdata);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+        HttpServer *s = cls;
+
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+                s->counters.active_connections++;
+        else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+                s->counters.active_connections--;
+}
+
+static void on_mhd_log(void *cls, const char *format, va_list ap) {
+        char message[512];
+        size_t n;
+
+        (void) vsnprintf(message, sizeof(message), format, ap);
+        n = strlen(message);
+        while (n > 0 && message[n - 1] == '\n')
+                message[--n] = '\0';
+        /* MHD reports client mistakes (malformed requests, resets) here:
+         * useful when debugging, noise otherwise. */
+        log_debug("libmicrohttpd: %s", message);
+}
+
+/* --- event loop integration --- */
+
+static void listener_rearm_timer(HttpListener *l) {
+        MHD_UNSIGNED_LONG_LONG timeout_ms;
+        int r;
+
+        if (MHD_get_timeout(l->daemon, &timeout_ms) != MHD_YES) {
+                r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
+        } else {
+                r = sd_event_source_set_time_relative(l->timer_source, (usec_t) timeout_ms * USEC_PER_MSEC);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_ONESHOT);
+        }
+        if (r < 0)
+                log_error_errno(r, "Failed to re-arm HTTP timer for %s: %s", l->address, strerror(abs(r)));
+}
+
+static void listener_run(HttpListener *l) {
+        if (MHD_run(l->daemon) != MHD_YES)
+                log_debug("MHD_run() failed for %s.", l->address);
+        /* Always re-arm: MHD's epoll is edge-triggered, and work it could not
+         * finish in this pass is only signalled through the timeout. */
+        listener_rearm_timer(l);
+}
+
+static int on_listener_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        listener_run(userdata);
+        return 0;
+}
+
+static int on_listener_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        listener_run(userdata);
+        return 0;
+}
+
+static int on_run(sd_event_source *source, void *userdata) {
+        HttpServer *s = userdata;
+
+        for (size_t i = 0; i < s->n_listeners; i++)
+                listener_run(&s->listeners[i]);
+        return 0;
+}
+
+void http_server_schedule_run(HttpServer *s) {
+        int r = sd_event_source_set_enabled(s->run_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_error_errno(r, "Failed to schedule HTTP processing: %s", strerror(abs(r)));
+}
+
+static int listener_start(HttpServer *s, HttpListener *l, ListenSocket *sock) {
+        const union MHD_DaemonInfo *info;
+        size_t pool = s->limits.max_header_bytes + HTTP_POOL_SLACK;
+        unsigned timeout_sec = (unsigned) (s->limits.connection_timeout_usec / USEC_PER_SEC);
+        int r;
+
+        l->server = s;
+        l->address = strdup(sock->address);
+        if (!l->address)
+                return -ENOMEM;
+
+        l->daemon = MHD_start_daemon(
+                MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO,
+                0, NULL, NULL, on_access, s,
+                MHD_OPTION_LISTEN_SOCKET, sock->fd,
+                MHD_OPTION_CONNECTION_LIMIT, (unsigned) s->limits.max_connections,
+                MHD_OPTION_CONNECTION_TIMEOUT, timeout_sec,
+                MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
+                MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+                MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+                /* Refuse sloppy requests (no Host on HTTP/1.1, bad whitespace):
+                 * they are how request smuggling starts. */
+                MHD_OPTION_STRICT_FOR_CLIENT, (int) 1,
+                MHD_OPTION_SIGPIPE_HANDLED_BY_APP, (int) 1,
+                MHD_OPTION_END);
+        if (!l->daemon)
+                return -EIO;
+        sock->fd = -1;          /* the daemon owns it now */
+
+        info = MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+        if (!info)
+                return -EIO;
+        r = sd_event_add_io(s->event, &l->io_source, info->epoll_fd, EPOLLIN, on_listener_io, l);
+        if (r < 0)
+                return r;
+        /* Accuracy 1us: 0 would mean sd-event's default of 250ms, and MHD uses
+         * a zero timeout to say "call me again now" (e.g. pipelined requests). */
+        r = sd_event_add_time_relative(s->event, &l->timer_source, CLOCK_MONOTONIC, 0, 1,
+                                       on_listener_timer, l);
+        if (r < 0)
+                return r;
+        listener_rearm_timer(l);
+        return 0;
+}
+
+int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limits,
+                    const Route *routes, size_t n_routes, void *handler_userdata,
+                    HttpServer **ret) {
+        _cleanup_(http_server_freep) HttpServer *s = NULL;
+        int r;
+
+        s = calloc(1, sizeof(HttpServer));
+        if (!s)
+                return -ENOMEM;
+        s->event = sd_event_ref(event);
+        s->limits = *limits;
+        s->routes = routes;
+        s->n_routes = n_routes;
+        s->handler_userdata = handler_userdata;
+
+        r = sd_event_add_defer(event, &s->run_source, on_run, s);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_enabled(s->run_source, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
+
+        s->listeners = calloc(sockets->n_sockets, sizeof(HttpListener));
+        if (!s->listeners)
+                return -ENOMEM;
+        for (size_t i = 0; i < sockets->n_sockets; i++) {
+                r = listener_start(s, &s->listeners[i], &sockets->sockets[i]);
+                s->n_listeners = i + 1;
+                if (r < 0)
+                        return log_error_errno(r, "Failed to start HTTP server on %s: %s",
+                                               sockets->sockets[i].address, strerror(abs(r)));
+                log_info("Serving HTTP on %s (%s socket '%s').", sockets->sockets[i].address,
+                         sockets->from_systemd ? "systemd" : "own", sockets->sockets[i].name);
+        }
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+HttpServer *http_server_free(HttpServer *s) {
+        if (!s)
+                return NULL;
+
+        /* MHD aborts the process if a connection is still suspended when it
+         * stops: wake everything first; stream readers end once 'stopping'. */
+        s->stopping = true;
+        s->done_cb = NULL;
+        while (s->suspended_head)
+                request_resume(s->suspended_head);
+
+        for (size_t i = 0; i < s->n_listeners; i++) {
+                HttpListener *l = &s->listeners[i];
+                sd_event_source_disable_unref(l->io_source);
+                sd_event_source_disable_unref(l->timer_source);
+                if (l->daemon)
+                        MHD_stop_daemon(l->daemon);
+                free(l->address);
+        }
+        free(s->listeners);
+        sd_event_source_disable_unref(s->run_source);
+        sd_event_unref(s->event);
+        return mfree(s);
+}
+
+void http_server_set_request_done_callback(HttpServer *s, HttpRequestDoneCallback cb, void *userdata) {
+        s->done_cb = cb;
+        s->done_userdata = userdata;
+}
+
+void http_server_set_ready(HttpServer *s, bool ready) {
+        s->ready = ready;
+}
+
+void http_server_set_max_body_bytes(HttpServer *s, uint64_t max_body_bytes) {
+        s->limits.max_body_bytes = max_body_bytes;
+}
+
+void http_server_begin_drain(HttpServer *s) {
+        if (s->draining)
+                return;
+        s->draining = true;
+        for (size_t i = 0; i < s->n_listeners; i++) {
+                HttpListener *l = &s->listeners[i];
+                /* Only once: a second quiesce hands the socket out again. */
+                if (l->quiesced)
+                        continue;
+                MHD_socket fd = MHD_quiesce_daemon(l->daemon);
+                l->quiesced = true;
+                if (fd != MHD_INVALID_SOCKET)
+                        close(fd);
+                log_info("Stopped accepting connections on %s.", l->address);
+        }
+}
+
+bool http_server_draining(const HttpServer *s) {
+        return s->draining;
+}
+
+HttpCounters http_server_counters(const HttpServer *s) {
+        return s->counters;
+}
+
+int http_server_add_connection(HttpServer *s, int fd) {
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+
+        if (s->n_listeners == 0) {
+                close(fd);
+                return -ENOTCONN;
+        }
+        /* MHD closes fd itself when this fails. */
+        if (MHD_add_connection(s->listeners[0].daemon, fd, (const struct sockaddr *) &addr,
+                               sizeof(sa_family_t)) != MHD_YES)
+                return errno > 0 ? -errno : -EIO;
+        http_server_schedule_run(s);
+        return 0;
+}

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "log.h"
+#include "manager.h"
+#include "migrate-cli.h"
+#include "version.h"
+
+extern char **environ;
+
+typedef enum Command {
+        COMMAND_RUN,
+        COMMAND_CHECK_CONFIG,
+        COMMAND_MIGRATE,
+        COMMAND_MIGRATE_STATUS,
+} Command;
+
+typedef struct Args {
+        Command command;
+        const char *config_path;
+        bool config_path_required;      /* given with --config: must exist */
+} Args;
+
+static void help(void) {
+        printf("Usage: batond [--config FILE] [--check-config]\n"
+               "       batond [--config FILE] migrate [--status]\n"
+               "       batond --version | --help\n\n"
+               "The Baton event service. Settings come from the environment and, under it,\n"
+               "from FILE (default %s); see batond(8) and batond.conf(5).\n\n"
+               "  -c, --config FILE   read settings from FILE (must exist)\n"
+               "      --check-config  validate the configuration and exit\n"
+               "      --version       print the version and exit\n"
+               "  migrate             apply pending database migrations and exit\n"
+               "  migrate --status    list migrations and whether each is applied\n",
+               CONFIG_DEFAULT_PATH);
+}
+
+/* Returns -1 to continue, or an exit code. */
+static int parse_args(int argc, char **argv, Args *args) {
+        enum { ARG_CHECK_CONFIG = 0x100, ARG_VERSION, ARG_STATUS };
+        static const struct option options[] = {
+                { "config",       required_argument, NULL, 'c' },
+                { "check-config", no_argument,       NULL, ARG_CHECK_CONFIG },
+                { "version",      no_argument,       NULL, ARG_VERSION },
+                { "status",       no_argument,       NULL, ARG_STATUS },
+                { "help",         no_argument,       NULL, 'h' },
+                { NULL, 0, NULL, 0 }
+        };
+        bool status = false;
+        int c;
+
+        *args = (Args) { .command = COMMAND_RUN, .config_path = CONFIG_DEFAULT_PATH };
+        while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
+                switch (c) {
+                case 'c':
+                        args->config_path = optarg;
+                        args->config_path_required = true;
+                        break;
+                case ARG_CHECK_CONFIG:
+                        args->command = COMMAND_CHECK_CONFIG;
+                        break;
+                case ARG_STATUS:
+                        status = true;
+                        break;
+                case ARG_VERSION:
+                        printf("batond %s\n", BATON_VERSION);
+                        return EXIT_SUCCESS;
+                case 'h':
+                        help();
+                        return EXIT_SUCCESS;
+                default:
+                        return EXIT_CONFIG;
+                }
+        }
+        if (optind < argc) {
+                if (!streq(argv[optind], "migrate") || optind + 1 < argc) {
+                        fprintf(stderr, "batond: unexpected argument '%s'; see batond --help\n",
+                                argv[optind + (streq(argv[optind], "migrate") ? 1 : 0)]);
+                        return EXIT_CONFIG;
+                }
+                args->command = status ? COMMAND_MIGRATE_STATUS : COMMAND_MIGRATE;
+        } else if (status) {
+                fprintf(stderr, "batond: --status goes with 'migrate'\n");
+                return EXIT_CONFIG;
+        }
+        return -1;
+}
+
+static int load_config(const Args *args, Config **ret) {
+        _cleanup_free_ char *error = NULL;
+        int r;
+
+        r = config_load(args->config_path, args->config_path_required, environ, ret, &error);
+        if (r < 0) {
+                /* One line that names the key: what an operator greps for. */
+                log_error("Invalid configuration: %s", error ? error : strerror(-r));
+                return EXIT_CONFIG;
+        }
+        return 0;
+}
+
+static int run_daemon(const Args *args, Config *config) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        int r;
+
+        r = manager_new(config, args->config_path, args->config_path_required, &m);
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up: %s", strerror(abs(r)));
+                return EXIT_FAILURE;
+        }
+        r = manager_start(m);
+        if (r != 0)
+                return r;
+        return manager_run(m);
+}
+
+int main(int argc, char **argv) {
+        Config *config = NULL;
+        sigset_t mask;
+        Args args;
+        int r;
+
+        /* First of all: block the signals we handle in the event loop. Threads
+         * that libraries start later (NATS) inherit this mask, so only the
+         * loop's signalfd ever sees them. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return EXIT_FAILURE;
+        /* Writes to vanished peers must fail with EPIPE, not kill us. */
+        signal(SIGPIPE, SIG_IGN);
+
+        log_open();
+        r = parse_args(argc, argv, &args);
+        if (r >= 0)
+                return r;
+        r = load_config(&args, &config);
+        if (r != 0)
+                return r;
+        log_set_max_level(config->log_level);
+        log_set_color(config->deployment_color);
+
+        switch (args.command) {
+        case COMMAND_CHECK_CONFIG:
+                config_dump(config, stdout);
+                printf("configuration OK\n");
+                config_free(config);
+                return EXIT_SUCCESS;
+        case COMMAND_MIGRATE:
+        case COMMAND_MIGRATE_STATUS:
+                r = migrate_cli(config, args.command == COMMAND_MIGRATE_STATUS);
+                config_free(config);
+                return r;
+        default:
+                return run_daemon(&args, config);
+        }
+}

@@ -1,0 +1,434 @@
+/* SPDX-License-Identifier: MIT */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/resource.h>
+
+#include "listen.h"
+#include "log.h"
+#include "manager.h"
+#include "notify.h"
+#include "routes.h"
+#include "version.h"
+
+/* Descriptors kept free for PostgreSQL, NATS, the journal and the probe. */
+#define FD_RESERVE 64
+
+extern char **environ;
+
+static void manager_set_status(Manager *m, const char *format, ...) _printf_(2, 3);
+static void manager_set_status(Manager *m, const char *format, ...) {
+        char text[sizeof(m->status)];
+        va_list ap;
+
+        va_start(ap, format);
+        (void) vsnprintf(text, sizeof(text), format, ap);
+        va_end(ap);
+        /* Only changes reach systemd: health rounds repeat themselves. */
+        if (streq(text, m->status))
+                return;
+        snprintf(m->status, sizeof(m->status), "%s", text);
+        notify_status("%s", text);
+}
+
+/* STATUS= once running: where we serve and whether dependencies are up. */
+static void manager_update_running_status(Manager *m) {
+        const HealthSnapshot *h = health_snapshot(m->health);
+        const char *color = m->config->deployment_color;
+
+        /* Startup and the drain report their own progress. */
+        if (h->phase != HEALTH_RUNNING)
+                return;
+        if (health_ready(m->health))
+                manager_set_status(m, "Ready on %s%s%s", m->listen_summary,
+                                   isempty(color) ? "" : ", colour ", color);
+        else if (!h->database.up)
+                manager_set_status(m, "Not ready: database check fails: %s", h->database.error);
+        else
+                manager_set_status(m, "Not ready: NATS check fails: %s", h->nats.error);
+}
+
+/* --- startup --- */
+
+static void on_startup_progress(Startup *s, const char *status, void *userdata) {
+        Manager *m = userdata;
+
+        manager_set_status(m, "Starting: %s", status);
+        health_set_phase(m->health, HEALTH_STARTING, status);
+}
+
+static void on_startup_ready(Startup *s, void *userdata) {
+        Manager *m = userdata;
+
+        http_server_set_ready(m->http, true);
+        health_set_phase(m->health, HEALTH_RUNNING, NULL);
+        notify_ready();
+        m->ready_sent = true;
+        log_info("Ready: serving on %s.", m->listen_summary);
+        /* The first ping right after READY=1, then self-probes. */
+        if (watchdog_start(m->watchdog) < 0)
+                log_warning("Running without watchdog pings; systemd will restart us if it expects them.");
+        manager_update_running_status(m);
+}
+
+static void on_startup_fatal(Startup *s, const char *error, void *userdata) {
+        Manager *m = userdata;
+
+        log_error("Cannot become ready: %s", error);
+        manager_set_status(m, "Failed: %s", error);
+        m->exit_code = EXIT_FAILURE;
+        (void) sd_event_exit(m->event, EXIT_FAILURE);
+}
+
+static void on_db_state(Db *db, bool connected, void *userdata) {
+        Manager *m = userdata;
+        startup_on_database(m->startup, connected);
+}
+
+static void on_bus_state(Bus *bus, bool connected, void *userdata) {
+        Manager *m = userdata;
+        startup_on_bus(m->startup, connected);
+}
+
+static void on_health_change(Health *h, void *userdata) {
+        Manager *m = userdata;
+
+        if (startup_step(m->startup) != STARTUP_DONE)
+                startup_on_health_round(m->startup);
+        else
+                manager_update_running_status(m);
+}
+
+/* --- stop and reload --- */
+
+static void on_drained(Drain *d, bool forced, void *userdata) {
+        Manager *m = userdata;
+
+        log_info("Stopping%s.", forced ? " (forced)" : "");
+        (void) sd_event_exit(m->event, EXIT_SUCCESS);
+}
+
+static void on_request_done(HttpServer *http, void *userdata) {
+        Manager *m = userdata;
+        drain_check(m->drain);
+}
+
+static int on_stop_signal(sd_event_source *source, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        DrainMode mode = si->ssi_signo == SIGINT ? DRAIN_FAST : DRAIN_GRACEFUL;
+
+        if (!drain_active(m->drain))
+                log_info("Received %s.", si->ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+        /* Ready turns 503 at once; live stays 200 while we drain. */
+        health_set_phase(m->health, HEALTH_STOPPING, NULL);
+        drain_begin(m->drain, mode, on_drained, m);
+        return 0;
+}
+
+static void report_reload_change(ConfigKeyId id, bool applied, const Config *running,
+                                 const Config *next, void *userdata) {
+        _cleanup_free_ char *before = config_format_key(running, id);
+        _cleanup_free_ char *after = config_format_key(next, id);
+
+        if (applied)
+                log_info("Reload: %s changed from %s to %s.", config_key_name(id), strempty(before),
+                         strempty(after));
+        else
+                log_warning("Reload: %s changed from %s to %s, which needs a restart; keeping %s "
+                            "until then.", config_key_name(id), strempty(before), strempty(after),
+                            strempty(before));
+}
+
+/* Pushes the reloadable settings into the subsystems that use them. */
+static void manager_apply_config(Manager *m) {
+        const Config *c = m->config;
+        HealthSettings hs = {
+                .timeout_usec = c->health_check_timeout_usec,
+                .interval_usec = c->health_check_interval_usec,
+        };
+        StreamSettings ss = {
+                .heartbeat_interval_usec = c->stream_heartbeat_interval_usec,
+                .retry_hint_usec = 2 * USEC_PER_SEC,
+        };
+
+        log_set_max_level(c->log_level);
+        db_set_timeouts(m->db, c->database_connect_timeout_usec, c->retry_backoff_max_usec);
+        health_set_settings(m->health, &hs);
+        stream_hub_set_settings(m->streams, &ss);
+        startup_set_timeouts(m->startup, c->migration_lock_timeout_usec, c->retry_backoff_max_usec);
+        if (m->http)
+                http_server_set_max_body_bytes(m->http, c->max_body_bytes);
+        if (m->drain)
+                drain_set_timeouts(m->drain, c->shutdown_timeout_usec, c->drain_timeout_usec);
+}
+
+static int on_sighup(sd_event_source *source, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        _cleanup_(config_freep) Config *next = NULL;
+        _cleanup_free_ char *error = NULL;
+        bool tell_systemd = m->ready_sent && !drain_active(m->drain);
+        int r;
+
+        /* RELOADING=1 ... READY=1 only around a reload of a ready service:
+         * before the first READY=1 it would announce readiness too early. */
+        if (tell_systemd) {
+                notify_reloading();
+                manager_set_status(m, "Reloading configuration");
+        }
+        r = config_load(m->config_path, m->config_path_required, environ, &next, &error);
+        if (r < 0)
+                log_error("Reload failed, keeping the running configuration: %s",
+                          error ? error : strerror(-r));
+        else {
+                r = config_merge_reload(m->config, next, report_reload_change, m);
+                if (r < 0)
+                        log_error("Reload failed (out of memory), keeping the running configuration.");
+                else {
+                        config_free(m->config);
+                        m->config = TAKE_PTR(next);
+                        manager_apply_config(m);
+                        log_info("Reloaded configuration: %d key(s) changed.", r);
+                }
+        }
+        if (tell_systemd) {
+                notify_ready();
+                m->status[0] = '\0';    /* force a fresh STATUS= */
+                manager_update_running_status(m);
+        }
+        return 0;
+}
+
+/* --- setup --- */
+
+/* Lifts the soft descriptor limit to the hard one (epoll has no FD_SETSIZE
+ * ceiling) and lowers MAX_CONNECTIONS if even that cannot hold them. */
+static uint64_t fit_connections_to_fd_limit(uint64_t wanted, size_t n_sockets) {
+        struct rlimit rl;
+        uint64_t budget;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return wanted;
+        if (rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                        (void) getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        budget = rl.rlim_cur > FD_RESERVE ? (rl.rlim_cur - FD_RESERVE) / (n_sockets ? n_sockets : 1) : 16;
+        if (wanted <= budget)
+                return wanted;
+        log_warning("MAX_CONNECTIONS=%" PRIu64 " does not fit the open-file limit (%ju) with %zu "
+                    "socket(s); using %" PRIu64 ". Raise LimitNOFILE= to serve more.",
+                    wanted, (uintmax_t) rl.rlim_cur, n_sockets, budget);
+        return budget;
+}
+
+static char *listen_summary(const ListenSet *set) {
+        size_t len = 1;
+        char *s;
+
+        for (size_t i = 0; i < set->n_sockets; i++)
+                len += strlen(set->sockets[i].address) + 2;
+        s = calloc(1, len);
+        if (!s)
+                return NULL;
+        for (size_t i = 0; i < set->n_sockets; i++) {
+                if (i > 0)
+                        strcat(s, ", ");
+                strcat(s, set->sockets[i].address);
+        }
+        return s;
+}
+
+static int manager_start_http(Manager *m) {
+        _cleanup_free_ char *error = NULL;
+        ListenSet sockets = { 0 };
+        const Route *table;
+        size_t n_routes;
+        int r;
+
+        r = listen_acquire(m->config->server_host, (uint16_t) m->config->server_port, &sockets, &error);
+        if (r < 0) {
+                log_error("%s", error ? error : strerror(-r));
+                return r;
+        }
+        HttpLimits limits = {
+                .max_connections = fit_connections_to_fd_limit(m->config->max_connections,
+                                                                sockets.n_sockets),
+                .connection_timeout_usec = m->config->connection_timeout_usec,
+                .max_header_bytes = m->config->max_header_bytes,
+                .max_body_bytes = m->config->max_body_bytes,
+        };
+        m->listen_summary = listen_summary(&sockets);
+        table = routes_table(&n_routes);
+        r = m->listen_summary ? http_server_new(m->event, &sockets, &limits, table, n_routes, m, &m->http)
+                              : -ENOMEM;
+        listen_set_done(&sockets);
+        if (r < 0)
+                return r;
+        http_server_set_request_done_callback(m->http, on_request_done, m);
+        return 0;
+}
+
+static int manager_setup_dependencies(Manager *m) {
+        const Config *c = m->config;
+        _cleanup_free_ char *app_name = NULL;
+        int r;
+
+        if (asprintf(&app_name, "batond%s%s", isempty(c->deployment_color) ? "" : "-",
+                     c->deployment_color) < 0)
+                return -ENOMEM;
+        DbSettings ds = {
+                .conninfo = c->database_url,
+                .application_name = app_name,
+                .connect_timeout_usec = c->database_connect_timeout_usec,
+                .backoff_max_usec = c->retry_backoff_max_usec,
+        };
+        r = db_new(m->event, &ds, &m->db);
+        if (r < 0)
+                return r;
+        db_set_state_callback(m->db, on_db_state, m);
+
+        if (c->nats_enabled) {
+                BusSettings bs = {
+                        .url = c->nats_url,
+                        .subject_prefix = c->nats_subject_prefix,
+                        .client_name = app_name,
+                };
+                r = bus_new(m->event, m->mailbox, &bs, &m->bus);
+                if (r < 0)
+                        return r;
+                bus_set_state_callback(m->bus, on_bus_state, m);
+        }
+
+        HealthSettings hs = {
+                .timeout_usec = c->health_check_timeout_usec,
+                .interval_usec = c->health_check_interval_usec,
+        };
+        r = health_new(m->event, m->db, m->bus, &hs, &m->health);
+        if (r < 0)
+                return r;
+        health_set_change_callback(m->health, on_health_change, m);
+
+        StartupCallbacks callbacks = {
+                .ready = on_startup_ready,
+                .fatal = on_startup_fatal,
+                .progress = on_startup_progress,
+        };
+        return startup_new(m->event, m->db, m->bus, m->health, &m->migrations, &callbacks, m,
+                           &m->startup);
+}
+
+int manager_new(Config *config, const char *config_path, bool config_path_required, Manager **ret) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        _cleanup_free_ char *error = NULL;
+        int r;
+
+        m = calloc(1, sizeof(Manager));
+        if (!m) {
+                config_free(config);
+                return -ENOMEM;
+        }
+        m->config = config;
+        m->config_path = strdup(config_path);
+        m->config_path_required = config_path_required;
+        if (!m->config_path)
+                return -ENOMEM;
+
+        r = migration_set_load(embedded_migrations, n_embedded_migrations, &m->migrations, &error);
+        if (r < 0)
+                return log_error_errno(r, "Embedded migrations are broken: %s", strempty(error));
+
+        r = sd_event_new(&m->event);
+        if (r < 0)
+                return r;
+        /* Signals arrive as loop events; main() blocked them before any
+         * thread started, so no thread can take them instead. */
+        if ((r = sd_event_add_signal(m->event, NULL, SIGTERM, on_stop_signal, m)) < 0 ||
+            (r = sd_event_add_signal(m->event, NULL, SIGINT, on_stop_signal, m)) < 0 ||
+            (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_sighup, m)) < 0)
+                return r;
+
+        r = mailbox_new(m->event, &m->mailbox);
+        if (r < 0)
+                return r;
+        StreamSettings ss = {
+                .heartbeat_interval_usec = config->stream_heartbeat_interval_usec,
+                .retry_hint_usec = 2 * USEC_PER_SEC,
+        };
+        r = stream_hub_new(m->event, &ss, &m->streams);
+        if (r < 0)
+                return r;
+        r = manager_setup_dependencies(m);
+        if (r < 0)
+                return r;
+        r = routes_build_static_responses(m);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+int manager_start(Manager *m) {
+        _cleanup_free_ char *masked = config_masked_database_url(m->config);
+        int r;
+
+        log_info("batond %s starting%s%s; database %s%s.", BATON_VERSION,
+                 isempty(m->config->deployment_color) ? "" : " as colour ",
+                 m->config->deployment_color, strempty(masked),
+                 m->config->nats_enabled ? ", NATS enabled" : "");
+
+        /* HTTP first: while we wait for dependencies, live answers 200,
+         * ready 503 with the reason, and the API 503. */
+        r = manager_start_http(m);
+        if (r < 0)
+                return EXIT_FAILURE;
+        r = drain_new(m->event, m->http, m->streams, &m->drain);
+        if (r < 0)
+                return EXIT_FAILURE;
+        r = watchdog_new(m->event, m->http, &m->watchdog);
+        if (r < 0)
+                return EXIT_FAILURE;
+        manager_apply_config(m);
+
+        /* Then the dependencies, in the order of the readiness contract. */
+        r = startup_begin(m->startup);
+        if (r < 0)
+                return EXIT_FAILURE;
+        return 0;
+}
+
+int manager_run(Manager *m) {
+        int r = sd_event_loop(m->event);
+
+        if (r < 0) {
+                log_error_errno(r, "Event loop failed: %s", strerror(abs(r)));
+                return EXIT_FAILURE;
+        }
+        return r;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        /* Order matters: the HTTP server first (its request callbacks reach
+         * streams and health), startup before the Db its migrator uses, the
+         * Db and bus before the health checks that wait on them. */
+        watchdog_free(m->watchdog);
+        http_server_free(m->http);
+        drain_free(m->drain);
+        startup_free(m->startup);
+        bus_free(m->bus);
+        db_free(m->db);
+        health_free(m->health);
+        stream_hub_free(m->streams);
+        http_shared_response_unref(m->live_response);
+        http_shared_response_unref(m->summary_response);
+        mailbox_free(m->mailbox);
+        sd_event_unref(m->event);
+        migration_set_done(&m->migrations);
+        config_free(m->config);
+        free(m->config_path);
+        free(m->listen_summary);
+        return mfree(m);
+}

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The Manager owns everything batond runs: the event loop, the running
+ * configuration and every subsystem. Callbacks receive it as userdata;
+ * nothing else is global (logging aside). */
+
+#include <systemd/sd-event.h>
+
+#include "bus.h"
+#include "config.h"
+#include "db.h"
+#include "drain.h"
+#include "health.h"
+#include "http.h"
+#include "mailbox.h"
+#include "migrate.h"
+#include "startup.h"
+#include "stream.h"
+#include "watchdog.h"
+
+/* Exit codes (systemd shows 78 as "CONFIG"). */
+#define EXIT_CONFIG 78
+
+typedef struct Manager {
+        sd_event *event;
+        Config *config;
+        char *config_path;
+        bool config_path_required;
+        MigrationSet migrations;
+
+        Mailbox *mailbox;
+        Db *db;
+        Bus *bus;                       /* NULL unless NATS__ENABLED */
+        Health *health;
+        StreamHub *streams;
+        HttpServer *http;
+        Startup *startup;
+        Drain *drain;
+        Watchdog *watchdog;
+
+        HttpSharedResponse *live_response;
+        HttpSharedResponse *summary_response;
+        char *listen_summary;           /* "127.0.0.1:8080, [::1]:8080" for STATUS= */
+        char status[256];               /* last STATUS= sent */
+
+        bool ready_sent;
+        int exit_code;
+} Manager;
+
+/* Takes ownership of config. */
+int manager_new(Config *config, const char *config_path, bool config_path_required, Manager **ret);
+Manager *manager_free(Manager *m);
+DEFINE_POINTER_CLEANUP(Manager, manager_free);
+
+/* Acquires sockets, starts serving probes, then starts the dependency
+ * sequence towards READY=1. Returns an exit code on failure, 0 otherwise. */
+int manager_start(Manager *m);
+
+/* Runs the loop until the drain completes or startup fails; returns the
+ * process exit code. */
+int manager_run(Manager *m);

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+#include <microhttpd.h>
+
+#include "routes.h"
+#include "stream-test.h"
+#include "version.h"
+
+static void on_live(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        /* Never depends on PostgreSQL or NATS: answering proves the process
+         * serves, which is all liveness means. */
+        http_respond_shared(req, m->live_response);
+}
+
+static void on_ready(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        health_respond_ready(m->health, req);
+}
+
+static void on_summary(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        http_respond_shared(req, m->summary_response);
+}
+
+static void on_stream_test(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        stream_test_handle(m->streams, req, m->config->stream_test_max_duration_usec,
+                           m->config->deployment_color);
+}
+
+static void on_api_unknown(HttpRequest *req, void *userdata) {
+        http_respond_error(req, MHD_HTTP_NOT_FOUND, "not_found", "no such resource: %s",
+                           http_request_path(req));
+}
+
+static const Route routes[] = {
+        /* Probes: /_/health/... is batond's own namespace; the short
+         * aliases suit other ecosystems' defaults (Kubernetes, Spring). */
+        { "health_live",    "/_/health/live",    HTTP_GET, 0, on_live },
+        { "health_ready",   "/_/health/ready",   HTTP_GET, 0, on_ready },
+        /* 503 until the first READY=1, then the same as ready. */
+        { "health_startup", "/_/health/startup", HTTP_GET, 0, on_ready },
+        { "health_summary", "/_/health",         HTTP_GET, 0, on_summary },
+        { "health_live",    "/live",             HTTP_GET, 0, on_live },
+        { "health_ready",   "/ready",            HTTP_GET, 0, on_ready },
+        { "health_live",    "/health/live",      HTTP_GET, 0, on_live },
+        { "health_ready",   "/health/ready",     HTTP_GET, 0, on_ready },
+
+        { "stream_test",    "/stream/test",      HTTP_GET, ROUTE_NEEDS_READY, on_stream_test },
+
+        /* Everything under /api answers 503 until ready, then 404 unless a
+         * more precise route above takes it. */
+        { "api_unknown",    "/api/*",            HTTP_ANY_METHOD, ROUTE_NEEDS_READY, on_api_unknown },
+};
+
+const Route *routes_table(size_t *ret_n) {
+        *ret_n = ELEMENTSOF(routes);
+        return routes;
+}
+
+int routes_build_static_responses(Manager *m) {
+        int r;
+
+        r = http_shared_response_new(MHD_HTTP_OK, json_pack("{s:s}", "status", "UP"), &m->live_response);
+        if (r < 0)
+                return r;
+        /* The legacy summary: always 200 while the process is up. */
+        return http_shared_response_new(MHD_HTTP_OK,
+                                        json_pack("{s:s, s:s, s:s, s:{s:b, s:b}}",
+                                                  "status", "UP",
+                                                  "version", BATON_VERSION,
+                                                  "color", m->config->deployment_color,
+                                                  "components",
+                                                  "database", 1,
+                                                  "nats", m->config->nats_enabled),
+                                        &m->summary_response);
+}

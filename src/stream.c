@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: MIT */
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "log.h"
+#include "sse.h"
+#include "stream.h"
+
+struct Stream {
+        StreamHub *hub;
+        HttpRequest *req;               /* NULL once the request ended */
+        SseBuffer buffer;
+        bool finishing;                 /* end after the buffer drains */
+        bool response_alive;            /* MHD still holds our reader */
+        usec_t last_write;
+
+        StreamCloseCallback close_cb;
+        void *close_userdata;
+
+        Stream *prev, *next;
+};
+
+struct StreamHub {
+        sd_event *event;
+        StreamSettings settings;
+        Stream *head;
+        size_t n_streams;
+        sd_event_source *heartbeat_timer;
+};
+
+/* A stream is freed when both its request ended and MHD released the
+ * response: whichever comes last. */
+static void stream_maybe_free(Stream *s) {
+        if (s->req || s->response_alive)
+                return;
+        sse_buffer_done(&s->buffer);
+        free(s);
+}
+
+static void hub_unlink(StreamHub *hub, Stream *s) {
+        if (s->prev)
+                s->prev->next = s->next;
+        else
+                hub->head = s->next;
+        if (s->next)
+                s->next->prev = s->prev;
+        s->prev = s->next = NULL;
+        hub->n_streams--;
+}
+
+static ssize_t on_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        Stream *s = cls;
+
+        if (!s->req)
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (sse_buffer_pending(&s->buffer) > 0)
+                return (ssize_t) sse_buffer_take(&s->buffer, buf, max);
+        if (s->finishing)
+                return MHD_CONTENT_READER_END_OF_STREAM;
+        return http_stream_wait(s->req);
+}
+
+static void on_response_free(void *cls) {
+        Stream *s = cls;
+
+        s->response_alive = false;
+        stream_maybe_free(s);
+}
+
+static void on_request_end(HttpRequest *req, void *userdata) {
+        Stream *s = userdata;
+        StreamCloseCallback cb = s->close_cb;
+
+        hub_unlink(s->hub, s);
+        s->req = NULL;
+        s->close_cb = NULL;
+        if (cb)
+                cb(s, s->close_userdata);
+        stream_maybe_free(s);
+}
+
+static void stream_wake(Stream *s) {
+        if (s->req)
+                http_stream_wake(s->req);
+}
+
+int stream_send_event(Stream *s, const char *id, const char *event, const char *data) {
+        int r;
+
+        if (!s->req || s->finishing)
+                return -EPIPE;
+        if (sse_buffer_pending(&s->buffer) > STREAM_BUFFER_MAX) {
+                /* The client does not keep up: cut it loose rather than
+                 * buffer without bound; it resumes from its last id. */
+                stream_end_with_reconnect(s, "too slow: fell behind");
+                return -ENOBUFS;
+        }
+        r = sse_append_event(&s->buffer, id, event, data);
+        if (r < 0)
+                return r;
+        s->last_write = now_usec(CLOCK_MONOTONIC);
+        stream_wake(s);
+        return 0;
+}
+
+void stream_finish(Stream *s) {
+        if (!s->req)
+                return;
+        s->finishing = true;
+        stream_wake(s);
+}
+
+void stream_end_with_reconnect(Stream *s, const char *reason) {
+        _cleanup_free_ char *data = NULL;
+        json_t *j;
+
+        if (!s->req || s->finishing)
+                return;
+        j = json_pack("{s:s}", "reason", reason);
+        data = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        if (sse_append_event(&s->buffer, NULL, "reconnect", data ? data : "{}") < 0)
+                log_debug("Failed to queue the reconnect event; ending the stream without it.");
+        stream_finish(s);
+}
+
+/* Heartbeats for streams that were quiet for a whole interval. */
+static int on_heartbeat(sd_event_source *source, uint64_t usec, void *userdata) {
+        StreamHub *hub = userdata;
+        usec_t now = now_usec(CLOCK_MONOTONIC), interval = hub->settings.heartbeat_interval_usec;
+
+        for (Stream *s = hub->head; s; s = s->next) {
+                if (s->finishing || now - s->last_write < interval)
+                        continue;
+                if (sse_append_comment(&s->buffer, "heartbeat") >= 0) {
+                        s->last_write = now;
+                        stream_wake(s);
+                }
+        }
+        if (sd_event_source_set_time_relative(source, interval) < 0 ||
+            sd_event_source_set_enabled(source, SD_EVENT_ONESHOT) < 0)
+                log_error("Failed to re-arm the stream heartbeat timer.");
+        return 0;
+}
+
+int stream_open(StreamHub *hub, HttpRequest *req, StreamCloseCallback close_cb, void *userdata,
+                Stream **ret) {
+        Stream *s = calloc(1, sizeof(Stream));
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        *s = (Stream) {
+                .hub = hub, .req = req, .response_alive = true,
+                .close_cb = close_cb, .close_userdata = userdata,
+                .last_write = now_usec(CLOCK_MONOTONIC),
+        };
+        r = sse_append_retry(&s->buffer, hub->settings.retry_hint_usec / USEC_PER_MSEC);
+        if (r < 0) {
+                sse_buffer_done(&s->buffer);
+                free(s);
+                return r;
+        }
+        s->next = hub->head;
+        if (hub->head)
+                hub->head->prev = s;
+        hub->head = s;
+        hub->n_streams++;
+
+        http_request_on_end(req, on_request_end, s);
+        /* From here MHD owns the reader; on failure it already called
+         * on_response_free, and on_request_end follows with the request. */
+        http_respond_stream(req, "text/event-stream", on_read, s, on_response_free);
+        *ret = s;
+        return 0;
+}
+
+int stream_hub_new(sd_event *event, const StreamSettings *settings, StreamHub **ret) {
+        StreamHub *hub = calloc(1, sizeof(StreamHub));
+        int r;
+
+        if (!hub)
+                return -ENOMEM;
+        hub->event = sd_event_ref(event);
+        hub->settings = *settings;
+        r = sd_event_add_time_relative(event, &hub->heartbeat_timer, CLOCK_MONOTONIC,
+                                       settings->heartbeat_interval_usec, USEC_PER_SEC,
+                                       on_heartbeat, hub);
+        if (r < 0) {
+                stream_hub_free(hub);
+                return r;
+        }
+        *ret = hub;
+        return 0;
+}
+
+StreamHub *stream_hub_free(StreamHub *hub) {
+        if (!hub)
+                return NULL;
+        if (hub->n_streams > 0)
+                log_debug("Freeing the stream hub with %zu streams open (bug).", hub->n_streams);
+        sd_event_source_disable_unref(hub->heartbeat_timer);
+        sd_event_unref(hub->event);
+        return mfree(hub);
+}
+
+void stream_hub_set_settings(StreamHub *hub, const StreamSettings *settings) {
+        hub->settings = *settings;
+}
+
+sd_event *stream_hub_event(StreamHub *hub) {
+        return hub->event;
+}
+
+size_t stream_hub_count(const StreamHub *hub) {
+        return hub->n_streams;
+}
+
+void stream_hub_end_all(StreamHub *hub, const char *reason) {
+        for (Stream *s = hub->head; s; s = s->next)
+                stream_end_with_reconnect(s, reason);
+}

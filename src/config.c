@@ -318,7 +318,9 @@ static int read_config_file(const char *path, char **ret_text, char **ret_error)
                         return -ENOMEM;
                 return -err;
         }
-        if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > CONFIG_FILE_MAX) {
+        /* Directories and FIFOs would fail or block; /dev/null means "no file". */
+        if (fstat(fileno(f), &st) < 0 || (!S_ISREG(st.st_mode) && !streq(path, "/dev/null")) ||
+            st.st_size > CONFIG_FILE_MAX) {
                 fclose(f);
                 if (asprintf(ret_error, "configuration file %s is not a regular file of at most 1 MiB", path) < 0)
                         return -ENOMEM;
@@ -391,6 +393,7 @@ static int load_env(Config *c, char *const *envp, char **ret_error) {
                         }
                         return r;
                 }
+                c->shadowed[i] = c->source[i] == CONFIG_SOURCE_FILE;
                 c->source[i] = CONFIG_SOURCE_ENV;
         }
         return 0;

@@ -77,6 +77,8 @@ typedef struct Config {
 
         /* Where each key's value came from, for messages. */
         ConfigSource source[_CONFIG_KEY_MAX];
+        /* Set in the file too, but the environment's value won. */
+        bool shadowed[_CONFIG_KEY_MAX];
         char *path;                     /* the file read, NULL if none */
 } Config;
 

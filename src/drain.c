@@ -11,6 +11,12 @@
 /* Each extension covers a few missed ticks, no more: if batond hangs,
  * systemd's own timeout takes over soon after. */
 #define DRAIN_EXTEND_USEC (5 * USEC_PER_SEC)
+/* Once no request or stream is left, idle keep-alive connections get this
+ * long to close by themselves. Closing them ourselves races with a client
+ * that is just sending a request on one (it would get no answer); clients
+ * that are active receive "Connection: close" within this time and hang
+ * up, so only connections idle for the whole grace are closed by us. */
+#define DRAIN_IDLE_GRACE_USEC (1 * USEC_PER_SEC)
 
 struct Drain {
         sd_event *event;
@@ -24,6 +30,7 @@ struct Drain {
         bool streams_ended;
         DrainMode mode;
         usec_t started;
+        usec_t idle_since;              /* no request or stream left since; 0: busy */
         sd_event_source *tick;
         sd_event_source *finish_source;
         bool forced;
@@ -73,18 +80,25 @@ static void report(Drain *d, usec_t elapsed) {
 }
 
 void drain_check(Drain *d) {
-        usec_t elapsed;
+        usec_t now, elapsed;
         HttpCounters c;
 
         if (!d->active || d->finished)
                 return;
         c = http_server_counters(d->http);
+        now = now_usec(CLOCK_MONOTONIC);
         if (c.active_requests == 0 && stream_hub_count(d->streams) == 0) {
-                log_info("Drained: no request or stream left.");
-                finish(d, false);
+                if (d->idle_since == 0)
+                        d->idle_since = now;
+                if (c.active_connections == 0 || now - d->idle_since >= DRAIN_IDLE_GRACE_USEC) {
+                        log_info("Drained: no request or stream left; closing %" PRIu64
+                                 " idle connection(s).", c.active_connections);
+                        finish(d, false);
+                }
                 return;
         }
-        elapsed = now_usec(CLOCK_MONOTONIC) - d->started;
+        d->idle_since = 0;
+        elapsed = now - d->started;
         if (!d->streams_ended && d->drain_timeout_usec > 0 && elapsed >= d->drain_timeout_usec)
                 end_streams(d, "drain timeout; reconnect to another instance");
         if (c.active_requests > 0 && elapsed >= d->shutdown_timeout_usec) {
@@ -102,7 +116,9 @@ static int on_tick(sd_event_source *source, uint64_t usec, void *userdata) {
                 return 0;
         report(d, now_usec(CLOCK_MONOTONIC) - d->started);
         notify_extend_timeout(DRAIN_EXTEND_USEC);
-        if (sd_event_source_set_time_relative(source, DRAIN_TICK_USEC) < 0 ||
+        /* While only idle connections are left, look again when their grace ends. */
+        if (sd_event_source_set_time_relative(source, d->idle_since ? DRAIN_IDLE_GRACE_USEC / 4
+                                                                    : DRAIN_TICK_USEC) < 0 ||
             sd_event_source_set_enabled(source, SD_EVENT_ONESHOT) < 0)
                 log_error("Failed to re-arm the drain timer.");
         return 0;

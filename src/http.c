@@ -2,6 +2,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -330,6 +331,27 @@ const char *http_request_body(const HttpRequest *req, size_t *ret_size) {
 
 /* --- the request state machine, driven by MHD --- */
 
+static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind, const char *key,
+                                            const char *value) {
+        unsigned *n = cls;
+        if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+                (*n)++;
+        return MHD_YES;
+}
+
+/* A proxy and batond must agree where a body ends, or a request can be
+ * smuggled inside another one. libmicrohttpd 0.9.75 quietly picks one of
+ * Content-Length and Transfer-Encoding, and one of several Content-Length
+ * headers; we refuse such requests instead, as nginx does. */
+static bool framing_ambiguous(struct MHD_Connection *connection) {
+        unsigned n = 0;
+
+        if (MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+                return true;
+        (void) MHD_get_connection_values(connection, MHD_HEADER_KIND, count_content_length, &n);
+        return n > 1;
+}
+
 /* Decides what we can from the request line and headers. Errors that mean
  * we will not read the body (413, 431) are queued at once, which makes MHD
  * close the connection afterwards; the rest wait for the final call so the
@@ -351,6 +373,12 @@ static enum MHD_Result request_begin(HttpRequest *req) {
         }
         content_length = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (content_length && framing_ambiguous(req->connection)) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                   "ambiguous body length: Content-Length with Transfer-Encoding, "
+                                   "or more than one Content-Length");
+                return MHD_YES;
+        }
         if (content_length && parse_uint64(content_length, &length) == 0 &&
             length > s->limits.max_body_bytes) {
                 http_respond_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
@@ -451,7 +479,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
                 /* Queueing on the first call costs keep-alive in MHD 0.9.75;
                  * do it only for answers that mean "stop sending". */
                 if (request_has_response(req) && (req->status == MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE ||
-                                      req->status == MHD_HTTP_CONTENT_TOO_LARGE))
+                                                  req->status == MHD_HTTP_CONTENT_TOO_LARGE ||
+                                                  req->status == MHD_HTTP_BAD_REQUEST))
                         return request_queue(req);
                 return MHD_YES;
         }
@@ -529,8 +558,12 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
 
         if (toe == MHD_CONNECTION_NOTIFY_STARTED)
                 s->counters.active_connections++;
-        else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
                 s->counters.active_connections--;
+                /* The drain also waits for keep-alive connections to go. */
+                if (s->done_cb)
+                        s->done_cb(s, s->done_userdata);
+        }
 }
 
 static void on_mhd_log(void *cls, const char *format, va_list ap) {
@@ -718,6 +751,28 @@ void http_server_set_max_body_bytes(HttpServer *s, uint64_t max_body_bytes) {
         s->limits.max_body_bytes = max_body_bytes;
 }
 
+/* Connections the kernel completed before we stopped listening wait in the
+ * backlog; closing the socket would reset them (or, with systemd holding
+ * it, leave them for an instance that may never start). Serve them. */
+static void accept_backlog(HttpListener *l, int fd) {
+        struct sockaddr_storage addr;
+        socklen_t len;
+        int client;
+        unsigned n = 0;
+
+        for (;;) {
+                len = sizeof(addr);
+                client = accept4(fd, (struct sockaddr *) &addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (client < 0)
+                        break;
+                /* MHD closes the socket itself if it cannot take it. */
+                if (MHD_add_connection(l->daemon, client, (struct sockaddr *) &addr, len) == MHD_YES)
+                        n++;
+        }
+        if (n > 0)
+                log_debug("Took %u connection(s) from the backlog of %s before closing it.", n, l->address);
+}
+
 void http_server_begin_drain(HttpServer *s) {
         if (s->draining)
                 return;
@@ -729,10 +784,13 @@ void http_server_begin_drain(HttpServer *s) {
                         continue;
                 MHD_socket fd = MHD_quiesce_daemon(l->daemon);
                 l->quiesced = true;
-                if (fd != MHD_INVALID_SOCKET)
+                if (fd != MHD_INVALID_SOCKET) {
+                        accept_backlog(l, fd);
                         close(fd);
+                }
                 log_info("Stopped accepting connections on %s.", l->address);
         }
+        http_server_schedule_run(s);
 }
 
 bool http_server_draining(const HttpServer *s) {

@@ -36,7 +36,8 @@ typedef struct HttpCounters {
         uint64_t requests_total;        /* completed, for progress checks */
 } HttpCounters;
 
-/* Called on the loop after every request ends (the drain logic waits on it). */
+/* Called on the loop after every request ends and every connection closes
+ * (the drain logic waits on both). */
 typedef void (*HttpRequestDoneCallback)(HttpServer *server, void *userdata);
 
 /* Takes ownership of the sockets in 'sockets' (their fds become -1). */
@@ -53,8 +54,9 @@ void http_server_set_request_done_callback(HttpServer *server, HttpRequestDoneCa
 void http_server_set_ready(HttpServer *server, bool ready);
 void http_server_set_max_body_bytes(HttpServer *server, uint64_t max_body_bytes);
 
-/* Stops accepting connections (the listening sockets are closed; systemd
- * keeps its copies) and marks every later response "Connection: close", so
+/* Stops accepting connections (connections already waiting in the backlog
+ * are still served; then the listening sockets are closed, systemd keeps
+ * its copies) and marks every later response "Connection: close", so
  * keep-alive clients move on. Requests in flight continue. */
 void http_server_begin_drain(HttpServer *server);
 bool http_server_draining(const HttpServer *server);

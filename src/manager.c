@@ -140,6 +140,16 @@ static void report_reload_change(ConfigKeyId id, bool applied, const Config *run
                             strempty(before));
 }
 
+/* A key set in both places silently ignores the file, which surprises
+ * whoever edits the file and reloads (e.g. when a unit also loads it with
+ * EnvironmentFile=): say so. */
+static void log_shadowed_keys(const Config *c) {
+        for (size_t i = 0; i < _CONFIG_KEY_MAX; i++)
+                if (c->shadowed[i])
+                        log_notice("%s is set in both %s and the environment; the environment's "
+                                   "value wins.", config_key_name((ConfigKeyId) i), c->path);
+}
+
 /* Pushes the reloadable settings into the subsystems that use them. */
 static void manager_apply_config(Manager *m) {
         const Config *c = m->config;
@@ -188,6 +198,7 @@ static int on_sighup(sd_event_source *source, const struct signalfd_siginfo *si,
                         config_free(m->config);
                         m->config = TAKE_PTR(next);
                         manager_apply_config(m);
+                        log_shadowed_keys(m->config);
                         log_info("Reloaded configuration: %d key(s) changed.", r);
                 }
         }
@@ -377,6 +388,8 @@ int manager_start(Manager *m) {
                  isempty(m->config->deployment_color) ? "" : " as colour ",
                  m->config->deployment_color, strempty(masked),
                  m->config->nats_enabled ? ", NATS enabled" : "");
+
+        log_shadowed_keys(m->config);
 
         /* HTTP first: while we wait for dependencies, live answers 200,
          * ready 503 with the reason, and the API 503. */

@@ -110,8 +110,9 @@ static void retry_later(Startup *s) {
 
 static void on_migrated(const MigrateResult *result, void *userdata) {
         Startup *s = userdata;
+        /* result points into the migrator: free it only on the way out. */
+        _cleanup_(migrator_freep) Migrator *done = TAKE_PTR(s->migrator);
 
-        s->migrator = migrator_free(s->migrator);
         switch (result->outcome) {
         case MIGRATE_OK:
                 log_info("Database schema at version %u (%u migration(s) applied now).",

@@ -1,0 +1,461 @@
+"""Test harness for batond's integration tests: real PostgreSQL, real
+nats-server, batond started through systemd-socket-activate, and the
+sd_notify messages it sends, read from a socket the test owns.
+
+Python standard library only. Each test file is a script that prints TAP
+(meson counts it): run it directly to debug, e.g.
+    BATOND=build/src/batond python3 tests/integration/test_startup.py -v
+"""
+
+import http.client
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+PG_BIN = None
+for version in ('17', '16', '15', '14', '13'):
+    candidate = f'/usr/lib/postgresql/{version}/bin'
+    if os.path.exists(os.path.join(candidate, 'initdb')):
+        PG_BIN = candidate
+        break
+
+VERBOSE = '-v' in sys.argv
+MIGRATION_LOCK_KEY = 7089075310400727399
+
+
+def log(message):
+    if VERBOSE:
+        print(f'# {message}', flush=True)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, interval=0.05, what='condition'):
+    """Polls predicate until it returns a truthy value; returns that value."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # the thing we wait for may not exist yet
+            last_error = e
+        time.sleep(interval)
+    raise AssertionError(f'timed out after {timeout}s waiting for {what}'
+                         + (f' (last error: {last_error})' if last_error else ''))
+
+
+class TempDir:
+    def __init__(self, prefix):
+        self.path = tempfile.mkdtemp(prefix=f'baton-{prefix}-')
+        os.chmod(self.path, 0o755)
+
+    def join(self, *parts):
+        return os.path.join(self.path, *parts)
+
+    def cleanup(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster in a temporary directory. As root it
+    runs as the 'postgres' user (PostgreSQL refuses to run as root)."""
+
+    def __init__(self, tmp):
+        if not PG_BIN:
+            raise RuntimeError('PostgreSQL server binaries not found under /usr/lib/postgresql')
+        self.dir = tmp.join('pg')
+        self.port = free_port()
+        self.user = None
+        os.makedirs(self.dir)
+        if os.geteuid() == 0:
+            self.user = 'postgres'
+            pw = pwd.getpwnam('postgres')
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self._run(['initdb', '-D', self.data, '-U', 'baton', '--auth=trust', '-E', 'UTF8',
+                   '--no-sync'], quiet=True)
+        with open(os.path.join(self.data, 'postgresql.conf'), 'a') as f:
+            f.write(f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+                    f"unix_socket_directories = '{self.dir}'\nfsync = off\n"
+                    "synchronous_commit = off\nfull_page_writes = off\n"
+                    "max_connections = 200\n")
+        self.start()
+        self.psql('CREATE DATABASE baton', db='postgres')
+
+    @property
+    def data(self):
+        return os.path.join(self.dir, 'data')
+
+    def _run(self, argv, quiet=False, check=True):
+        argv = [os.path.join(PG_BIN, argv[0])] + argv[1:]
+        if self.user:
+            argv = ['runuser', '-u', self.user, '--'] + argv
+        out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if check and out.returncode != 0:
+            raise RuntimeError(f'{argv} failed: {out.stdout}')
+        return out
+
+    def start(self):
+        self._run(['pg_ctl', '-D', self.data, '-l', os.path.join(self.dir, 'log'), '-w', 'start'])
+
+    def stop(self, mode='fast'):
+        self._run(['pg_ctl', '-D', self.data, '-m', mode, '-w', 'stop'])
+
+    def kill(self):
+        """Crash-stop: what a power cut or OOM kill looks like to clients."""
+        self.stop('immediate')
+
+    def url(self, db='baton', password=None):
+        auth = f'baton:{password}' if password else 'baton'
+        return f'postgres://{auth}@127.0.0.1:{self.port}/{db}'
+
+    def psql(self, sql, db='baton', check=True):
+        out = subprocess.run(['psql', '-h', '127.0.0.1', '-p', str(self.port), '-U', 'baton',
+                              '-d', db, '-v', 'ON_ERROR_STOP=1', '-At', '-c', sql],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if check and out.returncode != 0:
+            raise RuntimeError(f'psql {sql!r} failed: {out.stderr}')
+        return out.stdout.strip()
+
+    def session(self, db='baton'):
+        """An interactive psql session kept open (for holding locks)."""
+        return subprocess.Popen(['psql', '-h', '127.0.0.1', '-p', str(self.port), '-U', 'baton',
+                                 '-d', db, '-At', '-q'], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def destroy(self):
+        try:
+            self.stop('immediate')
+        except Exception:
+            pass
+
+
+class Nats:
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.proc = None
+        self.log = tmp.join(f'nats-{self.port}.log')
+        self.start()
+
+    @property
+    def url(self):
+        return f'nats://127.0.0.1:{self.port}'
+
+    def start(self):
+        self.proc = subprocess.Popen(['nats-server', '-a', '127.0.0.1', '-p', str(self.port),
+                                      '-l', self.log], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+        def accepting():
+            with socket.create_connection(('127.0.0.1', self.port), timeout=0.5):
+                return True
+        wait_until(accepting, 10, what='nats-server to accept connections')
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def destroy(self):
+        self.stop()
+
+
+class NotifySocket:
+    """Receives sd_notify datagrams, as systemd would, and keeps them with
+    their arrival time (monotonic)."""
+
+    def __init__(self, tmp):
+        self.path = tmp.join(f'notify-{os.getpid()}-{id(self)}.sock')
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.messages = []  # (time, text)
+        self.lock = threading.Lock()
+        self.running = True
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while self.running:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            text = data.decode(errors='replace')
+            with self.lock:
+                self.messages.append((time.monotonic(), text))
+            log(f'notify: {text!r}')
+
+    def all(self):
+        with self.lock:
+            return list(self.messages)
+
+    def texts(self):
+        return [m for _, m in self.all()]
+
+    def find(self, pattern, since=0):
+        """First message (after index 'since') matching the regex, or None."""
+        for i, (t, m) in enumerate(self.all()):
+            if i >= since and re.search(pattern, m):
+                return (i, t, m)
+        return None
+
+    def wait_for(self, pattern, timeout=10, since=0):
+        return wait_until(lambda: self.find(pattern, since), timeout,
+                          what=f'sd_notify message matching {pattern!r}; got {self.texts()[-8:]}')
+
+    def count(self):
+        with self.lock:
+            return len(self.messages)
+
+    def close(self):
+        self.running = False
+        self.sock.close()
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def __repr__(self):
+        return f'<Response {self.status} {self.body[:200]!r}>'
+
+
+def http_get(port, path, method='GET', headers=None, body=None, timeout=5, host='127.0.0.1'):
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return Response(r.status, r.getheaders(), r.read().decode(errors='replace'))
+    finally:
+        conn.close()
+
+
+def raw_request(port, data, timeout=5, read_all=True):
+    """Sends raw bytes, returns raw bytes received until close (or timeout)."""
+    with socket.create_connection(('127.0.0.1', port), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                chunks.append(d)
+                if not read_all:
+                    break
+        except socket.timeout:
+            pass
+        return b''.join(chunks)
+
+
+class Batond:
+    """batond started the way systemd starts it: with listening sockets
+    passed by systemd-socket-activate (which execs batond on the first
+    connection) and NOTIFY_SOCKET pointing at a socket this test reads."""
+
+    BINARY = os.environ.get('BATOND', os.path.join(os.path.dirname(__file__), '..', '..',
+                                                   'build', 'src', 'batond'))
+
+    def __init__(self, tmp, env, n_sockets=1, socket_activate=True, args=(), watchdog_usec=None,
+                 name='batond'):
+        self.tmp = tmp
+        self.notify = NotifySocket(tmp)
+        self.ports = [free_port() for _ in range(n_sockets)]
+        self.env = {
+            'HEALTH_CHECK_INTERVAL': '300ms',
+            'HEALTH_CHECK_TIMEOUT': '2s',
+            'RETRY_BACKOFF_MAX': '1s',
+            'DATABASE_CONNECT_TIMEOUT': '2s',
+        }
+        self.env.update(env)
+        self.env['NOTIFY_SOCKET'] = self.notify.path
+        if watchdog_usec:
+            self.env['WATCHDOG_USEC'] = str(watchdog_usec)
+        self.socket_activate = socket_activate
+        self.args = list(args)
+        self.log_path = tmp.join(f'{name}-{self.ports[0]}.log')
+        self.proc = None
+
+    @property
+    def port(self):
+        return self.ports[0]
+
+    def start(self, trigger=True):
+        binary = os.path.abspath(self.BINARY)
+        log_file = open(self.log_path, 'w')
+        if self.socket_activate:
+            argv = ['systemd-socket-activate']
+            for p in self.ports:
+                argv += ['-l', f'127.0.0.1:{p}']
+            argv += ['--fdname=' + ':'.join(f'http{i}' for i in range(len(self.ports)))]
+            for k, v in self.env.items():
+                argv += ['-E', f'{k}={v}']
+            # LISTEN_PID must match after exec: socket-activate sets it.
+            argv += [binary] + self.args
+            env = {'PATH': os.environ.get('PATH', '/usr/bin:/bin')}
+            # Sanitizer settings pass through to batond.
+            for k in ('ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LSAN_OPTIONS'):
+                if k in os.environ:
+                    argv[1:1] = ['-E', f'{k}={os.environ[k]}']
+        else:
+            argv = [binary] + self.args
+            env = dict(self.env)
+            env['PATH'] = os.environ.get('PATH', '/usr/bin:/bin')
+            env['SERVER_PORT'] = str(self.port)
+            for k in ('ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LSAN_OPTIONS'):
+                if k in os.environ:
+                    env[k] = os.environ[k]
+        self.proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        log_file.close()
+        if trigger:
+            self.wait_serving()
+        return self
+
+    def wait_serving(self, timeout=10):
+        """Connects until live answers: with socket activation the first
+        connection is what starts batond."""
+        def live():
+            return self.get('/_/health/live', timeout=2).status == 200
+        wait_until(live, timeout, interval=0.1, what='batond to answer /_/health/live')
+
+    def get(self, path, **kw):
+        return http_get(self.port, path, **kw)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def signal(self, sig):
+        os.kill(self.proc.pid, sig)
+
+    def wait_exit(self, timeout=15):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f'batond did not exit within {timeout}s')
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        with open(self.log_path, errors='replace') as f:
+            return f.read()
+
+    def wait_log(self, pattern, timeout=10):
+        return wait_until(lambda: re.search(pattern, self.log()), timeout,
+                          what=f'log line matching {pattern!r}')
+
+    def wait_ready(self, timeout=15):
+        return self.notify.wait_for(r'^READY=1$', timeout)
+
+    def stop(self):
+        if self.running():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.notify.close()
+
+
+# --- TAP runner -------------------------------------------------------------
+
+_tests = []
+
+
+def test(fn):
+    _tests.append(fn)
+    return fn
+
+
+class Skip(Exception):
+    pass
+
+
+class Context:
+    """Per-test resources, torn down in reverse order of creation."""
+
+    def __init__(self, name):
+        self.tmp = TempDir(name)
+        self._cleanups = []
+
+    def add(self, obj, cleanup):
+        self._cleanups.append((obj, cleanup))
+        return obj
+
+    def postgres(self):
+        return self.add(Postgres(self.tmp), lambda p: p.destroy())
+
+    def nats(self):
+        return self.add(Nats(self.tmp), lambda n: n.destroy())
+
+    def batond(self, env, **kw):
+        return self.add(Batond(self.tmp, env, **kw), lambda b: b.stop())
+
+    def close(self, keep):
+        for obj, cleanup in reversed(self._cleanups):
+            try:
+                cleanup(obj)
+            except Exception as e:
+                print(f'# cleanup failed: {e}', flush=True)
+        if not keep:
+            self.tmp.cleanup()
+
+
+def run():
+    only = [a for a in sys.argv[1:] if not a.startswith('-')]
+    tests = [t for t in _tests if not only or t.__name__ in only]
+    print(f'1..{len(tests)}', flush=True)
+    failed = 0
+    for n, fn in enumerate(tests, 1):
+        ctx = Context(fn.__name__)
+        started = time.monotonic()
+        status = 'ok'
+        directive = ''
+        try:
+            fn(ctx)
+        except Skip as e:
+            directive = f' # SKIP {e}'
+        except Exception:
+            status = 'not ok'
+            failed += 1
+            for line in traceback.format_exc().splitlines():
+                print(f'# {line}', flush=True)
+            for obj, _ in ctx._cleanups:
+                if isinstance(obj, Batond):
+                    print(f'# --- log of batond on port {obj.port} ---')
+                    for line in obj.log().splitlines()[-40:]:
+                        print(f'#   {line}')
+                    print(f'# --- sd_notify: {obj.notify.texts()[-15:]}')
+        finally:
+            ctx.close(keep=status != 'ok' and VERBOSE)
+        elapsed = time.monotonic() - started
+        print(f'{status} {n} - {fn.__name__} ({elapsed:.1f}s){directive}', flush=True)
+    sys.exit(1 if failed else 0)

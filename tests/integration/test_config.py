@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Configuration as an operator meets it: one clear line naming the key,
+exit code 78 (systemd's "CONFIG"), and never a password on screen."""
+
+import os
+import subprocess
+
+from harness import Batond, run, test, wait_until
+
+SECRET = 'hunter2-s3cret'
+
+
+def batond(*args, env=None, timeout=10):
+    e = {'PATH': os.environ['PATH']}
+    for k in ('ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LSAN_OPTIONS'):
+        if k in os.environ:
+            e[k] = os.environ[k]
+    e.update(env or {})
+    return subprocess.run([os.path.abspath(Batond.BINARY), *args], env=e, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=timeout)
+
+
+@test
+def missing_required_key(ctx):
+    r = batond('--config', '/dev/null')
+    assert r.returncode == 78, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert 'DATABASE_URL: required' in lines[0], lines
+
+
+@test
+def bad_values_name_the_key(ctx):
+    url = f'postgres://baton:{SECRET}@127.0.0.1:1/baton'
+    cases = {
+        'SERVER_PORT': ('70000', 'out of range'),
+        'DRAIN_TIMEOUT': ('2 minutes', 'not a duration'),
+        'NATS__ENABLED': ('maybe', 'not a boolean'),
+        'MAX_BODY_BYTES': ('10Q', 'not a size'),
+        'NATS__SUBJECT_PREFIX': ('baton.*', 'no wildcards'),
+    }
+    for key, (value, problem) in cases.items():
+        r = batond('--check-config', env={'DATABASE_URL': url, key: value})
+        assert r.returncode == 78, (key, r)
+        assert r.stderr.count('\n') == 1, r.stderr
+        assert f'{key}: ' in r.stderr and problem in r.stderr, (key, r.stderr)
+        assert SECRET not in r.stderr + r.stdout
+
+
+@test
+def config_file_errors_give_file_and_line(ctx):
+    conf = ctx.tmp.join('batond.conf')
+    with open(conf, 'w') as f:
+        f.write(f'# Baton\nDATABASE_URL=postgres://baton:{SECRET}@db/baton\nSERVER_PROT=8080\n')
+    r = batond('--check-config', '--config', conf)
+    assert r.returncode == 78
+    assert f'SERVER_PROT: unknown key ({conf} line 3)' in r.stderr, r.stderr
+
+    r = batond('--check-config', '--config', ctx.tmp.join('missing.conf'))
+    assert r.returncode == 78 and 'missing.conf' in r.stderr, r.stderr
+
+
+@test
+def check_config_reports_ok_without_secrets(ctx):
+    conf = ctx.tmp.join('batond.conf')
+    with open(conf, 'w') as f:
+        f.write(f'DATABASE_URL="postgres://baton:{SECRET}@db/baton"\nDRAIN_TIMEOUT=0\n')
+    r = batond('--check-config', '--config', conf, env={'SERVER_PORT': '8081'})
+    assert r.returncode == 0, r
+    assert r.stdout.strip().endswith('configuration OK')
+    assert SECRET not in r.stdout + r.stderr
+    assert 'DATABASE_URL=postgres://baton:***@db/baton  # file' in r.stdout, r.stdout
+    assert 'SERVER_PORT=8081  # environment' in r.stdout
+    assert 'DRAIN_TIMEOUT=0s  # file, reloadable' in r.stdout
+
+
+@test
+def version_and_usage(ctx):
+    r = batond('--version')
+    assert r.returncode == 0 and r.stdout.startswith('batond '), r
+    r = batond('--help')
+    assert r.returncode == 0 and 'migrate' in r.stdout
+    r = batond('--bogus')
+    assert r.returncode == 78
+    r = batond('migrat')
+    assert r.returncode == 78 and "unexpected argument 'migrat'" in r.stderr, r.stderr
+
+
+@test
+def password_never_logged(ctx):
+    pg = ctx.postgres()
+    # trust authentication accepts any password: the URL carries one anyway.
+    b = ctx.batond({'DATABASE_URL': pg.url(password=SECRET)}).start()
+    b.wait_ready()
+    pg.kill()
+    wait_until(lambda: b.get('/_/health/ready').status == 503, 5, what='ready to turn red')
+    body = b.get('/_/health/ready').body
+    pg.start()
+    wait_until(lambda: b.get('/_/health/ready').status == 200, 15, what='recovery')
+    log = b.log()
+    assert 'baton:***@127.0.0.1' in log, log
+    assert SECRET not in log
+    assert SECRET not in body
+    assert all(SECRET not in m for m in b.notify.texts())
+
+
+if __name__ == '__main__':
+    run()

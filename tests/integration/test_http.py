@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""HTTP behaviour a client sees: JSON errors, limits, keep-alive, aliases,
+timeouts."""
+
+import http.client
+import socket
+import time
+
+from harness import raw_request, run, test
+
+
+def ready_batond(ctx, **env):
+    pg = ctx.postgres()
+    e = {'DATABASE_URL': pg.url()}
+    e.update(env)
+    b = ctx.batond(e).start()
+    b.wait_ready()
+    return b
+
+
+@test
+def probes_and_aliases(ctx):
+    b = ready_batond(ctx, DEPLOYMENT_COLOR='blue')
+    live = b.get('/_/health/live')
+    assert live.status == 200 and live.json() == {'status': 'UP'}, live
+    assert live.header('Content-Type') == 'application/json'
+    assert live.header('Cache-Control') == 'no-store'
+    for path in ('/live', '/health/live'):
+        assert b.get(path).json() == {'status': 'UP'}, path
+    for path in ('/_/health/ready', '/ready', '/health/ready', '/_/health/startup'):
+        r = b.get(path)
+        assert r.status == 200 and r.json()['status'] == 'UP', (path, r)
+        db = r.json()['checks']['database']
+        assert db['status'] == 'UP' and isinstance(db['durationMs'], float), db
+    summary = b.get('/_/health').json()
+    assert summary['status'] == 'UP' and summary['color'] == 'blue', summary
+    assert summary['version'].count('.') == 2, summary
+
+
+@test
+def json_errors_for_unknown_paths_and_methods(ctx):
+    b = ready_batond(ctx)
+    r = b.get('/nope')
+    assert r.status == 404 and r.json()['error'] == 'not_found', r
+    assert '/nope' in r.json()['message']
+
+    r = b.get('/_/health/live', method='POST', body='x=1',
+              headers={'Content-Type': 'application/x-www-form-urlencoded'})
+    assert r.status == 405, r
+    assert r.header('Allow') == 'GET, HEAD', r.headers
+    assert r.json()['error'] == 'method_not_allowed'
+
+    r = b.get('/_/health/live', method='HEAD')
+    assert r.status == 200 and r.body == '', r
+
+
+@test
+def oversized_headers_get_431_json(ctx):
+    b = ready_batond(ctx, MAX_HEADER_BYTES='4K')
+    r = b.get('/_/health/live', headers={'X-Big': 'a' * 6000})
+    assert r.status == 431, r
+    assert r.json()['error'] == 'header_too_large'
+    # Far beyond the limit libmicrohttpd itself refuses (its own body).
+    r = b.get('/_/health/live', headers={'X-Huge': 'a' * 60000})
+    assert r.status == 431, r
+    assert b.get('/_/health/live').status == 200
+
+
+@test
+def oversized_body_gets_413_json(ctx):
+    b = ready_batond(ctx, MAX_BODY_BYTES='2K')
+    r = b.get('/api/v1/topics/x/events', method='POST', body='a' * 5000,
+              headers={'Content-Type': 'application/json'})
+    assert r.status == 413, r
+    assert r.json()['error'] == 'payload_too_large'
+    assert '2048' in r.json()['message']
+    # A chunked body that grows past the limit cannot get a response
+    # mid-body: the connection is closed instead.
+    chunk = b'a' * 1000
+    body = b''.join(b'%x\r\n%s\r\n' % (len(chunk), chunk) for _ in range(5)) + b'0\r\n\r\n'
+    reply = raw_request(b.port, b'POST /api/v1/topics/x/events HTTP/1.1\r\nHost: t\r\n'
+                        b'Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n' + body)
+    assert not reply.startswith(b'HTTP/1.1 2'), reply[:100]
+    assert b.get('/_/health/live').status == 200
+
+
+@test
+def malformed_requests_get_400(ctx):
+    b = ready_batond(ctx)
+    for raw, status in ((b'GET /_/health/live\r\n\r\n', b'400'),        # no version
+                        (b'GET /_/health/live HTTP/1.1\r\n\r\n', b'400'),  # HTTP/1.1 without Host
+                        (b'GET /_/health/live HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n', b'400'),
+                        (b'GET /_/health/live HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n', b'400'),
+                        (b'GET /_/health/live HTTP/9.9\r\nHost: a\r\n\r\n', b'505')):
+        reply = raw_request(b.port, raw)
+        assert reply.startswith(b'HTTP/1.1 ' + status), (raw, reply[:120])
+    # Not HTTP at all (no URI): libmicrohttpd closes without an answer.
+    reply = raw_request(b.port, b'GARBAGE\r\n\r\n')
+    assert reply == b'', reply[:120]
+    assert b.get('/_/health/live').status == 200
+
+
+@test
+def ambiguous_body_framing_is_refused(ctx):
+    """Request smuggling needs a proxy and a server that disagree on where a
+    body ends: refuse every request whose framing is ambiguous."""
+    b = ready_batond(ctx)
+    for raw in (b'POST /api/v1/topics/x/events HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n'
+                b'Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n',
+                b'POST /api/v1/topics/x/events HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n'
+                b'Content-Length: 40\r\n\r\nx'):
+        reply = raw_request(b.port, raw).decode()
+        assert reply.startswith('HTTP/1.1 400'), reply[:200]
+        assert '"error":"bad_request"' in reply and 'ambiguous body length' in reply, reply
+        assert 'Connection: close' in reply
+        assert '/smuggled' not in reply and reply.count('HTTP/1.1') == 1, reply
+
+
+@test
+def keep_alive_serves_many_requests_on_one_connection(ctx):
+    b = ready_batond(ctx)
+    conn = http.client.HTTPConnection('127.0.0.1', b.port, timeout=5)
+    conn.connect()
+    local = conn.sock.getsockname()
+    for path in ['/_/health/live', '/_/health/ready', '/nope', '/_/health'] * 5:
+        conn.request('GET', path)
+        r = conn.getresponse()
+        r.read()
+        assert r.getheader('Connection') != 'close', path
+    assert conn.sock.getsockname() == local, 'the connection was not kept'
+    conn.close()
+
+
+@test
+def idle_connections_time_out(ctx):
+    b = ready_batond(ctx, CONNECTION_TIMEOUT='1s')
+    s = socket.create_connection(('127.0.0.1', b.port), timeout=5)
+    started = time.monotonic()
+    # A slowloris-style client: connects and sends nothing.
+    assert s.recv(100) == b''
+    assert 0.8 < time.monotonic() - started < 4
+    s.close()
+
+
+@test
+def stream_test_validates_its_parameters(ctx):
+    b = ready_batond(ctx, STREAM_TEST_MAX_DURATION='10s')
+    for query in ('duration=0', 'duration=11', 'duration=abc', 'duration=-1', 'duration=3&lastEventId=3',
+                  'duration=3&lastEventId=x'):
+        r = b.get('/stream/test?' + query)
+        assert r.status == 400 and r.json()['error'] == 'bad_request', (query, r)
+    reply = raw_request(b.port, b'GET /stream/test?duration=2 HTTP/1.1\r\nHost: t\r\n'
+                        b'Last-Event-ID: 1\r\n\r\n', timeout=6)
+    text = reply.decode()
+    assert 'Content-Type: text/event-stream' in text, text
+    assert 'retry: 2000' in text
+    assert 'id: 1\n' not in text and 'id: 2\nevent: tick\n' in text, text
+    assert 'event: end' in text
+
+
+if __name__ == '__main__':
+    run()

@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""The sd_notify protocol around reload and shutdown, the drain of requests
+and streams, and the watchdog."""
+
+import http.client
+import os
+import re
+import signal
+import socket
+import threading
+import time
+
+from harness import raw_request, run, test, wait_until
+
+
+def open_stream(port, path, timeout=30):
+    """Starts an SSE request and returns (socket, reader) to read events."""
+    s = socket.create_connection(('127.0.0.1', port), timeout=timeout)
+    s.sendall(f'GET {path} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n'.encode())
+    return s
+
+
+def read_until_closed(s):
+    chunks = []
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            chunks.append(d)
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return b''.join(chunks).decode(errors='replace')
+
+
+@test
+def reload_sends_reloading_then_ready_and_applies(ctx):
+    pg = ctx.postgres()
+    conf = ctx.tmp.join('batond.conf')
+    with open(conf, 'w') as f:
+        f.write('LOG_LEVEL=info\nSHUTDOWN_TIMEOUT=30s\n')
+    b = ctx.batond({'DATABASE_URL': pg.url()}, args=['--config', conf]).start()
+    b.wait_ready()
+
+    with open(conf, 'w') as f:
+        f.write('LOG_LEVEL=debug\nSHUTDOWN_TIMEOUT=5s\nSERVER_PORT=9999\n')
+    mark = b.notify.count()
+    b.signal(signal.SIGHUP)
+    i, t_reloading, m = b.notify.wait_for(r'^RELOADING=1\nMONOTONIC_USEC=\d+$', 5, since=mark)
+    _, t_ready, _ = b.notify.wait_for(r'^READY=1$', 5, since=i)
+    assert t_ready >= t_reloading
+    b.wait_log(r'Reload: LOG_LEVEL changed from info to debug')
+    b.wait_log(r'Reload: SHUTDOWN_TIMEOUT changed from 30s to 5s')
+    b.wait_log(r'Reload: SERVER_PORT changed from 8080 to 9999, which needs a restart')
+    assert b.get('/_/health/ready').status == 200
+    # The new level is live: libmicrohttpd's diagnostics (debug) appear.
+    assert 'debug: libmicrohttpd' not in b.log()
+    raw_request(b.port, b'NOT A REQUEST\r\n\r\n')
+    b.wait_log(r'debug: libmicrohttpd')
+    assert b.get('/_/health/ready').status == 200
+
+
+@test
+def reload_says_when_the_environment_shadows_the_file(ctx):
+    pg = ctx.postgres()
+    conf = ctx.tmp.join('batond.conf')
+    with open(conf, 'w') as f:
+        f.write('LOG_LEVEL=info\n')
+    b = ctx.batond({'DATABASE_URL': pg.url(), 'LOG_LEVEL': 'info'}, args=['--config', conf]).start()
+    b.wait_ready()
+    with open(conf, 'w') as f:
+        f.write('LOG_LEVEL=debug\n')
+    b.signal(signal.SIGHUP)
+    b.wait_log(r'LOG_LEVEL is set in both .*batond.conf and the environment; the '
+               r"environment's value wins")
+    assert 'Reload: LOG_LEVEL changed' not in b.log()
+
+
+@test
+def reload_with_broken_file_keeps_running_config(ctx):
+    pg = ctx.postgres()
+    conf = ctx.tmp.join('batond.conf')
+    with open(conf, 'w') as f:
+        f.write('LOG_LEVEL=info\n')
+    b = ctx.batond({'DATABASE_URL': pg.url()}, args=['--config', conf]).start()
+    b.wait_ready()
+    with open(conf, 'w') as f:
+        f.write('LOG_LEVEL=info\nHEALTH_CHECK_TIMEOUT=forever\n')
+    mark = b.notify.count()
+    b.signal(signal.SIGHUP)
+    b.notify.wait_for(r'^READY=1$', 5, since=mark)
+    b.wait_log(r"Reload failed, keeping the running configuration: HEALTH_CHECK_TIMEOUT: "
+               r"'forever' is not a duration")
+    assert b.running()
+    assert b.get('/_/health/ready').status == 200
+
+
+@test
+def sigterm_drains_requests_and_streams(ctx):
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url(), 'SHUTDOWN_TIMEOUT': '10s'},
+                   watchdog_usec=2_000_000).start()
+    b.wait_ready()
+    # A keep-alive connection that will ask for ready after SIGTERM.
+    keepalive = http.client.HTTPConnection('127.0.0.1', b.port, timeout=5)
+    keepalive.request('GET', '/_/health/ready')
+    r = keepalive.getresponse()
+    r.read()
+    assert r.status == 200
+    stream = open_stream(b.port, '/stream/test?duration=3')
+    time.sleep(0.5)
+    # A request in flight: request line and headers sent, final CRLF not yet.
+    partial = socket.create_connection(('127.0.0.1', b.port), timeout=10)
+    partial.sendall(b'GET /_/health/live HTTP/1.1\r\nHost: t\r\n')
+    time.sleep(0.3)
+
+    mark = b.notify.count()
+    b.signal(signal.SIGTERM)
+    b.notify.wait_for(r'^STOPPING=1$', 5, since=mark)
+    b.notify.wait_for(r'^EXTEND_TIMEOUT_USEC=\d+$', 5, since=mark)
+
+    # Ready turns 503 at once, live stays 200, and both say Connection: close.
+    keepalive.request('GET', '/_/health/ready')
+    r = keepalive.getresponse()
+    body = r.read()
+    assert r.status == 503, (r.status, body)
+    assert b'shutting down' in body
+    assert r.getheader('Connection') == 'close'
+    keepalive.close()
+
+    partial.sendall(b'\r\n')
+    reply = read_until_closed(partial)
+    assert reply.startswith('HTTP/1.1 200 OK'), reply
+    assert 'Connection: close' in reply
+
+    # New connections are refused (we closed our copy of the socket)...
+    try:
+        socket.create_connection(('127.0.0.1', b.port), timeout=1).close()
+    except OSError:
+        pass
+    # ...while the stream runs to its natural end.
+    events = read_until_closed(stream)
+    ticks = re.findall(r'^id: (\d+)$', events, re.M)
+    assert ticks == ['1', '2', '3'], events
+    assert 'event: end' in events and 'event: reconnect' not in events, events
+
+    assert b.wait_exit(10) == 0
+    progress = [m for m in b.notify.texts() if m.startswith('STATUS=Draining')]
+    assert any('1 stream(s)' in m for m in progress), progress
+    assert 'Drained: no request or stream left' in b.log()
+
+
+@test
+def sigterm_loses_no_request_under_load(ctx):
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url()}).start()
+    b.wait_ready()
+    stop = threading.Event()
+    results = {'ok': 0, 'refused': 0, 'broken': []}
+    lock = threading.Lock()
+
+    def client():
+        conn = None
+        while not stop.is_set():
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection('127.0.0.1', b.port, timeout=5)
+                    conn.connect()
+            except OSError:
+                with lock:
+                    results['refused'] += 1
+                conn = None
+                time.sleep(0.01)
+                continue
+            try:
+                conn.request('GET', '/_/health/live')
+                r = conn.getresponse()
+                r.read()
+                with lock:
+                    results['ok'] += 1
+                if r.getheader('Connection') == 'close':
+                    conn.close()
+                    conn = None
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+                # Only acceptable if the server closed an idle keep-alive
+                # connection before our request reached it; a response cut
+                # off mid-way would be a lost request.
+                with lock:
+                    results['broken'].append(repr(e))
+                conn = None
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1)
+    b.signal(signal.SIGTERM)
+    assert b.wait_exit(10) == 0
+    time.sleep(0.2)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert results['ok'] > 100, results
+    # Every connection in use got Connection: close before the process
+    # went away, so no request can have been written into a closing socket.
+    assert results['broken'] == [], results
+
+
+@test
+def sigint_tells_streams_to_reconnect_at_once(ctx):
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url()}).start()
+    b.wait_ready()
+    stream = open_stream(b.port, '/stream/test?duration=60')
+    time.sleep(1.5)
+    started = time.monotonic()
+    b.signal(signal.SIGINT)
+    events = read_until_closed(stream)
+    assert time.monotonic() - started < 3
+    assert 'event: reconnect' in events, events
+    assert 'shutting down' in events
+    assert b.wait_exit(5) == 0
+
+
+@test
+def drain_timeout_ends_streams_with_reconnect(ctx):
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url(), 'DRAIN_TIMEOUT': '2s'}).start()
+    b.wait_ready()
+    stream = open_stream(b.port, '/stream/test?duration=60')
+    time.sleep(0.5)
+    started = time.monotonic()
+    b.signal(signal.SIGTERM)
+    events = read_until_closed(stream)
+    elapsed = time.monotonic() - started
+    assert 1.5 < elapsed < 5, elapsed
+    assert 'event: reconnect' in events and 'drain timeout' in events, events
+    assert b.wait_exit(5) == 0
+
+
+@test
+def second_sigterm_forces_exit(ctx):
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url()}).start()
+    b.wait_ready()
+    stream = open_stream(b.port, '/stream/test?duration=60')
+    time.sleep(0.5)
+    b.signal(signal.SIGTERM)
+    b.wait_log('Draining')
+    time.sleep(0.5)
+    assert b.running(), 'exited although a stream was open'
+    b.signal(signal.SIGTERM)
+    assert b.wait_exit(5) == 0
+    assert 'Second stop signal: exiting now with 0 request(s) and 1 stream(s) open.' in b.log()
+    stream.close()
+
+
+@test
+def watchdog_pings_follow_ready_and_stop_when_stuck(ctx):
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url()}, watchdog_usec=1_000_000).start()
+    i, t_ready, _ = b.wait_ready()
+    # The first ping comes right after READY=1, then every half interval.
+    j, t_first, _ = b.notify.wait_for(r'^WATCHDOG=1$', 2, since=i)
+    assert t_first - t_ready < 0.2
+    time.sleep(2.2)
+    pings = [t for t, m in b.notify.all() if m == 'WATCHDOG=1']
+    assert len(pings) >= 4, pings
+    gaps = [b2 - a for a, b2 in zip(pings, pings[1:])]
+    assert max(gaps) < 0.8, gaps
+
+    # A stopped process proves nothing: the pings stop with it.
+    b.signal(signal.SIGSTOP)
+    time.sleep(1.5)
+    n = len([m for m in b.notify.texts() if m == 'WATCHDOG=1'])
+    time.sleep(1)
+    assert len([m for m in b.notify.texts() if m == 'WATCHDOG=1']) == n
+    b.signal(signal.SIGCONT)
+    b.notify.wait_for(r'^WATCHDOG=1$', 2, since=b.notify.count())
+
+
+if __name__ == '__main__':
+    run()

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Startup and readiness: READY=1 only after migrations and checks; a
+database outage keeps batond (or turns it) not ready, and it recovers by
+itself, without a restart."""
+
+import signal
+import time
+
+from harness import MIGRATION_LOCK_KEY, Skip, run, test, wait_until
+
+
+def tables(pg):
+    return set(pg.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").split())
+
+
+@test
+def ready_waits_for_migrations(ctx):
+    pg = ctx.postgres()
+    # Hold the migration lock, as another instance applying migrations would.
+    holder = ctx.add(pg.session(), lambda p: p.kill())
+    holder.stdin.write(f'SELECT pg_advisory_lock({MIGRATION_LOCK_KEY});\n')
+    holder.stdin.flush()
+    wait_until(lambda: pg.psql(f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                               f"AND granted") == '1', 5, what='the test to hold the lock')
+
+    b = ctx.batond({'DATABASE_URL': pg.url()}).start()
+    b.notify.wait_for(r'STATUS=Starting: waiting to apply migrations: another instance', 10)
+    time.sleep(1)
+    assert b.notify.find(r'^READY=1$') is None, 'READY=1 sent while migrations could not run'
+    assert 'schema_migrations' not in tables(pg) or \
+        pg.psql('SELECT count(*) FROM schema_migrations') == '0'
+    ready = b.get('/_/health/ready')
+    assert ready.status == 503, ready
+    assert 'migration' in ready.json()['reason'], ready.json()
+    assert b.get('/_/health/startup').status == 503
+    assert b.get('/_/health/live').status == 200
+    api = b.get('/api/v1/topics/x/events')
+    assert api.status == 503 and api.json()['error'] == 'not_ready', api
+
+    holder.stdin.write(f'SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY});\n')
+    holder.stdin.flush()
+    b.wait_ready(15)
+    # By READY=1 the schema exists: READY never precedes the migrations.
+    assert {'schema_migrations', 'topics', 'events'} <= tables(pg), tables(pg)
+    assert pg.psql('SELECT version, name FROM schema_migrations') == '1|create_topics_and_events'
+    assert b.get('/_/health/ready').status == 200
+    assert b.get('/_/health/startup').status == 200
+    assert b.get('/api/v1/no-such-thing').status == 404
+
+
+@test
+def database_down_at_start_then_up(ctx):
+    pg = ctx.postgres()
+    pg.stop()
+    b = ctx.batond({'DATABASE_URL': pg.url()}).start()
+    pid = b.pid
+    b.notify.wait_for(r'STATUS=Starting: waiting for PostgreSQL: .*(refused|failed)', 10)
+    ready = b.get('/_/health/ready')
+    assert ready.status == 503
+    assert 'waiting for PostgreSQL' in ready.json()['reason'], ready.json()
+    assert b.get('/_/health/live').status == 200
+    assert b.notify.find(r'^READY=1$') is None
+
+    pg.start()
+    b.wait_ready(15)
+    assert b.pid == pid and b.running(), 'recovered by restarting instead of by itself'
+    assert b.get('/_/health/ready').status == 200
+
+
+@test
+def database_outage_after_ready_recovers(ctx):
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url()}).start()
+    b.wait_ready()
+    assert b.get('/_/health/ready').status == 200
+
+    pg.kill()
+    down = wait_until(lambda: (r := b.get('/_/health/ready')).status == 503 and r, 5,
+                      what='ready to turn 503')
+    body = down.json()
+    assert body['status'] == 'DOWN'
+    assert body['checks']['database']['status'] == 'DOWN'
+    assert body['checks']['database']['error'], body
+    assert b.get('/_/health/live').status == 200, 'liveness must not depend on PostgreSQL'
+    b.notify.wait_for(r'STATUS=Not ready: database check fails', 5)
+
+    pg.start()
+    wait_until(lambda: b.get('/_/health/ready').status == 200, 15, what='ready to recover')
+    assert b.running()
+    b.notify.wait_for(r'STATUS=Ready on', 5)
+
+
+@test
+def hung_database_never_delays_probes(ctx):
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url(), 'HEALTH_CHECK_TIMEOUT': '1s'}).start()
+    b.wait_ready()
+    pids = pg.psql("SELECT pid FROM pg_stat_activity WHERE application_name = 'batond'").split()
+    assert pids, 'batond has no PostgreSQL backend'
+    import os
+    for p in pids:
+        os.kill(int(p), signal.SIGSTOP)
+    try:
+        worst = 0.0
+        deadline = time.monotonic() + 4
+        saw_down = False
+        while time.monotonic() < deadline:
+            t = time.monotonic()
+            r = b.get('/_/health/ready', timeout=5)
+            worst = max(worst, time.monotonic() - t)
+            saw_down |= r.status == 503
+            time.sleep(0.05)
+        assert saw_down, 'a hung database did not turn ready red'
+        assert worst < 0.5, f'a probe took {worst:.2f}s while the database hung'
+    finally:
+        for p in pids:
+            os.kill(int(p), signal.SIGCONT)
+    # The timed-out check dropped that connection; a new one serves again.
+    wait_until(lambda: b.get('/_/health/ready').status == 200, 10, what='recovery')
+
+
+@test
+def probe_flood_is_not_a_query_flood(ctx):
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url(), 'HEALTH_CHECK_INTERVAL': '1s'}).start()
+    b.wait_ready()
+
+    def commits():
+        return int(pg.psql("SELECT xact_commit FROM pg_stat_database WHERE datname = 'baton'"))
+
+    import http.client
+    conn = http.client.HTTPConnection('127.0.0.1', b.port, timeout=5)
+    time.sleep(1.5)  # let statistics settle
+    before = commits()
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < 3:
+        conn.request('GET', '/_/health/ready')
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+        n += 1
+    conn.close()
+    time.sleep(1)  # statistics are flushed with a delay
+    after = commits()
+    # One check per second for ~4s, plus our two psql calls, plus slack.
+    assert n > 500, f'only {n} probes in 3s'
+    assert after - before <= 10, f'{n} probes caused {after - before} transactions'
+
+
+@test
+def binds_itself_without_socket_activation(ctx):
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url(), 'SERVER_HOST': '127.0.0.1'},
+                   socket_activate=False).start()
+    b.wait_ready()
+    assert b.get('/_/health/ready').status == 200
+    assert 'own socket' in b.log()
+
+
+@test
+def serves_on_every_passed_socket(ctx):
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url()}, n_sockets=2).start()
+    b.wait_ready()
+    from harness import http_get
+    for port in b.ports:
+        assert http_get(port, '/_/health/ready').status == 200, port
+    assert b.log().count('systemd socket') == 2
+
+
+if __name__ == '__main__':
+    run()

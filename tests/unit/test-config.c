@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: MIT */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <syslog.h>
+#include <cmocka.h>
+
+#include "config.h"
+
+#define URL "DATABASE_URL=postgres://baton:s3cret@db/baton"
+
+static char file_path[] = "/tmp/baton-test-config-XXXXXX";
+
+static void write_file(const char *text) {
+        FILE *f = fopen(file_path, "we");
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+}
+
+static int setup(void **state) {
+        int fd = mkstemp(file_path);
+        if (fd < 0)
+                return -1;
+        close(fd);
+        return 0;
+}
+
+static int teardown(void **state) {
+        unlink(file_path);
+        return 0;
+}
+
+/* Loads with the given environment; returns the error message or NULL. */
+static char *load(char *const *envp, Config **ret) {
+        char *error = NULL;
+        int r = config_load(file_path, false, envp, ret, &error);
+        if (r >= 0) {
+                assert_null(error);
+                return NULL;
+        }
+        assert_non_null(error);
+        *ret = NULL;
+        return error;
+}
+
+static void test_defaults(void **state) {
+        char *env[] = { URL, NULL };
+        _cleanup_(config_freep) Config *c = NULL;
+
+        write_file("");
+        assert_null(load(env, &c));
+        assert_string_equal(c->server_host, "127.0.0.1");
+        assert_true(c->server_port == 8080);
+        assert_false(c->nats_enabled);
+        assert_string_equal(c->nats_url, "nats://127.0.0.1:4222");
+        assert_true(c->health_check_timeout_usec == 5 * USEC_PER_SEC);
+        assert_true(c->drain_timeout_usec == 120 * USEC_PER_SEC);
+        assert_true(c->shutdown_timeout_usec == 30 * USEC_PER_SEC);
+        assert_int_equal(c->log_level, LOG_INFO);
+        assert_string_equal(c->deployment_color, "");
+        assert_int_equal(c->source[CONFIG_SERVER_PORT], CONFIG_SOURCE_DEFAULT);
+        assert_int_equal(c->source[CONFIG_DATABASE_URL], CONFIG_SOURCE_ENV);
+}
+
+static void test_environment_overrides_file(void **state) {
+        char *env[] = { URL, "SERVER_PORT=9000", "UNRELATED=x", NULL };
+        _cleanup_(config_freep) Config *c = NULL;
+
+        write_file("SERVER_PORT=8081\nLOG_LEVEL=debug\nDRAIN_TIMEOUT=0\nNATS__ENABLED=yes\n");
+        assert_null(load(env, &c));
+        assert_true(c->server_port == 9000);
+        assert_int_equal(c->source[CONFIG_SERVER_PORT], CONFIG_SOURCE_ENV);
+        assert_int_equal(c->log_level, LOG_DEBUG);
+        assert_int_equal(c->source[CONFIG_LOG_LEVEL], CONFIG_SOURCE_FILE);
+        assert_true(c->drain_timeout_usec == 0);
+        assert_true(c->nats_enabled);
+        assert_non_null(c->path);
+}
+
+static void test_missing_file_is_fine_unless_required(void **state) {
+        char *env[] = { URL, NULL };
+        _cleanup_(config_freep) Config *c = NULL;
+        char *error = NULL;
+
+        assert_int_equal(config_load("/nonexistent/batond.conf", false, env, &c, &error), 0);
+        assert_null(c->path);
+        config_free(TAKE_PTR(c));
+        assert_true(config_load("/nonexistent/batond.conf", true, env, &c, &error) < 0);
+        assert_non_null(strstr(error, "/nonexistent/batond.conf"));
+        free(error);
+}
+
+/* Every error is one line that starts with the key. */
+static void expect_error(char *const *env, const char *file, const char *prefix, const char *also) {
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_free_ char *error = NULL;
+
+        write_file(file);
+        error = load(env, &c);
+        assert_non_null(error);
+        if (strncmp(error, prefix, strlen(prefix)) != 0)
+                fail_msg("error '%s' does not start with '%s'", error, prefix);
+        if (also && !strstr(error, also))
+                fail_msg("error '%s' does not mention '%s'", error, also);
+        assert_null(strchr(error, '\n'));
+}
+
+static void test_errors_name_the_key(void **state) {
+        char *none[] = { NULL };
+        char *port[] = { URL, "SERVER_PORT=99999", NULL };
+        char *dur[] = { URL, "HEALTH_CHECK_TIMEOUT=soon", NULL };
+        char *small[] = { URL, "HEALTH_CHECK_TIMEOUT=10ms", NULL };
+        char *level[] = { URL, "LOG_LEVEL=loud", NULL };
+        char *color[] = { URL, "DEPLOYMENT_COLOR=blue green", NULL };
+        char *nats[] = { URL, "NATS__URL=http://x", NULL };
+        char *subject[] = { URL, "NATS__SUBJECT_PREFIX=a.>", NULL };
+        char *ok[] = { URL, NULL };
+
+        expect_error(none, "", "DATABASE_URL: required", NULL);
+        expect_error(port, "", "SERVER_PORT: '99999' is out of range", "environment");
+        expect_error(dur, "", "HEALTH_CHECK_TIMEOUT: 'soon' is not a duration", NULL);
+        expect_error(small, "", "HEALTH_CHECK_TIMEOUT: '10ms' is out of range (100ms to 1m)", NULL);
+        expect_error(level, "", "LOG_LEVEL: 'loud' is not a log level", NULL);
+        expect_error(color, "", "DEPLOYMENT_COLOR:", NULL);
+        expect_error(nats, "", "NATS__URL:", NULL);
+        expect_error(subject, "", "NATS__SUBJECT_PREFIX:", NULL);
+        expect_error(ok, "SERVER_PRT=1\n", "SERVER_PRT: unknown key", "line 1");
+        expect_error(ok, "# x\nDRAIN_TIMEOUT=-5\n", "DRAIN_TIMEOUT:", "line 2");
+        expect_error(ok, "LOG_LEVEL=\"debug\n", file_path, "unterminated");
+}
+
+static void test_secret_never_echoed(void **state) {
+        char *env[] = { "DATABASE_URL=host=db password='s3cret", NULL };
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_free_ char *error = NULL;
+
+        write_file("");
+        error = load(env, &c);
+        assert_non_null(error);
+        assert_non_null(strstr(error, "DATABASE_URL"));
+        assert_null(strstr(error, "s3cret"));
+}
+
+static void test_masked_display(void **state) {
+        char *env[] = { URL, NULL };
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_free_ char *shown = NULL, *masked = NULL;
+
+        write_file("");
+        assert_null(load(env, &c));
+        shown = config_format_key(c, CONFIG_DATABASE_URL);
+        masked = config_masked_database_url(c);
+        assert_string_equal(shown, "postgres://baton:***@db/baton");
+        assert_string_equal(masked, shown);
+}
+
+typedef struct Changes {
+        int applied, kept;
+        char names[256];
+} Changes;
+
+static void report(ConfigKeyId id, bool applied, const Config *running, const Config *next, void *userdata) {
+        Changes *ch = userdata;
+        size_t n = strlen(ch->names);
+        if (applied)
+                ch->applied++;
+        else
+                ch->kept++;
+        snprintf(ch->names + n, sizeof(ch->names) - n, "%s%s ", config_key_name(id), applied ? "" : "!");
+}
+
+static void test_reload_merge(void **state) {
+        char *env[] = { URL, NULL };
+        _cleanup_(config_freep) Config *running = NULL, *next = NULL;
+        Changes ch = { 0 };
+
+        write_file("LOG_LEVEL=info\nSERVER_PORT=8080\n");
+        assert_null(load(env, &running));
+        write_file("LOG_LEVEL=debug\nSERVER_PORT=9090\nSHUTDOWN_TIMEOUT=5s\n");
+        assert_null(load(env, &next));
+
+        assert_int_equal(config_merge_reload(running, next, report, &ch), 3);
+        assert_int_equal(ch.applied, 2);
+        assert_int_equal(ch.kept, 1);
+        assert_string_equal(ch.names, "SERVER_PORT! SHUTDOWN_TIMEOUT LOG_LEVEL ");
+        /* The restart-only key keeps its running value in the new config. */
+        assert_true(next->server_port == 8080);
+        assert_int_equal(next->log_level, LOG_DEBUG);
+        assert_true(next->shutdown_timeout_usec == 5 * USEC_PER_SEC);
+        assert_true(config_key_reloadable(CONFIG_LOG_LEVEL));
+        assert_false(config_key_reloadable(CONFIG_DATABASE_URL));
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_defaults),
+                cmocka_unit_test(test_environment_overrides_file),
+                cmocka_unit_test(test_missing_file_is_fine_unless_required),
+                cmocka_unit_test(test_errors_name_the_key),
+                cmocka_unit_test(test_secret_never_echoed),
+                cmocka_unit_test(test_masked_display),
+                cmocka_unit_test(test_reload_merge),
+        };
+        return cmocka_run_group_tests(tests, setup, teardown);
+}

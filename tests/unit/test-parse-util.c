@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "parse-util.h"
+
+static void test_bool(void **state) {
+        static const char *const yes[] = { "1", "true", "TRUE", "yes", "On" };
+        static const char *const no[] = { "0", "false", "No", "off" };
+        static const char *const bad[] = { "", "2", "y", "truee", " true" };
+        bool b;
+
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
+                b = false;
+                assert_int_equal(parse_bool(yes[i], &b), 0);
+                assert_true(b);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(no); i++) {
+                b = true;
+                assert_int_equal(parse_bool(no[i], &b), 0);
+                assert_false(b);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                assert_int_equal(parse_bool(bad[i], &b), -EINVAL);
+}
+
+static void test_uint64(void **state) {
+        uint64_t v = 7;
+
+        assert_int_equal(parse_uint64("0", &v), 0);
+        assert_int_equal(v, 0);
+        assert_int_equal(parse_uint64("18446744073709551615", &v), 0);
+        assert_true(v == UINT64_MAX);
+        assert_int_equal(parse_uint64("18446744073709551616", &v), -ERANGE);
+        assert_int_equal(parse_uint64("-1", &v), -EINVAL);
+        assert_int_equal(parse_uint64("12a", &v), -EINVAL);
+        assert_int_equal(parse_uint64("", &v), -EINVAL);
+        assert_int_equal(parse_uint64("+5", &v), -EINVAL);
+}
+
+static void test_duration(void **state) {
+        static const struct {
+                const char *text;
+                usec_t usec;
+        } good[] = {
+                { "5", 5 * USEC_PER_SEC },
+                { "5s", 5 * USEC_PER_SEC },
+                { "5sec", 5 * USEC_PER_SEC },
+                { "500ms", 500 * USEC_PER_MSEC },
+                { "2m", 120 * USEC_PER_SEC },
+                { "2min", 120 * USEC_PER_SEC },
+                { "1h", 3600 * USEC_PER_SEC },
+                { "0", 0 },
+                { "10S", 10 * USEC_PER_SEC },
+        };
+        static const char *const bad[] = { "", "s", "5 s", "5x", "1.5s", "-1s", "5ss", "ms" };
+        usec_t u;
+
+        for (size_t i = 0; i < ELEMENTSOF(good); i++) {
+                assert_int_equal(parse_duration(good[i].text, &u), 0);
+                assert_true(u == good[i].usec);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                assert_int_equal(parse_duration(bad[i], &u), -EINVAL);
+        assert_int_equal(parse_duration("99999999999999999h", &u), -ERANGE);
+}
+
+static void test_size(void **state) {
+        uint64_t v;
+
+        assert_int_equal(parse_size("64", &v), 0);
+        assert_true(v == 64);
+        assert_int_equal(parse_size("8K", &v), 0);
+        assert_true(v == 8192);
+        assert_int_equal(parse_size("8KiB", &v), 0);
+        assert_true(v == 8192);
+        assert_int_equal(parse_size("1M", &v), 0);
+        assert_true(v == 1048576);
+        assert_int_equal(parse_size("2GiB", &v), 0);
+        assert_true(v == 2ULL << 30);
+        assert_int_equal(parse_size("1T", &v), -EINVAL);
+        assert_int_equal(parse_size("K", &v), -EINVAL);
+        assert_int_equal(parse_size("99999999999999G", &v), -ERANGE);
+}
+
+static void test_format_duration(void **state) {
+        char buf[FORMAT_DURATION_MAX];
+
+        assert_string_equal(format_duration(buf, sizeof(buf), 0), "0s");
+        assert_string_equal(format_duration(buf, sizeof(buf), 250 * USEC_PER_MSEC), "250ms");
+        assert_string_equal(format_duration(buf, sizeof(buf), 1500 * USEC_PER_MSEC), "1500ms");
+        assert_string_equal(format_duration(buf, sizeof(buf), 90 * USEC_PER_SEC), "90s");
+        assert_string_equal(format_duration(buf, sizeof(buf), 120 * USEC_PER_SEC), "2m");
+        assert_string_equal(format_duration(buf, sizeof(buf), 7200 * USEC_PER_SEC), "2h");
+        assert_string_equal(format_duration(buf, sizeof(buf), USEC_INFINITY), "infinity");
+}
+
+static void test_constant_time_compare(void **state) {
+        assert_true(streq_constant_time("s3cret-token", "s3cret-token"));
+        assert_false(streq_constant_time("s3cret-tokeN", "s3cret-token"));
+        assert_false(streq_constant_time("s3cret", "s3cret-token"));
+        assert_false(streq_constant_time("s3cret-token-and-more", "s3cret-token"));
+        assert_false(streq_constant_time("", "s3cret-token"));
+        /* An empty secret never matches: "no token configured" is not "any token". */
+        assert_false(streq_constant_time("", ""));
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_bool),
+                cmocka_unit_test(test_uint64),
+                cmocka_unit_test(test_duration),
+                cmocka_unit_test(test_size),
+                cmocka_unit_test(test_format_duration),
+                cmocka_unit_test(test_constant_time_compare),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -266,7 +266,8 @@ def watchdog_pings_follow_ready_and_stop_when_stuck(ctx):
     pings = [t for t, m in b.notify.all() if m == 'WATCHDOG=1']
     assert len(pings) >= 4, pings
     gaps = [b2 - a for a, b2 in zip(pings, pings[1:])]
-    assert max(gaps) < 0.8, gaps
+    # systemd's contract: a ping within every WATCHDOG_USEC (1s here).
+    assert max(gaps) < 1.0, gaps
 
     # A stopped process proves nothing: the pings stop with it.
     b.signal(signal.SIGSTOP)

@@ -5,6 +5,7 @@
 #include <sys/random.h>
 
 #include "bus.h"
+#include "event-util.h"
 #include "log.h"
 #include "mask.h"
 #include "parse-util.h"
@@ -217,11 +218,7 @@ int bus_new(sd_event *event, Mailbox *mailbox, const BusSettings *settings, Bus 
                 return -ENOMEM;
         snprintf(bus->last_error, sizeof(bus->last_error), "not connected yet");
 
-        r = sd_event_add_time_relative(event, &bus->check_timer, CLOCK_MONOTONIC, 0,
-                                       USEC_PER_MSEC, on_check_timeout, bus);
-        if (r < 0)
-                return r;
-        r = sd_event_source_set_enabled(bus->check_timer, SD_EVENT_OFF);
+        r = event_timer_new(event, &bus->check_timer, USEC_PER_MSEC, on_check_timeout, bus);
         if (r < 0)
                 return r;
         r = make_options(bus);
@@ -320,9 +317,7 @@ int bus_check(Bus *bus, usec_t timeout_usec, BusCheckCallback cb, void *userdata
                 return -EIO;
         }
         bus->check_timeout_usec = timeout_usec;
-        r = sd_event_source_set_time_relative(bus->check_timer, timeout_usec);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(bus->check_timer, SD_EVENT_ONESHOT);
+        r = event_timer_arm(bus->check_timer, timeout_usec);
         if (r < 0)
                 return r;
         bus->check_cb = cb;

@@ -4,6 +4,7 @@
 #include <sys/random.h>
 
 #include "db.h"
+#include "event-util.h"
 #include "log.h"
 #include "parse-util.h"
 
@@ -133,13 +134,6 @@ static DbQuery *queue_pop(Db *db) {
         return q;
 }
 
-static int timer_set(Db *db, usec_t usec) {
-        int r = sd_event_source_set_time_relative(db->timer_source, usec);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(db->timer_source, SD_EVENT_ONESHOT);
-        return r;
-}
-
 static void timer_stop(Db *db) {
         (void) sd_event_source_set_enabled(db->timer_source, SD_EVENT_OFF);
 }
@@ -181,7 +175,7 @@ static void schedule_reconnect(Db *db) {
         if (getrandom(&jitter, sizeof(jitter), GRND_NONBLOCK) == sizeof(jitter))
                 delay = delay * 8 / 10 + (delay * 4 / 10) * (jitter % 1000) / 1000;
         log_debug("Reconnecting to PostgreSQL in %s.", format_duration(buf, sizeof(buf), delay));
-        if (timer_set(db, delay) < 0)
+        if (event_timer_arm(db->timer_source, delay) < 0)
                 log_error("Failed to arm the PostgreSQL reconnect timer.");
         db->backoff_usec *= 2;
         if (db->backoff_usec > db->backoff_max_usec)
@@ -281,7 +275,7 @@ static void db_connect_begin(Db *db) {
         }
         PQsetNoticeProcessor(db->conn, on_notice, db);
         /* PQconnectPoll ignores connect_timeout: this timer enforces it. */
-        if (timer_set(db, db->connect_timeout_usec) < 0) {
+        if (event_timer_arm(db->timer_source, db->connect_timeout_usec) < 0) {
                 connection_failed(db, "cannot arm the connect timer");
                 return;
         }
@@ -364,7 +358,7 @@ static void db_send_next(Db *db) {
                 return;
         }
         db->busy = true;
-        if (timer_set(db, q->timeout_usec) < 0)
+        if (event_timer_arm(db->timer_source, q->timeout_usec) < 0)
                 log_error("Failed to arm the query timer; the query runs without timeout.");
         flush_output(db);
 }
@@ -466,12 +460,7 @@ int db_new(sd_event *event, const DbSettings *settings, Db **ret) {
         db->backoff_max_usec = settings->backoff_max_usec;
         db->backoff_usec = DB_BACKOFF_MIN_USEC;
 
-        /* Accuracy 1ms: sd-event's default (250ms) would blur query timeouts. */
-        r = sd_event_add_time_relative(event, &db->timer_source, CLOCK_MONOTONIC, 0,
-                                       USEC_PER_MSEC, on_timer, db);
-        if (r < 0)
-                return r;
-        r = sd_event_source_set_enabled(db->timer_source, SD_EVENT_OFF);
+        r = event_timer_new(event, &db->timer_source, USEC_PER_MSEC, on_timer, db);
         if (r < 0)
                 return r;
         r = sd_event_add_defer(event, &db->kick_source, on_kick, db);

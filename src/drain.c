@@ -2,6 +2,7 @@
 #include <inttypes.h>
 
 #include "drain.h"
+#include "event-util.h"
 #include "log.h"
 #include "notify.h"
 #include "parse-util.h"
@@ -117,9 +118,7 @@ static int on_tick(sd_event_source *source, uint64_t usec, void *userdata) {
         report(d, now_usec(CLOCK_MONOTONIC) - d->started);
         notify_extend_timeout(DRAIN_EXTEND_USEC);
         /* While only idle connections are left, look again when their grace ends. */
-        if (sd_event_source_set_time_relative(source, d->idle_since ? DRAIN_IDLE_GRACE_USEC / 4
-                                                                    : DRAIN_TICK_USEC) < 0 ||
-            sd_event_source_set_enabled(source, SD_EVENT_ONESHOT) < 0)
+        if (event_timer_arm(source, d->idle_since ? DRAIN_IDLE_GRACE_USEC / 4 : DRAIN_TICK_USEC) < 0)
                 log_error("Failed to re-arm the drain timer.");
         return 0;
 }

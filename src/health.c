@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "health.h"
+#include "event-util.h"
 #include "log.h"
 #include "parse-util.h"
 
@@ -54,9 +55,7 @@ static void round_finish(Health *h) {
 
         h->round_active = false;
         h->rounds++;
-        r = sd_event_source_set_time_relative(h->timer, h->settings.interval_usec);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(h->timer, SD_EVENT_ONESHOT);
+        r = event_timer_arm(h->timer, h->settings.interval_usec);
         if (r < 0)
                 log_error_errno(r, "Failed to schedule the next health check round: %s", strerror(abs(r)));
         changed(h);
@@ -128,11 +127,7 @@ int health_new(sd_event *event, Db *db, Bus *bus, const HealthSettings *settings
         h->snapshot.nats_enabled = bus != NULL;
         h->snapshot.starting_reason = h->starting_reason;
 
-        r = sd_event_add_time_relative(event, &h->timer, CLOCK_MONOTONIC, 0,
-                                       10 * USEC_PER_MSEC, on_timer, h);
-        if (r < 0)
-                return r;
-        r = sd_event_source_set_enabled(h->timer, SD_EVENT_OFF);
+        r = event_timer_new(event, &h->timer, 10 * USEC_PER_MSEC, on_timer, h);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(h);

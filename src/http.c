@@ -8,6 +8,7 @@
 #include <sys/un.h>
 
 #include "http.h"
+#include "event-util.h"
 #include "log.h"
 #include "parse-util.h"
 
@@ -560,6 +561,13 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
                 s->counters.active_connections++;
         else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
                 s->counters.active_connections--;
+                /* At its connection limit (or after EMFILE) MHD drops the
+                 * listening socket from its epoll set and adds it back only
+                 * at the start of a later MHD_run(); this close happens at
+                 * the end of one. Nothing else would wake us for that run
+                 * when no connection is left, and we would never accept
+                 * again. One extra run per loop iteration at most. */
+                http_server_schedule_run(s);
                 /* The drain also waits for keep-alive connections to go. */
                 if (s->done_cb)
                         s->done_cb(s, s->done_userdata);
@@ -588,9 +596,7 @@ static void listener_rearm_timer(HttpListener *l) {
         if (MHD_get_timeout(l->daemon, &timeout_ms) != MHD_YES) {
                 r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
         } else {
-                r = sd_event_source_set_time_relative(l->timer_source, (usec_t) timeout_ms * USEC_PER_MSEC);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_ONESHOT);
+                r = event_timer_arm(l->timer_source, (usec_t) timeout_ms * USEC_PER_MSEC);
         }
         if (r < 0)
                 log_error_errno(r, "Failed to re-arm HTTP timer for %s: %s", l->address, strerror(abs(r)));

@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "event-util.h"
 #include "log.h"
 #include "parse-util.h"
 #include "startup.h"
@@ -79,9 +80,7 @@ static int on_status_timer(sd_event_source *source, uint64_t usec, void *userdat
         Startup *s = userdata;
 
         refresh_status(s);
-        if (s->step != STARTUP_DONE &&
-            (sd_event_source_set_time_relative(source, STARTUP_STATUS_USEC) < 0 ||
-             sd_event_source_set_enabled(source, SD_EVENT_ONESHOT) < 0))
+        if (s->step != STARTUP_DONE && event_timer_arm(source, STARTUP_STATUS_USEC) < 0)
                 log_error("Failed to re-arm the startup status timer.");
         return 0;
 }
@@ -100,8 +99,7 @@ static void retry_later(Startup *s) {
         char buf[FORMAT_DURATION_MAX];
 
         log_debug("Retrying migrations in %s.", format_duration(buf, sizeof(buf), s->backoff_usec));
-        if (sd_event_source_set_time_relative(s->retry_timer, s->backoff_usec) < 0 ||
-            sd_event_source_set_enabled(s->retry_timer, SD_EVENT_ONESHOT) < 0)
+        if (event_timer_arm(s->retry_timer, s->backoff_usec) < 0)
                 log_error("Failed to arm the migration retry timer.");
         s->backoff_usec *= 2;
         if (s->backoff_usec > s->backoff_max_usec)
@@ -221,11 +219,7 @@ int startup_new(sd_event *event, Db *db, Bus *bus, Health *health, const Migrati
         s->backoff_max_usec = 10 * USEC_PER_SEC;
         s->lock_timeout_usec = 10 * USEC_PER_SEC;
 
-        r = sd_event_add_time_relative(event, &s->retry_timer, CLOCK_MONOTONIC, 0,
-                                       10 * USEC_PER_MSEC, on_retry, s);
-        if (r < 0)
-                return r;
-        r = sd_event_source_set_enabled(s->retry_timer, SD_EVENT_OFF);
+        r = event_timer_new(event, &s->retry_timer, 10 * USEC_PER_MSEC, on_retry, s);
         if (r < 0)
                 return r;
         r = sd_event_add_time_relative(event, &s->status_timer, CLOCK_MONOTONIC, STARTUP_STATUS_USEC,

@@ -3,6 +3,7 @@
 #include <microhttpd.h>
 #include <stdio.h>
 
+#include "event-util.h"
 #include "log.h"
 #include "parse-util.h"
 #include "stream-test.h"
@@ -44,8 +45,7 @@ static int on_tick(sd_event_source *source, uint64_t usec, void *userdata) {
                 (void) sd_event_source_set_enabled(source, SD_EVENT_OFF);
                 return 0;
         }
-        if (sd_event_source_set_time_relative(source, USEC_PER_SEC) < 0 ||
-            sd_event_source_set_enabled(source, SD_EVENT_ONESHOT) < 0)
+        if (event_timer_arm(source, USEC_PER_SEC) < 0)
                 stream_end_with_reconnect(t->stream, "internal timer failure");
         return 0;
 }

@@ -2,6 +2,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "event-util.h"
 #include "log.h"
 #include "sse.h"
 #include "stream.h"
@@ -137,8 +138,7 @@ static int on_heartbeat(sd_event_source *source, uint64_t usec, void *userdata) 
                         stream_wake(s);
                 }
         }
-        if (sd_event_source_set_time_relative(source, interval) < 0 ||
-            sd_event_source_set_enabled(source, SD_EVENT_ONESHOT) < 0)
+        if (event_timer_arm(source, interval) < 0)
                 log_error("Failed to re-arm the stream heartbeat timer.");
         return 0;
 }

@@ -3,6 +3,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
+#include "event-util.h"
 #include "log.h"
 #include "notify.h"
 #include "parse-util.h"
@@ -102,8 +103,7 @@ static int on_timer(sd_event_source *source, uint64_t usec, void *userdata) {
         Watchdog *w = userdata;
 
         probe_start(w);
-        if (sd_event_source_set_time_relative(source, w->interval_usec) < 0 ||
-            sd_event_source_set_enabled(source, SD_EVENT_ONESHOT) < 0)
+        if (event_timer_arm(source, w->interval_usec) < 0)
                 log_error("Failed to re-arm the watchdog timer.");
         return 0;
 }

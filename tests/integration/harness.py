@@ -62,7 +62,8 @@ def wait_until(predicate, timeout, interval=0.05, what='condition'):
 
 class TempDir:
     def __init__(self, prefix):
-        self.path = tempfile.mkdtemp(prefix=f'baton-{prefix}-')
+        # Short: unix socket paths inside must stay under 108 bytes.
+        self.path = tempfile.mkdtemp(prefix=f'baton-{prefix[:20]}-')
         os.chmod(self.path, 0o755)
 
     def join(self, *parts):
@@ -181,7 +182,7 @@ class NotifySocket:
     their arrival time (monotonic)."""
 
     def __init__(self, tmp):
-        self.path = tmp.join(f'notify-{os.getpid()}-{id(self)}.sock')
+        self.path = tmp.join(f'notify-{id(self) % 100000}.sock')
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
         self.sock.settimeout(0.2)
@@ -260,22 +261,25 @@ def http_get(port, path, method='GET', headers=None, body=None, timeout=5, host=
         conn.close()
 
 
-def raw_request(port, data, timeout=5, read_all=True):
+def read_until_closed(sock):
+    """Everything the peer sends until it closes (or the socket times out)."""
+    chunks = []
+    try:
+        while True:
+            d = sock.recv(65536)
+            if not d:
+                break
+            chunks.append(d)
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return b''.join(chunks)
+
+
+def raw_request(port, data, timeout=5):
     """Sends raw bytes, returns raw bytes received until close (or timeout)."""
     with socket.create_connection(('127.0.0.1', port), timeout=timeout) as s:
         s.sendall(data)
-        chunks = []
-        try:
-            while True:
-                d = s.recv(65536)
-                if not d:
-                    break
-                chunks.append(d)
-                if not read_all:
-                    break
-        except socket.timeout:
-            pass
-        return b''.join(chunks)
+        return read_until_closed(s)
 
 
 class Batond:

@@ -143,6 +143,21 @@ def idle_connections_time_out(ctx):
 
 
 @test
+def idle_clients_hold_connection_slots_only_until_the_timeout(ctx):
+    b = ready_batond(ctx, MAX_CONNECTIONS='16', CONNECTION_TIMEOUT='2s')
+    idle = [socket.create_connection(('127.0.0.1', b.port), timeout=10) for _ in range(16)]
+    time.sleep(0.3)
+    started = time.monotonic()
+    # The 17th client waits in the backlog until idle ones are evicted.
+    r = b.get('/_/health/live', timeout=10)
+    waited = time.monotonic() - started
+    assert r.status == 200
+    assert 1.0 < waited < 6, f'served after {waited:.1f}s'
+    for s in idle:
+        s.close()
+
+
+@test
 def stream_test_validates_its_parameters(ctx):
     b = ready_batond(ctx, STREAM_TEST_MAX_DURATION='10s')
     for query in ('duration=0', 'duration=11', 'duration=abc', 'duration=-1', 'duration=3&lastEventId=3',

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 
+import harness
 from harness import raw_request, run, test, wait_until
 
 
@@ -21,16 +22,7 @@ def open_stream(port, path, timeout=30):
 
 
 def read_until_closed(s):
-    chunks = []
-    try:
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            chunks.append(d)
-    except (socket.timeout, ConnectionResetError):
-        pass
-    return b''.join(chunks).decode(errors='replace')
+    return harness.read_until_closed(s).decode(errors='replace')
 
 
 @test

@@ -160,6 +160,19 @@ def binds_itself_without_socket_activation(ctx):
 
 
 @test
+def binds_ipv6_itself(ctx):
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url(), 'SERVER_HOST': '::1'}, socket_activate=False)
+    b.start(trigger=False)
+    from harness import http_get
+    wait_until(lambda: http_get(b.port, '/_/health/live', host='::1').status == 200, 10,
+               what='batond on [::1]')
+    b.wait_ready()
+    assert http_get(b.port, '/_/health/ready', host='::1').status == 200
+    assert f'Serving HTTP on [::1]:{b.port}' in b.log(), b.log()
+
+
+@test
 def serves_on_every_passed_socket(ctx):
     pg = ctx.postgres()
     b = ctx.batond({'DATABASE_URL': pg.url()}, n_sockets=2).start()

@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: MIT */
+#include "event-util.h"
+
+int event_timer_new(sd_event *event, sd_event_source **ret, usec_t accuracy_usec,
+                    sd_event_time_handler_t callback, void *userdata) {
+        sd_event_source *s = NULL;
+        int r;
+
+        r = sd_event_add_time_relative(event, &s, CLOCK_MONOTONIC, 0, accuracy_usec, callback, userdata);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        if (r < 0) {
+                sd_event_source_unref(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+int event_timer_arm(sd_event_source *source, usec_t usec) {
+        int r = sd_event_source_set_time_relative(source, usec);
+        if (r < 0)
+                return r;
+        return sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+}

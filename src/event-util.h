@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* sd-event timer idioms used across modules. Timers here are monotonic and
+ * one-shot: whoever wants another tick re-arms. */
+
+#include <systemd/sd-event.h>
+
+#include "util.h"
+
+/* Creates a timer that does not fire until event_timer_arm(). Accuracy 0
+ * would mean sd-event's default of 250 ms: pass what the timer needs. */
+int event_timer_new(sd_event *event, sd_event_source **ret, usec_t accuracy_usec,
+                    sd_event_time_handler_t callback, void *userdata);
+
+/* (Re)arms the timer to fire once, usec from now. */
+int event_timer_arm(sd_event_source *source, usec_t usec);

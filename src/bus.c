@@ -228,26 +228,43 @@ int bus_new(sd_event *event, Mailbox *mailbox, const BusSettings *settings, Bus 
         return 0;
 }
 
-Bus *bus_free(Bus *bus) {
-        if (!bus)
-                return NULL;
+int bus_close(Bus *bus) {
+        bool started = bus->conn || bus->echo_sub;
+        natsStatus s;
+
         bus->check_cb = NULL;
         /* Unsubscribe before destroying: nats.c before 3.5 could crash when a
          * subscription was destroyed while its connection still delivered. */
         if (bus->echo_sub) {
                 (void) natsSubscription_Unsubscribe(bus->echo_sub);
                 natsSubscription_Destroy(bus->echo_sub);
+                bus->echo_sub = NULL;
         }
         if (bus->conn) {
                 natsConnection_Close(bus->conn);
                 natsConnection_Destroy(bus->conn);
+                bus->conn = NULL;
         }
         natsOptions_Destroy(bus->options);
-        if (bus->conn || bus->echo_sub)
-                /* Wait for the client's threads: after this nothing posts. */
-                (void) nats_CloseAndWait(2000);
-        if (bus->mailbox)
-                mailbox_cancel(bus->mailbox, bus);
+        bus->options = NULL;
+        if (!started)
+                return 0;
+        /* Wait for the client's threads: after this nothing posts. */
+        s = nats_CloseAndWait(2000);
+        if (s != NATS_OK) {
+                log_error("The NATS client did not stop within 2s (%s).", natsStatus_GetText(s));
+                return -ETIMEDOUT;
+        }
+        mailbox_cancel(bus->mailbox, bus);
+        return 0;
+}
+
+Bus *bus_free(Bus *bus) {
+        if (!bus)
+                return NULL;
+        if (bus_close(bus) < 0)
+                /* Its threads may still read this memory: leave it. */
+                return NULL;
         sd_event_source_disable_unref(bus->check_timer);
         sd_event_unref(bus->event);
         free(bus->url);

@@ -27,7 +27,13 @@ typedef void (*BusStateCallback)(Bus *bus, bool connected, void *userdata);
 typedef void (*BusCheckCallback)(Bus *bus, const char *error, void *userdata);
 
 int bus_new(sd_event *event, Mailbox *mailbox, const BusSettings *settings, Bus **ret);
-/* Closes the connection and waits for the client's threads to end. */
+
+/* Closes the connection and waits (up to 2 s) for the client's threads to
+ * end. -ETIMEDOUT when they did not: then they may still post to the
+ * mailbox, and neither the bus nor the mailbox may be freed. */
+int bus_close(Bus *bus);
+
+/* Closes (see bus_close()) and frees. */
 Bus *bus_free(Bus *bus);
 DEFINE_POINTER_CLEANUP(Bus, bus_free);
 

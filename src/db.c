@@ -60,6 +60,7 @@ struct Db {
 
 static void db_connect_begin(Db *db);
 static void db_send_next(Db *db);
+static void set_session_defaults(Db *db);
 
 static void db_kick(Db *db) {
         if (sd_event_source_set_enabled(db->kick_source, SD_EVENT_ONESHOT) < 0)
@@ -138,7 +139,7 @@ static void timer_stop(Db *db) {
         (void) sd_event_source_set_enabled(db->timer_source, SD_EVENT_OFF);
 }
 
-static int watch(Db *db, uint32_t events);
+static int watch(Db *db, uint32_t events, bool new_socket);
 
 /* Completes every queued query with the same failure. */
 static void fail_all_queries(Db *db, const char *error) {
@@ -148,7 +149,8 @@ static void fail_all_queries(Db *db, const char *error) {
         db->busy = false;
         db->flushing = false;
         while ((q = queue_pop(db))) {
-                q->cb(db, &result, q->userdata);
+                if (q->cb)
+                        q->cb(db, &result, q->userdata);
                 query_free(q);
         }
 }
@@ -189,6 +191,13 @@ static void connection_failed(Db *db, const char *error) {
         set_last_error(db, error);
         close_connection(db);
         timer_stop(db);
+        if (event_finished(db->event)) {
+                /* Tearing down after the loop ended: nobody is left to
+                 * retry for or to tell. */
+                db->state = DB_DISCONNECTED;
+                fail_all_queries(db, db->last_error);
+                return;
+        }
         /* Down before the callbacks run: a retry from one of them must see
          * -ENOTCONN, not queue behind a connection that no longer exists. */
         db->state = DB_DISCONNECTED;
@@ -203,25 +212,45 @@ static void connection_failed(Db *db, const char *error) {
 }
 
 static void connection_established(Db *db) {
-        db->state = DB_CONNECTED;
-        db->backoff_usec = DB_BACKOFF_MIN_USEC;
-        db->last_error[0] = '\0';
         timer_stop(db);
         if (PQsetnonblocking(db->conn, 1) != 0) {
                 connection_failed(db, "cannot switch the connection to non-blocking mode");
                 return;
         }
-        if (watch(db, EPOLLIN) < 0) {
+        if (watch(db, EPOLLIN, true) < 0) {
                 connection_failed(db, "cannot watch the connection socket");
                 return;
         }
+        /* Connected only once usable: a failure above is a failed attempt,
+         * not a lost connection. */
+        db->state = DB_CONNECTED;
+        db->backoff_usec = DB_BACKOFF_MIN_USEC;
+        db->last_error[0] = '\0';
         log_info("Connected to PostgreSQL (server %d).", PQserverVersion(db->conn));
+        set_session_defaults(db);
         if (db->state_cb)
                 db->state_cb(db, true, db->state_userdata);
         db_kick(db);
 }
 
 /* --- connecting --- */
+
+static void on_session_defaults(Db *db, const DbResult *result, void *userdata) {
+        if (result->error)
+                log_warning("Could not set client_connection_check_interval, ignoring: %s", result->error);
+}
+
+/* A backend whose client went away keeps running (and holding its locks,
+ * our migration lock included) until its query ends; waiting on a lock, it
+ * may never end. Since PostgreSQL 14 it can check the client meanwhile.
+ * Queued first, before anyone else can use the new connection. */
+static void set_session_defaults(Db *db) {
+        if (PQserverVersion(db->conn) < 140000)
+                return;
+        if (db_query(db, "SET client_connection_check_interval = '1s'", 0, NULL,
+                     10 * USEC_PER_SEC, on_session_defaults, NULL) < 0)
+                log_warning("Could not queue the session settings, ignoring.");
+}
 
 /* libpq prints NOTICEs ("relation ... already exists, skipping") to stderr
  * by default; they are routine here, so they go to debug logging. */
@@ -242,8 +271,9 @@ static void connect_step(Db *db) {
                 return;
         case PGRES_POLLING_READING:
         case PGRES_POLLING_WRITING:
-                /* libpq may move to another socket (next host, SSL retry). */
-                if (watch(db, st == PGRES_POLLING_READING ? EPOLLIN : EPOLLOUT) < 0)
+                /* libpq may have moved to another socket (next host or
+                 * address, a retry without SSL). */
+                if (watch(db, st == PGRES_POLLING_READING ? EPOLLIN : EPOLLOUT, true) < 0)
                         connection_failed(db, "cannot watch the connection socket");
                 return;
         default:
@@ -280,7 +310,7 @@ static void db_connect_begin(Db *db) {
                 return;
         }
         /* The first poll happens when the socket is writable. */
-        if (watch(db, EPOLLOUT) < 0)
+        if (watch(db, EPOLLOUT, true) < 0)
                 connection_failed(db, "cannot watch the connection socket");
 }
 
@@ -298,7 +328,8 @@ static void query_finish(Db *db) {
                 result.sqlstate = db->sqlstate[0] ? db->sqlstate : NULL;
                 result.transient = db_sqlstate_transient(result.sqlstate);
         }
-        q->cb(db, &result, q->userdata);
+        if (q->cb)
+                q->cb(db, &result, q->userdata);
         query_free(q);
 
         if (db->last_result)
@@ -306,6 +337,25 @@ static void query_finish(Db *db) {
         db->last_result = NULL;
         db->query_error = mfree(db->query_error);
         db_kick(db);
+}
+
+/* A COPY would leave the connection in copy mode, where PQgetResult()
+ * returns a new COPY result forever. Nothing batond runs uses COPY, so the
+ * statement is refused as a plain error (not worth retrying) and the
+ * connection, now in an unknown state, is reset. */
+static void copy_refused(Db *db) {
+        DbQuery *q = queue_pop(db);
+        DbResult result = {
+                .error = "COPY is not supported here",
+                .sqlstate = "0A000",    /* feature_not_supported */
+                .transient = false,
+        };
+
+        db->busy = false;
+        if (q && q->cb)
+                q->cb(db, &result, q->userdata);
+        query_free(q);
+        connection_failed(db, "connection reset after a refused COPY");
 }
 
 /* Collects results of the query in flight as they become available. */
@@ -318,6 +368,11 @@ static void query_collect(Db *db) {
                         return;
                 }
                 ExecStatusType st = PQresultStatus(res);
+                if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+                        PQclear(res);
+                        copy_refused(db);
+                        return;
+                }
                 if ((st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE) && !db->query_error) {
                         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
                         db->query_error = strdup(PQresultErrorMessage(res));
@@ -337,7 +392,7 @@ static void flush_output(Db *db) {
                 return;
         }
         db->flushing = r > 0;
-        if (watch(db, db->flushing ? EPOLLIN | EPOLLOUT : EPOLLIN) < 0)
+        if (watch(db, db->flushing ? EPOLLIN | EPOLLOUT : EPOLLIN, false) < 0)
                 connection_failed(db, "cannot watch the connection socket");
 }
 
@@ -423,14 +478,18 @@ static int on_timer(sd_event_source *source, uint64_t usec, void *userdata) {
         return 0;
 }
 
-/* Points the io source at the connection's current socket and events. */
-static int watch(Db *db, uint32_t events) {
+/* Points the io source at the connection's current socket and events.
+ * new_socket: the socket may have been replaced even if its number did not
+ * change (PQconnectPoll closes one and opens the next within one call, and
+ * the kernel hands out the same number); the old registration is then
+ * stale, so the source is made anew. */
+static int watch(Db *db, uint32_t events, bool new_socket) {
         int fd = PQsocket(db->conn);
         int r;
 
         if (fd < 0)
                 return -EBADF;
-        if (db->io_source && fd != db->fd)
+        if (db->io_source && (new_socket || fd != db->fd))
                 db->io_source = sd_event_source_disable_unref(db->io_source);
         db->fd = fd;
         if (!db->io_source)
@@ -549,6 +608,15 @@ int db_query(Db *db, const char *sql, int n_params, const char *const *params,
         db->tail = q;
         db_kick(db);
         return 0;
+}
+
+void db_cancel(Db *db, void *userdata) {
+        /* The query in flight cannot be taken back: its result will arrive
+         * and must be read, so its callback is cleared instead; queued ones
+         * the same way, for one simple rule. */
+        for (DbQuery *q = db->head; q; q = q->next)
+                if (q->userdata == userdata)
+                        q->cb = NULL;
 }
 
 void db_reset(Db *db, const char *reason) {

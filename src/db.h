@@ -57,6 +57,10 @@ const char *db_last_error(const Db *db);
 int db_query(Db *db, const char *sql, int n_params, const char *const *params,
              usec_t timeout_usec, DbQueryCallback cb, void *userdata);
 
+/* Forgets every query queued by 'userdata' (the query argument): their
+ * callbacks will not run. For an owner that goes away mid-conversation. */
+void db_cancel(Db *db, void *userdata);
+
 /* Drops the connection (failing queued queries) and reconnects. */
 void db_reset(Db *db, const char *reason);
 

@@ -18,6 +18,8 @@
  * that are active receive "Connection: close" within this time and hang
  * up, so only connections idle for the whole grace are closed by us. */
 #define DRAIN_IDLE_GRACE_USEC (1 * USEC_PER_SEC)
+/* On a forced end, time for the streams' final events to be written. */
+#define DRAIN_FLUSH_USEC (100 * USEC_PER_MSEC)
 
 struct Drain {
         sd_event *event;
@@ -40,22 +42,33 @@ struct Drain {
         void *userdata;
 };
 
-static int on_finish(sd_event_source *source, void *userdata) {
+static int on_finish(sd_event_source *source, uint64_t usec, void *userdata) {
         Drain *d = userdata;
 
         d->cb(d, d->forced, d->userdata);
         return 0;
 }
 
-/* Reports from a defer source, never from inside an MHD callback: the
- * callback stops the HTTP server, which must not happen under MHD. */
+static void end_streams(Drain *d, const char *reason);
+
+/* Reports from the loop, never from inside an MHD callback: the callback
+ * stops the HTTP server, which must not happen under MHD. A forced finish
+ * first tells streams to reconnect and waits a moment, so that those
+ * final events get a chance to leave before the connections close. */
 static void finish(Drain *d, bool forced) {
+        usec_t delay = 0;
+
         if (d->finished)
                 return;
         d->finished = true;
         d->forced = forced;
         (void) sd_event_source_set_enabled(d->tick, SD_EVENT_OFF);
-        if (sd_event_add_defer(d->event, &d->finish_source, on_finish, d) < 0)
+        if (forced && stream_hub_count(d->streams) > 0) {
+                end_streams(d, "shutting down now");
+                delay = DRAIN_FLUSH_USEC;
+        }
+        if (sd_event_add_time_relative(d->event, &d->finish_source, CLOCK_MONOTONIC, delay,
+                                       USEC_PER_MSEC, on_finish, d) < 0)
                 d->cb(d, forced, d->userdata);  /* no memory left: finish inline */
 }
 
@@ -160,7 +173,6 @@ void drain_begin(Drain *d, DrainMode mode, DrainDoneCallback cb, void *userdata)
         if (d->active) {
                 log_warning("Second stop signal: exiting now with %" PRIu64 " request(s) and %zu "
                             "stream(s) open.", c.active_requests, stream_hub_count(d->streams));
-                end_streams(d, "shutting down now");
                 finish(d, true);
                 return;
         }
@@ -178,6 +190,8 @@ void drain_begin(Drain *d, DrainMode mode, DrainDoneCallback cb, void *userdata)
                  format_duration(a, sizeof(a), d->shutdown_timeout_usec),
                  mode == DRAIN_FAST ? "none" : d->drain_timeout_usec == 0 ? "for ever"
                  : format_duration(b, sizeof(b), d->drain_timeout_usec));
+        /* No new long-lived work on an instance that is going away. */
+        stream_hub_refuse_new(d->streams, "shutting down; reconnect to another instance");
         if (mode == DRAIN_FAST)
                 end_streams(d, "shutting down; reconnect to another instance");
 

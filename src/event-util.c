@@ -24,3 +24,8 @@ int event_timer_arm(sd_event_source *source, usec_t usec) {
                 return r;
         return sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
 }
+
+bool event_finished(sd_event *event) {
+        int state = sd_event_get_state(event);
+        return state == SD_EVENT_EXITING || state == SD_EVENT_FINISHED || state < 0;
+}

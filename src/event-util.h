@@ -15,3 +15,7 @@ int event_timer_new(sd_event *event, sd_event_source **ret, usec_t accuracy_usec
 
 /* (Re)arms the timer to fire once, usec from now. */
 int event_timer_arm(sd_event_source *source, usec_t usec);
+
+/* True once sd_event_exit() ended the loop: sources can no longer be armed,
+ * so teardown code should not try. */
+bool event_finished(sd_event *event);

@@ -115,7 +115,9 @@ static void request_resume(HttpRequest *req) {
                 req->suspended_next->suspended_prev = req->suspended_prev;
         req->suspended = false;
         MHD_resume_connection(req->connection);
-        http_server_schedule_run(s);
+        /* When stopping, MHD_stop_daemon() processes the resumption itself. */
+        if (!s->stopping)
+                http_server_schedule_run(s);
 }
 
 /* --- responses --- */
@@ -449,7 +451,7 @@ static enum MHD_Result request_queue(HttpRequest *req) {
         else {
                 response = req->response;
                 /* While draining, tell keep-alive clients to go elsewhere next time. */
-                if (draining && !req->is_stream &&
+                if (draining &&
                     MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)
                         log_debug("Failed to add Connection: close, ignoring.");
         }

@@ -94,10 +94,10 @@ static void on_bus_state(Bus *bus, bool connected, void *userdata) {
 static void on_health_change(Health *h, void *userdata) {
         Manager *m = userdata;
 
-        if (startup_step(m->startup) != STARTUP_DONE)
-                startup_on_health_round(m->startup);
-        else
+        if (startup_step(m->startup) == STARTUP_DONE)
                 manager_update_running_status(m);
+        else
+                startup_on_health_round(m->startup);
 }
 
 /* --- stop and reload --- */
@@ -120,6 +120,9 @@ static int on_stop_signal(sd_event_source *source, const struct signalfd_siginfo
 
         if (!drain_active(m->drain))
                 log_info("Received %s.", si->ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+        /* A stop before READY=1 wins: startup must not announce readiness
+         * (or reset the phase) behind the drain's back. */
+        startup_cancel(m->startup);
         /* Ready turns 503 at once; live stays 200 while we drain. */
         health_set_phase(m->health, HEALTH_STOPPING, NULL);
         drain_begin(m->drain, mode, on_drained, m);
@@ -169,7 +172,8 @@ static void manager_apply_config(Manager *m) {
         startup_set_timeouts(m->startup, c->migration_lock_timeout_usec, c->retry_backoff_max_usec);
         if (m->http)
                 http_server_set_max_body_bytes(m->http, c->max_body_bytes);
-        if (m->drain)
+        /* A drain keeps the deadlines it started with. */
+        if (m->drain && !drain_active(m->drain))
                 drain_set_timeouts(m->drain, c->shutdown_timeout_usec, c->drain_timeout_usec);
 }
 
@@ -431,6 +435,13 @@ Manager *manager_free(Manager *m) {
         http_server_free(m->http);
         drain_free(m->drain);
         startup_free(m->startup);
+        if (m->bus && bus_close(m->bus) < 0) {
+                /* NATS threads may still post: leave the bus and the mailbox
+                 * they post to alive; the process is exiting anyway. */
+                log_warning("Leaving the NATS client's memory in place at exit.");
+                m->bus = NULL;
+                m->mailbox = NULL;
+        }
         bus_free(m->bus);
         db_free(m->db);
         health_free(m->health);

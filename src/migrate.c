@@ -155,10 +155,14 @@ static void step_apply_next(Migrator *m);
 Migrator *migrator_free(Migrator *m) {
         if (!m)
                 return NULL;
-        /* A query of ours may still be queued on db: it would call back into
-         * freed memory. Only a reset drops it (and our lock with it). */
-        if (!m->done)
+        if (!m->done) {
+                /* A query of ours may still be queued: forget its callback
+                 * first (the reset would otherwise call back into us), then
+                 * reset, so the server rolls back our transaction and drops
+                 * our advisory lock. */
+                db_cancel(m->db, m);
                 db_reset(m->db, "migration abandoned");
+        }
         free(m->error);
         return mfree(m);
 }

@@ -179,6 +179,16 @@ static void step_enter(Startup *s, StartupStep step) {
         }
 }
 
+void startup_cancel(Startup *s) {
+        if (s->step == STARTUP_DONE || s->step == STARTUP_CANCELLED)
+                return;
+        log_info("Startup cancelled while %s.", s->status);
+        s->step = STARTUP_CANCELLED;
+        (void) sd_event_source_set_enabled(s->retry_timer, SD_EVENT_OFF);
+        (void) sd_event_source_set_enabled(s->status_timer, SD_EVENT_OFF);
+        s->migrator = migrator_free(s->migrator);
+}
+
 void startup_on_database(Startup *s, bool connected) {
         if (connected && s->step == STARTUP_DATABASE)
                 step_enter(s, STARTUP_MIGRATIONS);
@@ -233,7 +243,7 @@ int startup_new(sd_event *event, Db *db, Bus *bus, Health *health, const Migrati
 Startup *startup_free(Startup *s) {
         if (!s)
                 return NULL;
-        migrator_free(s->migrator);
+        migrator_free(TAKE_PTR(s->migrator));
         sd_event_source_disable_unref(s->retry_timer);
         sd_event_source_disable_unref(s->status_timer);
         sd_event_unref(s->event);

@@ -28,6 +28,7 @@ typedef enum StartupStep {
         STARTUP_NATS,
         STARTUP_CHECKS,
         STARTUP_DONE,
+        STARTUP_CANCELLED,              /* stop signal before READY=1 */
         _STARTUP_STEP_MAX,
 } StartupStep;
 
@@ -48,6 +49,10 @@ DEFINE_POINTER_CLEANUP(Startup, startup_free);
 void startup_set_timeouts(Startup *s, usec_t migration_lock_timeout_usec, usec_t backoff_max_usec);
 
 int startup_begin(Startup *s);
+
+/* Stops where it is (a stop signal came first): no READY=1 follows, a
+ * migration in flight is abandoned (the server rolls it back). */
+void startup_cancel(Startup *s);
 StartupStep startup_step(const Startup *s);
 
 /* The owner forwards these events. */

@@ -37,8 +37,13 @@ static int on_tick(sd_event_source *source, uint64_t usec, void *userdata) {
         snprintf(data, sizeof(data), "{\"tick\":%" PRIu64 ",\"of\":%" PRIu64 ",\"color\":\"%s\"}",
                  t->tick, t->total, t->color);
         r = stream_send_event(t->stream, id, "tick", data);
-        if (r < 0)
+        if (r == -EPIPE || r == -ENOBUFS)
                 return 0;       /* the stream is ending; on_close frees us */
+        if (r < 0) {
+                /* Could not queue the tick: end rather than go silent. */
+                stream_end_with_reconnect(t->stream, "internal error");
+                return 0;
+        }
         if (t->tick >= t->total) {
                 if (stream_send_event(t->stream, NULL, "end", "{}") >= 0)
                         stream_finish(t->stream);

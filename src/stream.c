@@ -27,6 +27,7 @@ struct StreamHub {
         Stream *head;
         size_t n_streams;
         sd_event_source *heartbeat_timer;
+        char *refuse_reason;            /* set once draining: new streams end at once */
 };
 
 /* A stream is freed when both its request ended and MHD released the
@@ -171,6 +172,8 @@ int stream_open(StreamHub *hub, HttpRequest *req, StreamCloseCallback close_cb, 
         /* From here MHD owns the reader; on failure it already called
          * on_response_free, and on_request_end follows with the request. */
         http_respond_stream(req, "text/event-stream", on_read, s, on_response_free);
+        if (hub->refuse_reason)
+                stream_end_with_reconnect(s, hub->refuse_reason);
         *ret = s;
         return 0;
 }
@@ -201,6 +204,7 @@ StreamHub *stream_hub_free(StreamHub *hub) {
                 log_debug("Freeing the stream hub with %zu streams open (bug).", hub->n_streams);
         sd_event_source_disable_unref(hub->heartbeat_timer);
         sd_event_unref(hub->event);
+        free(hub->refuse_reason);
         return mfree(hub);
 }
 
@@ -214,6 +218,11 @@ sd_event *stream_hub_event(StreamHub *hub) {
 
 size_t stream_hub_count(const StreamHub *hub) {
         return hub->n_streams;
+}
+
+void stream_hub_refuse_new(StreamHub *hub, const char *reason) {
+        if (!hub->refuse_reason)
+                hub->refuse_reason = strdup(reason);    /* NULL: streams just run */
 }
 
 void stream_hub_end_all(StreamHub *hub, const char *reason) {

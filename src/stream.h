@@ -45,6 +45,10 @@ sd_event *stream_hub_event(StreamHub *hub);
  * clients resume elsewhere with their last event id. */
 void stream_hub_end_all(StreamHub *hub, const char *reason);
 
+/* From now on a stream that opens gets its "reconnect" event at once: a
+ * draining instance must not take on new long-lived work. */
+void stream_hub_refuse_new(StreamHub *hub, const char *reason);
+
 /* Answers req with a text/event-stream response and registers it. */
 int stream_open(StreamHub *hub, HttpRequest *req, StreamCloseCallback close_cb, void *userdata,
                 Stream **ret);

@@ -198,6 +198,27 @@ def sigterm_loses_no_request_under_load(ctx):
 
 
 @test
+def streams_opened_while_draining_are_sent_elsewhere(ctx):
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url()}).start()
+    b.wait_ready()
+    # An open stream keeps the drain going; a keep-alive connection asks for
+    # a new stream meanwhile.
+    first = open_stream(b.port, '/stream/test?duration=10')
+    conn = socket.create_connection(('127.0.0.1', b.port), timeout=5)
+    conn.sendall(b'GET /_/health/live HTTP/1.1\r\nHost: t\r\n\r\n')
+    assert conn.recv(4096).startswith(b'HTTP/1.1 200')
+    b.signal(signal.SIGTERM)
+    b.wait_log('Draining')
+    started = time.monotonic()
+    conn.sendall(b'GET /stream/test?duration=60 HTTP/1.1\r\nHost: t\r\n\r\n')
+    events = read_until_closed(conn)
+    assert time.monotonic() - started < 2, 'a new stream was accepted during the drain'
+    assert 'event: reconnect' in events and 'tick' not in events, events
+    first.close()
+
+
+@test
 def sigint_tells_streams_to_reconnect_at_once(ctx):
     pg = ctx.postgres()
     b = ctx.batond({'DATABASE_URL': pg.url()}).start()

@@ -150,6 +150,60 @@ def probe_flood_is_not_a_query_flood(ctx):
 
 
 @test
+def first_host_refusing_falls_through_to_the_next(ctx):
+    # libpq closes the refused socket and opens the next within one poll;
+    # the new socket usually gets the same fd number and must be watched.
+    pg = ctx.postgres()
+    from harness import free_port
+    dead = free_port()
+    url = f'postgres://baton@127.0.0.1:{dead},127.0.0.1:{pg.port}/baton'
+    b = ctx.batond({'DATABASE_URL': url, 'DATABASE_CONNECT_TIMEOUT': '10s'}).start()
+    started = time.monotonic()
+    b.wait_ready(15)
+    assert time.monotonic() - started < 5, 'connect hung until its timeout'
+
+
+@test
+def stop_before_ready_never_sends_ready(ctx):
+    pg = ctx.postgres()
+    pg.stop()
+    b = ctx.batond({'DATABASE_URL': pg.url()}).start()
+    b.notify.wait_for(r'STATUS=Starting: waiting for PostgreSQL', 10)
+    b.signal(signal.SIGTERM)
+    assert b.wait_exit(10) == 0
+    pg.start()
+    time.sleep(0.5)
+    assert b.notify.find(r'^READY=1$') is None
+    assert 'Startup cancelled while waiting for PostgreSQL' in b.log(), b.log()
+
+
+@test
+def stop_during_a_migration_query(ctx):
+    pg = ctx.postgres()
+    # schema_migrations exists but is locked: reading it blocks, so a
+    # migration query is in flight when the stop signal arrives.
+    pg.psql('CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, '
+            'checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())')
+    holder = ctx.add(pg.session(), lambda p: p.kill())
+    holder.stdin.write('BEGIN; LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE;\n')
+    holder.stdin.flush()
+    b = ctx.batond({'DATABASE_URL': pg.url()}).start()
+    wait_until(lambda: pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                               "'batond' AND wait_event_type = 'Lock'") == '1', 10,
+               what='batond to wait on the locked table')
+    b.signal(signal.SIGTERM)
+    assert b.wait_exit(10) == 0, b.log()
+    assert b.notify.find(r'^READY=1$') is None
+    assert 'Startup cancelled while applying migrations' in b.log(), b.log()
+    # The abandoned backend notices its client is gone even while it waits
+    # on the lock (client_connection_check_interval) and lets go of the
+    # migration lock, so the next instance is not blocked by it.
+    wait_until(lambda: pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == '0',
+               5, what='the migration lock to be released')
+    assert holder.poll() is None, 'the test released its own lock early'
+
+
+@test
 def binds_itself_without_socket_activation(ctx):
     pg = ctx.postgres()
     b = ctx.batond({'DATABASE_URL': pg.url(), 'SERVER_HOST': '127.0.0.1'},

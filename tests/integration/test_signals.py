@@ -25,19 +25,29 @@ def read_until_closed(s):
     return harness.read_until_closed(s).decode(errors='replace')
 
 
-@test
-def reload_sends_reloading_then_ready_and_applies(ctx):
+def ready_with_config(ctx, text, env=None):
+    """A ready batond reading a config file; returns it and a function that
+    rewrites the file and sends SIGHUP (returning the notify mark)."""
     pg = ctx.postgres()
     conf = ctx.tmp.join('batond.conf')
     with open(conf, 'w') as f:
-        f.write('LOG_LEVEL=info\nSHUTDOWN_TIMEOUT=30s\n')
-    b = ctx.batond({'DATABASE_URL': pg.url()}, args=['--config', conf]).start()
+        f.write(text)
+    b = ctx.batond({'DATABASE_URL': pg.url(), **(env or {})}, args=['--config', conf]).start()
     b.wait_ready()
 
-    with open(conf, 'w') as f:
-        f.write('LOG_LEVEL=debug\nSHUTDOWN_TIMEOUT=5s\nSERVER_PORT=9999\n')
-    mark = b.notify.count()
-    b.signal(signal.SIGHUP)
+    def reload(new_text):
+        with open(conf, 'w') as f:
+            f.write(new_text)
+        mark = b.notify.count()
+        b.signal(signal.SIGHUP)
+        return mark
+    return b, reload
+
+
+@test
+def reload_sends_reloading_then_ready_and_applies(ctx):
+    b, reload = ready_with_config(ctx, 'LOG_LEVEL=info\nSHUTDOWN_TIMEOUT=30s\n')
+    mark = reload('LOG_LEVEL=debug\nSHUTDOWN_TIMEOUT=5s\nSERVER_PORT=9999\n')
     i, t_reloading, m = b.notify.wait_for(r'^RELOADING=1\nMONOTONIC_USEC=\d+$', 5, since=mark)
     _, t_ready, _ = b.notify.wait_for(r'^READY=1$', 5, since=i)
     assert t_ready >= t_reloading
@@ -54,15 +64,8 @@ def reload_sends_reloading_then_ready_and_applies(ctx):
 
 @test
 def reload_says_when_the_environment_shadows_the_file(ctx):
-    pg = ctx.postgres()
-    conf = ctx.tmp.join('batond.conf')
-    with open(conf, 'w') as f:
-        f.write('LOG_LEVEL=info\n')
-    b = ctx.batond({'DATABASE_URL': pg.url(), 'LOG_LEVEL': 'info'}, args=['--config', conf]).start()
-    b.wait_ready()
-    with open(conf, 'w') as f:
-        f.write('LOG_LEVEL=debug\n')
-    b.signal(signal.SIGHUP)
+    b, reload = ready_with_config(ctx, 'LOG_LEVEL=info\n', env={'LOG_LEVEL': 'info'})
+    reload('LOG_LEVEL=debug\n')
     b.wait_log(r'LOG_LEVEL is set in both .*batond.conf and the environment; the '
                r"environment's value wins")
     assert 'Reload: LOG_LEVEL changed' not in b.log()
@@ -70,16 +73,8 @@ def reload_says_when_the_environment_shadows_the_file(ctx):
 
 @test
 def reload_with_broken_file_keeps_running_config(ctx):
-    pg = ctx.postgres()
-    conf = ctx.tmp.join('batond.conf')
-    with open(conf, 'w') as f:
-        f.write('LOG_LEVEL=info\n')
-    b = ctx.batond({'DATABASE_URL': pg.url()}, args=['--config', conf]).start()
-    b.wait_ready()
-    with open(conf, 'w') as f:
-        f.write('LOG_LEVEL=info\nHEALTH_CHECK_TIMEOUT=forever\n')
-    mark = b.notify.count()
-    b.signal(signal.SIGHUP)
+    b, reload = ready_with_config(ctx, 'LOG_LEVEL=info\n')
+    mark = reload('LOG_LEVEL=info\nHEALTH_CHECK_TIMEOUT=forever\n')
     b.notify.wait_for(r'^READY=1$', 5, since=mark)
     b.wait_log(r"Reload failed, keeping the running configuration: HEALTH_CHECK_TIMEOUT: "
                r"'forever' is not a duration")

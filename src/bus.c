@@ -18,13 +18,16 @@ typedef enum BusEventType {
         BUS_EVENT_CLOSED,
         BUS_EVENT_ECHO,
         BUS_EVENT_ASYNC_ERROR,
+        BUS_EVENT_MESSAGE,              /* a published event */
 } BusEventType;
 
 /* What a NATS thread hands to the loop. */
 typedef struct BusEvent {
         BusEventType type;
         uint64_t echo_id;
-        char text[BUS_ERROR_MAX];
+        char text[BUS_ERROR_MAX];       /* an error, or the topic of a message */
+        size_t size;
+        char data[];                    /* the message, NUL-terminated */
 } BusEvent;
 
 struct Bus {
@@ -34,10 +37,13 @@ struct Bus {
         char *masked_url;
         char *client_name;
         char *echo_subject;
+        char *events_subject;           /* <prefix>.events.* */
+        size_t events_prefix_len;       /* strlen("<prefix>.events.") */
 
         natsOptions *options;
         natsConnection *conn;
         natsSubscription *echo_sub;
+        natsSubscription *events_sub;
         bool connected;
         char last_error[BUS_ERROR_MAX];
 
@@ -49,6 +55,8 @@ struct Bus {
 
         BusStateCallback state_cb;
         void *state_userdata;
+        BusEventCallback event_cb;
+        void *event_userdata;
 };
 
 static const char *nats_error_text(natsStatus s) {
@@ -61,7 +69,7 @@ static void on_event(void *userdata, void *payload, bool discarded);
 /* --- NATS threads: copy what is needed and post it --- */
 
 static void post_event(Bus *bus, BusEventType type, uint64_t echo_id, const char *text) {
-        BusEvent *e = calloc(1, sizeof(BusEvent));
+        BusEvent *e = calloc(1, sizeof(BusEvent) + 1);
 
         if (!e)
                 return;         /* out of memory on a library thread: nothing better to do */
@@ -99,6 +107,28 @@ static void on_nats_echo(natsConnection *nc, natsSubscription *sub, natsMsg *msg
         snprintf(buf, sizeof(buf), "%.*s", natsMsg_GetDataLength(msg), natsMsg_GetData(msg));
         if (sscanf(buf, "%" SCNu64, &id) == 1)
                 post_event(closure, BUS_EVENT_ECHO, id, NULL);
+        natsMsg_Destroy(msg);
+}
+
+/* Copies a published event for the loop; the topic is the subject's last
+ * token (validated on the loop). */
+static void on_nats_message(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
+        Bus *bus = closure;
+        const char *subject = natsMsg_GetSubject(msg);
+        int size = natsMsg_GetDataLength(msg);
+        BusEvent *e;
+
+        if (size >= 0 && strlen(subject) > bus->events_prefix_len &&
+            (e = malloc(sizeof(BusEvent) + (size_t) size + 1))) {
+                e->type = BUS_EVENT_MESSAGE;
+                e->echo_id = 0;
+                snprintf(e->text, sizeof(e->text), "%s", subject + bus->events_prefix_len);
+                e->size = (size_t) size;
+                memcpy(e->data, natsMsg_GetData(msg), (size_t) size);
+                e->data[size] = '\0';
+                if (mailbox_post(bus->mailbox, on_event, bus, e) < 0)
+                        free(e);
+        }
         natsMsg_Destroy(msg);
 }
 
@@ -152,6 +182,10 @@ static void on_event(void *userdata, void *payload, bool discarded) {
                 break;
         case BUS_EVENT_ASYNC_ERROR:
                 log_warning("NATS reported an asynchronous error: %s", e->text);
+                break;
+        case BUS_EVENT_MESSAGE:
+                if (bus->event_cb)
+                        bus->event_cb(bus, e->text, e->data, e->size, bus->event_userdata);
                 break;
         }
 }
@@ -214,8 +248,12 @@ int bus_new(sd_event *event, Mailbox *mailbox, const BusSettings *settings, Bus 
                 nonce = now_usec(CLOCK_REALTIME) ^ (uint64_t) getpid();
         if (asprintf(&bus->echo_subject, "%s.health.%016" PRIx64, settings->subject_prefix, nonce) < 0)
                 bus->echo_subject = NULL;
-        if (!bus->url || !bus->masked_url || !bus->client_name || !bus->echo_subject)
+        if (asprintf(&bus->events_subject, "%s.events.*", settings->subject_prefix) < 0)
+                bus->events_subject = NULL;
+        if (!bus->url || !bus->masked_url || !bus->client_name || !bus->echo_subject ||
+            !bus->events_subject)
                 return -ENOMEM;
+        bus->events_prefix_len = strlen(bus->events_subject) - 1;
         snprintf(bus->last_error, sizeof(bus->last_error), "not connected yet");
 
         r = event_timer_new(event, &bus->check_timer, USEC_PER_MSEC, on_check_timeout, bus);
@@ -239,6 +277,11 @@ int bus_close(Bus *bus) {
                 (void) natsSubscription_Unsubscribe(bus->echo_sub);
                 natsSubscription_Destroy(bus->echo_sub);
                 bus->echo_sub = NULL;
+        }
+        if (bus->events_sub) {
+                (void) natsSubscription_Unsubscribe(bus->events_sub);
+                natsSubscription_Destroy(bus->events_sub);
+                bus->events_sub = NULL;
         }
         if (bus->conn) {
                 natsConnection_Close(bus->conn);
@@ -271,6 +314,7 @@ Bus *bus_free(Bus *bus) {
         free(bus->masked_url);
         free(bus->client_name);
         free(bus->echo_subject);
+        free(bus->events_subject);
         return mfree(bus);
 }
 
@@ -298,9 +342,30 @@ int bus_start(Bus *bus) {
         if (s != NATS_OK)
                 return log_error_errno(-EIO, "Failed to subscribe to %s: %s", bus->echo_subject,
                                        nats_error_text(s));
+        s = natsConnection_Subscribe(&bus->events_sub, bus->conn, bus->events_subject, on_nats_message, bus);
+        if (s != NATS_OK)
+                return log_error_errno(-EIO, "Failed to subscribe to %s: %s", bus->events_subject,
+                                       nats_error_text(s));
         if (natsConnection_Status(bus->conn) == NATS_CONN_STATUS_CONNECTED)
                 set_connected(bus, true, NULL);
         return 0;
+}
+
+void bus_set_event_callback(Bus *bus, BusEventCallback cb, void *userdata) {
+        bus->event_cb = cb;
+        bus->event_userdata = userdata;
+}
+
+int bus_publish_event(Bus *bus, const char *topic, const char *data, size_t size) {
+        char subject[256];
+        natsStatus s;
+
+        if (!bus->conn)
+                return -ENOTCONN;
+        snprintf(subject, sizeof(subject), "%.*s%s", (int) bus->events_prefix_len,
+                 bus->events_subject, topic);
+        s = natsConnection_Publish(bus->conn, subject, data, (int) size);
+        return s == NATS_OK ? 0 : -EIO;
 }
 
 bool bus_connected(const Bus *bus) {

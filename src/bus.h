@@ -23,6 +23,9 @@ typedef struct BusSettings {
 } BusSettings;
 
 typedef void (*BusStateCallback)(Bus *bus, bool connected, void *userdata);
+/* An event another instance (or this one) published; on the loop. */
+typedef void (*BusEventCallback)(Bus *bus, const char *topic, const char *data, size_t size,
+                                 void *userdata);
 /* error is NULL when the round trip succeeded. */
 typedef void (*BusCheckCallback)(Bus *bus, const char *error, void *userdata);
 
@@ -38,6 +41,11 @@ Bus *bus_free(Bus *bus);
 DEFINE_POINTER_CLEANUP(Bus, bus_free);
 
 void bus_set_state_callback(Bus *bus, BusStateCallback cb, void *userdata);
+void bus_set_event_callback(Bus *bus, BusEventCallback cb, void *userdata);
+
+/* Publishes an event on <prefix>.events.<topic>. While disconnected the
+ * client only buffers it: receivers catch up from PostgreSQL anyway. */
+int bus_publish_event(Bus *bus, const char *topic, const char *data, size_t size);
 
 /* Starts connecting; returns at once whether or not a server answered
  * (connecting to an unresponsive host blocks for the client's connect

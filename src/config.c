@@ -17,6 +17,7 @@
 typedef enum ValueType {
         TYPE_STRING,
         TYPE_CONNINFO,          /* libpq URI or key=value string; a secret */
+        TYPE_SECRET,            /* a token: never shown, never echoed */
         TYPE_HOST,
         TYPE_UINT,
         TYPE_BOOL,
@@ -50,6 +51,7 @@ typedef struct ConfigKey {
 static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
         KEY(DATABASE_URL,              TYPE_CONNINFO,       database_url,                   NULL,    0, 0, false),
         KEY(DATABASE_CONNECT_TIMEOUT,  TYPE_DURATION,       database_connect_timeout_usec,  "10s",   SEC(1), SEC(300), true),
+        KEY(DATABASE_QUERY_TIMEOUT,    TYPE_DURATION,       database_query_timeout_usec,    "10s",   MSEC(100), SEC(300), true),
         KEY(MIGRATION_LOCK_TIMEOUT,    TYPE_DURATION,       migration_lock_timeout_usec,    "10s",   MSEC(100), SEC(3600), true),
         KEY(SERVER_HOST,               TYPE_HOST,           server_host,                    "127.0.0.1", 0, 0, false),
         KEY(SERVER_PORT,               TYPE_UINT,           server_port,                    "8080",  1, 65535, false),
@@ -57,6 +59,8 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
         KEY(CONNECTION_TIMEOUT,        TYPE_DURATION,       connection_timeout_usec,        "30s",   SEC(1), SEC(3600), false),
         KEY(MAX_HEADER_BYTES,          TYPE_SIZE,           max_header_bytes,               "8K",    KiB(1), KiB(64), false),
         KEY(MAX_BODY_BYTES,            TYPE_SIZE,           max_body_bytes,                 "1M",    KiB(1), KiB(1024) * 1024, true),
+        KEY(MAX_EVENT_BYTES,           TYPE_SIZE,           max_event_bytes,                "64K",   KiB(1), KiB(1024), true),
+        KEY(API_TOKEN,                 TYPE_SECRET,         api_token,                      "",      0, 512, true),
         KEY(NATS__ENABLED,             TYPE_BOOL,           nats_enabled,                   "false", 0, 0, false),
         KEY(NATS__URL,                 TYPE_NATS_URL,       nats_url,                       "nats://127.0.0.1:4222", 0, 0, false),
         KEY(NATS__SUBJECT_PREFIX,      TYPE_SUBJECT_PREFIX, nats_subject_prefix,            "baton", 0, 0, false),
@@ -66,6 +70,8 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
         KEY(DRAIN_TIMEOUT,             TYPE_DURATION,       drain_timeout_usec,             "120s",  0, SEC(7 * 24 * 3600), true),
         KEY(SHUTDOWN_TIMEOUT,          TYPE_DURATION,       shutdown_timeout_usec,          "30s",   SEC(1), SEC(3600), true),
         KEY(STREAM_HEARTBEAT_INTERVAL, TYPE_DURATION,       stream_heartbeat_interval_usec, "15s",   SEC(1), SEC(3600), true),
+        KEY(STREAM_RETRY_HINT,         TYPE_DURATION,       stream_retry_hint_usec,         "2s",    MSEC(100), SEC(3600), true),
+        KEY(STREAM_RESYNC_INTERVAL,    TYPE_DURATION,       stream_resync_interval_usec,    "5s",    MSEC(100), SEC(3600), true),
         KEY(STREAM_TEST_MAX_DURATION,  TYPE_DURATION,       stream_test_max_duration_usec,  "1h",    SEC(1), SEC(24 * 3600), true),
         KEY(LOG_LEVEL,                 TYPE_LOG_LEVEL,      log_level,                      "info",  0, 0, true),
         KEY(DEPLOYMENT_COLOR,          TYPE_NAME,           deployment_color,               "",      0, 32, false),
@@ -74,12 +80,12 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
 #define FIELD(c, k, type) ((type *) ((char *) (c) + (k)->offset))
 
 static bool is_string_type(ValueType t) {
-        return t == TYPE_STRING || t == TYPE_CONNINFO || t == TYPE_HOST || t == TYPE_NAME ||
-               t == TYPE_NATS_URL || t == TYPE_SUBJECT_PREFIX;
+        return t == TYPE_STRING || t == TYPE_CONNINFO || t == TYPE_SECRET || t == TYPE_HOST ||
+               t == TYPE_NAME || t == TYPE_NATS_URL || t == TYPE_SUBJECT_PREFIX;
 }
 
 static bool is_secret(const ConfigKey *k) {
-        return k->type == TYPE_CONNINFO;
+        return k->type == TYPE_CONNINFO || k->type == TYPE_SECRET;
 }
 
 const char *config_key_name(ConfigKeyId id) {
@@ -186,6 +192,12 @@ static const char *check_string(const ConfigKey *k, const char *value) {
                 PQconninfoFree(o);
                 return NULL;
         }
+        case TYPE_SECRET:
+                /* Bearer tokens are visible ASCII (RFC 6750 b64token and more). */
+                for (const char *p = value; *p; p++)
+                        if (*p <= ' ' || *p >= 127)
+                                return "may only contain visible ASCII characters";
+                return strlen(value) <= k->max ? NULL : "is longer than 512 characters";
         case TYPE_HOST:
                 if (isempty(value) || strpbrk(value, " \t/"))
                         return "must be an IP address or host name";
@@ -506,6 +518,8 @@ static char *config_format_value(const Config *c, const ConfigKey *k) {
         switch (k->type) {
         case TYPE_CONNINFO:
                 return mask_connection_string(*FIELD(c, k, char *));
+        case TYPE_SECRET:
+                return strdup(isempty(*FIELD(c, k, char *)) ? "" : "***");
         case TYPE_NATS_URL:
                 return mask_connection_string(*FIELD(c, k, char *));
         case TYPE_BOOL:

@@ -24,6 +24,7 @@ typedef enum ConfigSource {
 typedef enum ConfigKeyId {
         CONFIG_DATABASE_URL,
         CONFIG_DATABASE_CONNECT_TIMEOUT,
+        CONFIG_DATABASE_QUERY_TIMEOUT,
         CONFIG_MIGRATION_LOCK_TIMEOUT,
         CONFIG_SERVER_HOST,
         CONFIG_SERVER_PORT,
@@ -31,6 +32,8 @@ typedef enum ConfigKeyId {
         CONFIG_CONNECTION_TIMEOUT,
         CONFIG_MAX_HEADER_BYTES,
         CONFIG_MAX_BODY_BYTES,
+        CONFIG_MAX_EVENT_BYTES,
+        CONFIG_API_TOKEN,
         CONFIG_NATS__ENABLED,
         CONFIG_NATS__URL,
         CONFIG_NATS__SUBJECT_PREFIX,
@@ -40,6 +43,8 @@ typedef enum ConfigKeyId {
         CONFIG_DRAIN_TIMEOUT,
         CONFIG_SHUTDOWN_TIMEOUT,
         CONFIG_STREAM_HEARTBEAT_INTERVAL,
+        CONFIG_STREAM_RETRY_HINT,
+        CONFIG_STREAM_RESYNC_INTERVAL,
         CONFIG_STREAM_TEST_MAX_DURATION,
         CONFIG_LOG_LEVEL,
         CONFIG_DEPLOYMENT_COLOR,
@@ -49,6 +54,7 @@ typedef enum ConfigKeyId {
 typedef struct Config {
         char *database_url;
         usec_t database_connect_timeout_usec;
+        usec_t database_query_timeout_usec;
         usec_t migration_lock_timeout_usec;
 
         char *server_host;
@@ -57,6 +63,8 @@ typedef struct Config {
         usec_t connection_timeout_usec;
         uint64_t max_header_bytes;
         uint64_t max_body_bytes;
+        uint64_t max_event_bytes;
+        char *api_token;                /* "" when publishing is open */
 
         bool nats_enabled;
         char *nats_url;
@@ -70,6 +78,8 @@ typedef struct Config {
         usec_t shutdown_timeout_usec;
 
         usec_t stream_heartbeat_interval_usec;
+        usec_t stream_retry_hint_usec;
+        usec_t stream_resync_interval_usec;
         usec_t stream_test_max_duration_usec;
 
         int log_level;

@@ -56,6 +56,8 @@ struct Db {
 
         DbStateCallback state_cb;
         void *state_userdata;
+        DbNotifyCallback notify_cb;
+        void *notify_userdata;
 };
 
 static void db_connect_begin(Db *db);
@@ -204,7 +206,8 @@ static void connection_failed(Db *db, const char *error) {
         fail_all_queries(db, db->last_error);
         schedule_reconnect(db);
         if (was_connected) {
-                log_warning("Lost the PostgreSQL connection: %s", db->last_error);
+                log_warning("Lost the PostgreSQL connection (%s): %s", db->application_name,
+                            db->last_error);
                 if (db->state_cb)
                         db->state_cb(db, false, db->state_userdata);
         } else
@@ -226,7 +229,8 @@ static void connection_established(Db *db) {
         db->state = DB_CONNECTED;
         db->backoff_usec = DB_BACKOFF_MIN_USEC;
         db->last_error[0] = '\0';
-        log_info("Connected to PostgreSQL (server %d).", PQserverVersion(db->conn));
+        int v = PQserverVersion(db->conn);
+        log_info("Connected to PostgreSQL %d.%d (%s).", v / 10000, v % 10000, db->application_name);
         set_session_defaults(db);
         if (db->state_cb)
                 db->state_cb(db, true, db->state_userdata);
@@ -425,9 +429,14 @@ static void on_readable(Db *db) {
                 connection_failed(db, PQerrorMessage(db->conn));
                 return;
         }
-        /* No LISTEN yet: drop stray notifications so they do not pile up. */
-        while ((n = PQnotifies(db->conn)))
+        /* Notifications (LISTEN) arrive interleaved with query results. */
+        while ((n = PQnotifies(db->conn))) {
+                if (db->notify_cb)
+                        db->notify_cb(db, n->relname, n->extra, db->notify_userdata);
                 PQfreemem(n);
+                if (!db->conn)
+                        return;         /* the callback reset the connection */
+        }
         if (db->busy)
                 query_collect(db);
         else if (PQstatus(db->conn) == CONNECTION_BAD)
@@ -551,6 +560,11 @@ Db *db_free(Db *db) {
 void db_set_state_callback(Db *db, DbStateCallback cb, void *userdata) {
         db->state_cb = cb;
         db->state_userdata = userdata;
+}
+
+void db_set_notify_callback(Db *db, DbNotifyCallback cb, void *userdata) {
+        db->notify_cb = cb;
+        db->notify_userdata = userdata;
 }
 
 void db_set_timeouts(Db *db, usec_t connect_timeout_usec, usec_t backoff_max_usec) {

@@ -28,6 +28,8 @@ typedef struct DbResult {
 
 typedef void (*DbQueryCallback)(Db *db, const DbResult *result, void *userdata);
 typedef void (*DbStateCallback)(Db *db, bool connected, void *userdata);
+/* A NOTIFY on a channel this connection LISTENs to. */
+typedef void (*DbNotifyCallback)(Db *db, const char *channel, const char *payload, void *userdata);
 
 typedef struct DbSettings {
         const char *conninfo;
@@ -42,6 +44,7 @@ Db *db_free(Db *db);
 DEFINE_POINTER_CLEANUP(Db, db_free);
 
 void db_set_state_callback(Db *db, DbStateCallback cb, void *userdata);
+void db_set_notify_callback(Db *db, DbNotifyCallback cb, void *userdata);
 void db_set_timeouts(Db *db, usec_t connect_timeout_usec, usec_t backoff_max_usec);
 
 /* Starts connecting; from then on the connection is kept up. */

@@ -7,9 +7,18 @@
 #include "log.h"
 #include "parse-util.h"
 
+#define WATCHED_MAX 4
+
+typedef struct WatchedConnection {
+        const char *name;
+        Db *db;
+} WatchedConnection;
+
 struct Health {
         sd_event *event;
         Db *db;
+        WatchedConnection watched[WATCHED_MAX];
+        size_t n_watched;
         Bus *bus;
         HealthSettings settings;
 
@@ -68,8 +77,18 @@ static void check_done(Health *h) {
 
 static void on_db_checked(Db *db, const DbResult *result, void *userdata) {
         Health *h = userdata;
+        char error[CHECK_ERROR_MAX];
+        const char *failure = result->error;
 
-        record(h, &h->snapshot.database, "PostgreSQL", !result->error, h->db_started, result->error);
+        /* SELECT 1 proves the server; the other connections must be up too,
+         * or publishing (say) fails while ready says UP. */
+        for (size_t i = 0; !failure && i < h->n_watched; i++)
+                if (!db_connected(h->watched[i].db)) {
+                        snprintf(error, sizeof(error), "%s connection: %s", h->watched[i].name,
+                                 db_last_error(h->watched[i].db));
+                        failure = error;
+                }
+        record(h, &h->snapshot.database, "PostgreSQL", !failure, h->db_started, failure);
         check_done(h);
 }
 
@@ -146,6 +165,13 @@ Health *health_free(Health *h) {
 void health_set_change_callback(Health *h, HealthChangeCallback cb, void *userdata) {
         h->change_cb = cb;
         h->change_userdata = userdata;
+}
+
+int health_watch_connection(Health *h, const char *name, Db *db) {
+        if (h->n_watched >= WATCHED_MAX)
+                return -E2BIG;
+        h->watched[h->n_watched++] = (WatchedConnection) { .name = name, .db = db };
+        return 0;
 }
 
 void health_set_settings(Health *h, const HealthSettings *settings) {

@@ -31,6 +31,10 @@ Health *health_free(Health *health);
 DEFINE_POINTER_CLEANUP(Health, health_free);
 
 void health_set_change_callback(Health *health, HealthChangeCallback cb, void *userdata);
+
+/* The database check also requires this connection to be up (publishing,
+ * reading, listening each have their own). name: "publish", ... */
+int health_watch_connection(Health *health, const char *name, Db *db);
 void health_set_settings(Health *health, const HealthSettings *settings);
 
 void health_set_phase(Health *health, HealthPhase phase, const char *starting_reason);

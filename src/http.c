@@ -151,6 +151,18 @@ static void request_set_response(HttpRequest *req, unsigned status, struct MHD_R
         request_resume(req);
 }
 
+static struct MHD_Response *response_from_text(char *text, size_t size) {
+        struct MHD_Response *r = MHD_create_response_from_buffer(size, text, MHD_RESPMEM_MUST_FREE);
+
+        if (!r)
+                return NULL;
+        if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES) {
+                MHD_destroy_response(r);        /* frees text too */
+                return NULL;
+        }
+        return r;
+}
+
 static struct MHD_Response *response_from_json(json_t *body) {
         size_t size;
         char *buf;
@@ -169,15 +181,9 @@ static struct MHD_Response *response_from_json(json_t *body) {
                 return NULL;
         }
         buf[size] = '\n';       /* friendlier for curl; JSON allows it */
-        struct MHD_Response *r = MHD_create_response_from_buffer(size + 1, buf, MHD_RESPMEM_MUST_FREE);
-        if (!r) {
+        struct MHD_Response *r = response_from_text(buf, size + 1);
+        if (!r)
                 free(buf);
-                return NULL;
-        }
-        if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES) {
-                MHD_destroy_response(r);
-                return NULL;
-        }
         return r;
 }
 
@@ -246,6 +252,22 @@ void http_respond_shared(HttpRequest *req, HttpSharedResponse *r) {
         request_set_response(req, r->status, NULL, http_shared_response_ref(r));
 }
 
+void http_respond_json_text(HttpRequest *req, unsigned status, char *text, size_t size) {
+        struct MHD_Response *response = response_from_text(text, size);
+
+        if (!response) {
+                free(text);
+                http_respond_json(req, status, NULL);   /* the out-of-memory answer */
+                return;
+        }
+        request_set_response(req, status, response, NULL);
+}
+
+void http_request_add_response_header(HttpRequest *req, const char *name, const char *value) {
+        if (req->response && MHD_add_response_header(req->response, name, value) != MHD_YES)
+                log_debug("Failed to add %s header, ignoring.", name);
+}
+
 void http_respond_error(HttpRequest *req, unsigned status, const char *code, const char *format, ...) {
         char message[512];
         va_list ap;
@@ -254,6 +276,18 @@ void http_respond_error(HttpRequest *req, unsigned status, const char *code, con
         (void) vsnprintf(message, sizeof(message), format, ap);
         va_end(ap);
         http_respond_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", message));
+}
+
+/* The kernel grows a socket's send buffer to megabytes on its own; for a
+ * stream whose client stopped reading, that memory would fill long before
+ * our own per-stream limit noticed. Streams are not bulk transfers. */
+static void limit_send_buffer(HttpRequest *req) {
+        const union MHD_ConnectionInfo *info =
+                MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        int size = HTTP_STREAM_SNDBUF;
+
+        if (info && setsockopt(info->connect_fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)) < 0)
+                log_debug("Failed to limit the send buffer of a stream, ignoring: %s", strerror(errno));
 }
 
 void http_respond_stream(HttpRequest *req, const char *content_type,
@@ -273,6 +307,7 @@ void http_respond_stream(HttpRequest *req, const char *content_type,
             MHD_add_response_header(response, "X-Accel-Buffering", "no") != MHD_YES)
                 log_debug("Failed to add stream headers, ignoring.");
 
+        limit_send_buffer(req);
         req->is_stream = true;
         req->server->counters.active_requests--;
         req->server->counters.active_streams++;
@@ -355,6 +390,14 @@ static bool framing_ambiguous(struct MHD_Connection *connection) {
         return n > 1;
 }
 
+static uint64_t request_body_limit(const HttpRequest *req) {
+        const HttpLimits *l = &req->server->limits;
+
+        if (req->match.route && (req->match.route->flags & ROUTE_EVENT_BODY))
+                return l->max_event_bytes;
+        return l->max_body_bytes;
+}
+
 /* Decides what we can from the request line and headers. Errors that mean
  * we will not read the body (413, 431) are queued at once, which makes MHD
  * close the connection afterwards; the rest wait for the final call so the
@@ -374,6 +417,7 @@ static enum MHD_Result request_begin(HttpRequest *req) {
                                    info->header_size, s->limits.max_header_bytes);
                 return MHD_YES;
         }
+        r = router_match(s->routes, s->n_routes, req->path, req->method, &req->match);
         content_length = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (content_length && framing_ambiguous(req->connection)) {
@@ -383,14 +427,13 @@ static enum MHD_Result request_begin(HttpRequest *req) {
                 return MHD_YES;
         }
         if (content_length && parse_uint64(content_length, &length) == 0 &&
-            length > s->limits.max_body_bytes) {
+            length > request_body_limit(req)) {
                 http_respond_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                                    "request body is %" PRIu64 " bytes, the limit is %" PRIu64,
-                                   length, s->limits.max_body_bytes);
+                                   length, request_body_limit(req));
                 return MHD_YES;
         }
 
-        r = router_match(s->routes, s->n_routes, req->path, req->method, &req->match);
         if (r == -ENOENT)
                 http_respond_error(req, MHD_HTTP_NOT_FOUND, "not_found", "no such resource: %s",
                                    req->path);
@@ -409,15 +452,13 @@ static enum MHD_Result request_begin(HttpRequest *req) {
 }
 
 static enum MHD_Result request_take_body(HttpRequest *req, const char *data, size_t size) {
-        HttpServer *s = req->server;
-
         req->body_received += size;
-        if (req->body_received > s->limits.max_body_bytes) {
+        if (req->body_received > request_body_limit(req)) {
                 /* Only a chunked body without Content-Length gets here. MHD
                  * cannot send a response in the middle of a body, so the
                  * connection is closed instead. */
                 log_debug("Request body for %s exceeds %" PRIu64 " bytes, closing connection.",
-                          req->path, s->limits.max_body_bytes);
+                          req->path, request_body_limit(req));
                 return MHD_NO;
         }
         if (request_has_response(req) || !req->match.route ||
@@ -427,8 +468,8 @@ static enum MHD_Result request_take_body(HttpRequest *req, const char *data, siz
         if (req->body_size + size + 1 > req->body_allocated) {
                 size_t want = (req->body_size + size + 1) * 2;
                 char *p;
-                if (want > s->limits.max_body_bytes + 1)
-                        want = s->limits.max_body_bytes + 1;
+                if (want > request_body_limit(req) + 1)
+                        want = request_body_limit(req) + 1;
                 p = realloc(req->body, want);
                 if (!p)
                         return MHD_NO;
@@ -755,8 +796,9 @@ void http_server_set_ready(HttpServer *s, bool ready) {
         s->ready = ready;
 }
 
-void http_server_set_max_body_bytes(HttpServer *s, uint64_t max_body_bytes) {
+void http_server_set_body_limits(HttpServer *s, uint64_t max_body_bytes, uint64_t max_event_bytes) {
         s->limits.max_body_bytes = max_body_bytes;
+        s->limits.max_event_bytes = max_event_bytes;
 }
 
 /* Connections the kernel completed before we stopped listening wait in the

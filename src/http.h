@@ -27,6 +27,7 @@ typedef struct HttpLimits {
         usec_t connection_timeout_usec;
         uint64_t max_header_bytes;
         uint64_t max_body_bytes;
+        uint64_t max_event_bytes;       /* for routes flagged ROUTE_EVENT_BODY */
 } HttpLimits;
 
 typedef struct HttpCounters {
@@ -52,7 +53,7 @@ void http_server_set_request_done_callback(HttpServer *server, HttpRequestDoneCa
 
 /* Routes flagged ROUTE_NEEDS_READY answer 503 until this is set. */
 void http_server_set_ready(HttpServer *server, bool ready);
-void http_server_set_max_body_bytes(HttpServer *server, uint64_t max_body_bytes);
+void http_server_set_body_limits(HttpServer *server, uint64_t max_body_bytes, uint64_t max_event_bytes);
 
 /* Stops accepting connections (connections already waiting in the backlog
  * are still served; then the listening sockets are closed, systemd keeps
@@ -97,9 +98,19 @@ HttpSharedResponse *http_shared_response_unref(HttpSharedResponse *r);
 DEFINE_POINTER_CLEANUP(HttpSharedResponse, http_shared_response_unref);
 void http_respond_shared(HttpRequest *req, HttpSharedResponse *r);
 
+/* Responds with JSON text that is already serialised (takes 'text', which
+ * must have been allocated with malloc()). */
+void http_respond_json_text(HttpRequest *req, unsigned status, char *text, size_t size);
+
+/* Adds a header to the response just set (before it is queued). */
+void http_request_add_response_header(HttpRequest *req, const char *name, const char *value);
+
 /* Responds {"error": code, "message": ...}. */
 void http_respond_error(HttpRequest *req, unsigned status, const char *code,
                         const char *format, ...) _printf_(4, 5);
+
+/* The socket send buffer of a stream (the kernel doubles it). */
+#define HTTP_STREAM_SNDBUF (64 * 1024)
 
 /* Responds 200 with a body produced by 'reader' as it becomes available
  * (Server-Sent Events). The request then counts as a stream, not a request.

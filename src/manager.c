@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <sys/resource.h>
 
+#include "event-format.h"
 #include "listen.h"
 #include "log.h"
 #include "manager.h"
@@ -88,7 +89,42 @@ static void on_db_state(Db *db, bool connected, void *userdata) {
 
 static void on_bus_state(Bus *bus, bool connected, void *userdata) {
         Manager *m = userdata;
+
         startup_on_bus(m->startup, connected);
+        /* Events published elsewhere while we were cut off never reach us
+         * through NATS: look them up. */
+        if (connected)
+                fanout_resync(m->fanout);
+}
+
+/* A committed local publish: to our subscribers at once, and to the other
+ * instances through NATS (without NATS, baton_publish() NOTIFYed them). */
+static void on_event_published(const PublishResult *r, void *userdata) {
+        Manager *m = userdata;
+        _cleanup_free_ char *envelope = NULL;
+        size_t size;
+
+        if (event_envelope(r->id, r->topic, r->ts, r->payload, r->payload_size, &envelope, &size) < 0) {
+                /* Subscribers will read it back from PostgreSQL (resync). */
+                log_warning("Out of memory delivering event %" PRIu64 " of %s.", r->id, r->topic);
+                return;
+        }
+        fanout_event(m->fanout, r->topic, r->id, envelope);
+        if (m->bus && bus_publish_event(m->bus, r->topic, envelope, size) < 0)
+                log_debug("Could not hand event %" PRIu64 " of %s to NATS; others catch up from "
+                          "PostgreSQL.", r->id, r->topic);
+}
+
+static void on_bus_event(Bus *bus, const char *topic, const char *data, size_t size, void *userdata) {
+        Manager *m = userdata;
+        uint64_t id;
+
+        if (!topic_name_valid(topic, strlen(topic)) ||
+            event_envelope_parse(data, size, topic, &id) < 0) {
+                log_debug("Ignoring a malformed event message on topic '%.128s'.", topic);
+                return;
+        }
+        fanout_event(m->fanout, topic, id, data);
 }
 
 static void on_health_change(Health *h, void *userdata) {
@@ -162,16 +198,33 @@ static void manager_apply_config(Manager *m) {
         };
         StreamSettings ss = {
                 .heartbeat_interval_usec = c->stream_heartbeat_interval_usec,
-                .retry_hint_usec = 2 * USEC_PER_SEC,
+                .retry_hint_usec = c->stream_retry_hint_usec,
+                .buffer_max_bytes = STREAM_BUFFER_FOR(c->max_event_bytes),
+        };
+        PublisherSettings ps = {
+                .query_timeout_usec = c->database_query_timeout_usec,
+                .notify = !c->nats_enabled,
+        };
+        FanoutSettings fs = {
+                .query_timeout_usec = c->database_query_timeout_usec,
+                .resync_interval_usec = c->stream_resync_interval_usec,
+                .replay_page_bytes = STREAM_BUFFER_FOR(c->max_event_bytes) / 2,
         };
 
         log_set_max_level(c->log_level);
         db_set_timeouts(m->db, c->database_connect_timeout_usec, c->retry_backoff_max_usec);
+        db_set_timeouts(m->db_write, c->database_connect_timeout_usec, c->retry_backoff_max_usec);
+        db_set_timeouts(m->db_read, c->database_connect_timeout_usec, c->retry_backoff_max_usec);
+        if (m->listener)
+                db_set_timeouts(pglisten_db(m->listener), c->database_connect_timeout_usec,
+                                c->retry_backoff_max_usec);
+        publisher_set_settings(m->publisher, &ps);
+        fanout_set_settings(m->fanout, &fs);
         health_set_settings(m->health, &hs);
         stream_hub_set_settings(m->streams, &ss);
         startup_set_timeouts(m->startup, c->migration_lock_timeout_usec, c->retry_backoff_max_usec);
         if (m->http)
-                http_server_set_max_body_bytes(m->http, c->max_body_bytes);
+                http_server_set_body_limits(m->http, c->max_body_bytes, c->max_event_bytes);
         /* A drain keeps the deadlines it started with. */
         if (m->drain && !drain_active(m->drain))
                 drain_set_timeouts(m->drain, c->shutdown_timeout_usec, c->drain_timeout_usec);
@@ -273,6 +326,7 @@ static int manager_start_http(Manager *m) {
                 .connection_timeout_usec = m->config->connection_timeout_usec,
                 .max_header_bytes = m->config->max_header_bytes,
                 .max_body_bytes = m->config->max_body_bytes,
+                .max_event_bytes = m->config->max_event_bytes,
         };
         m->listen_summary = listen_summary(&sockets);
         table = routes_table(&n_routes);
@@ -285,6 +339,67 @@ static int manager_start_http(Manager *m) {
         return 0;
 }
 
+/* Settings for one connection. Its name shows in pg_stat_activity:
+ * "batond-blue" (control), "batond-blue/publish", "batond-blue/read", ... */
+static int connection_settings(const Manager *m, const char *app_name, const char *purpose,
+                               DbSettings *ret, char **ret_name) {
+        const Config *c = m->config;
+        char *name;
+
+        if (asprintf(&name, "%s%s%s", app_name, purpose ? "/" : "", strempty(purpose)) < 0)
+                return -ENOMEM;
+        *ret = (DbSettings) {
+                .conninfo = c->database_url,
+                .application_name = name,
+                .connect_timeout_usec = c->database_connect_timeout_usec,
+                .backoff_max_usec = c->retry_backoff_max_usec,
+        };
+        *ret_name = name;
+        return 0;
+}
+
+static int make_db(Manager *m, const char *app_name, const char *purpose, Db **ret) {
+        _cleanup_free_ char *name = NULL;
+        DbSettings ds;
+        int r = connection_settings(m, app_name, purpose, &ds, &name);
+
+        return r < 0 ? r : db_new(m->event, &ds, ret);
+}
+
+static int make_listener(Manager *m, const char *app_name) {
+        _cleanup_free_ char *name = NULL;
+        DbSettings ds;
+        int r = connection_settings(m, app_name, "listen", &ds, &name);
+
+        return r < 0 ? r : pglisten_new(m->event, &ds, m->fanout, &m->listener);
+}
+
+static int manager_setup_events(Manager *m) {
+        const Config *c = m->config;
+        int r;
+
+        PublisherSettings ps = {
+                .query_timeout_usec = c->database_query_timeout_usec,
+                .notify = !c->nats_enabled,
+        };
+        r = publisher_new(m->event, m->db_write, &ps, &m->publisher);
+        if (r < 0)
+                return r;
+        publisher_set_published_callback(m->publisher, on_event_published, m);
+
+        FanoutSettings fs = {
+                .query_timeout_usec = c->database_query_timeout_usec,
+                .resync_interval_usec = c->stream_resync_interval_usec,
+                .replay_page_bytes = STREAM_BUFFER_FOR(c->max_event_bytes) / 2,
+        };
+        r = fanout_new(m->event, m->db_read, m->streams, &fs, &m->fanout);
+        if (r < 0)
+                return r;
+        if (m->bus)
+                bus_set_event_callback(m->bus, on_bus_event, m);
+        return 0;
+}
+
 static int manager_setup_dependencies(Manager *m) {
         const Config *c = m->config;
         _cleanup_free_ char *app_name = NULL;
@@ -293,14 +408,9 @@ static int manager_setup_dependencies(Manager *m) {
         if (asprintf(&app_name, "batond%s%s", isempty(c->deployment_color) ? "" : "-",
                      c->deployment_color) < 0)
                 return -ENOMEM;
-        DbSettings ds = {
-                .conninfo = c->database_url,
-                .application_name = app_name,
-                .connect_timeout_usec = c->database_connect_timeout_usec,
-                .backoff_max_usec = c->retry_backoff_max_usec,
-        };
-        r = db_new(m->event, &ds, &m->db);
-        if (r < 0)
+        if ((r = make_db(m, app_name, NULL, &m->db)) < 0 ||
+            (r = make_db(m, app_name, "publish", &m->db_write)) < 0 ||
+            (r = make_db(m, app_name, "read", &m->db_read)) < 0)
                 return r;
         db_set_state_callback(m->db, on_db_state, m);
 
@@ -324,6 +434,20 @@ static int manager_setup_dependencies(Manager *m) {
         if (r < 0)
                 return r;
         health_set_change_callback(m->health, on_health_change, m);
+
+        r = manager_setup_events(m);
+        if (r < 0)
+                return r;
+        if (!c->nats_enabled) {
+                r = make_listener(m, app_name);
+                if (r < 0)
+                        return r;
+        }
+        if ((r = health_watch_connection(m->health, "publish", m->db_write)) < 0 ||
+            (r = health_watch_connection(m->health, "read", m->db_read)) < 0 ||
+            (m->listener && (r = health_watch_connection(m->health, "listen",
+                                                         pglisten_db(m->listener))) < 0))
+                return r;
 
         StartupCallbacks callbacks = {
                 .ready = on_startup_ready,
@@ -369,7 +493,8 @@ int manager_new(Config *config, const char *config_path, bool config_path_requir
                 return r;
         StreamSettings ss = {
                 .heartbeat_interval_usec = config->stream_heartbeat_interval_usec,
-                .retry_hint_usec = 2 * USEC_PER_SEC,
+                .retry_hint_usec = config->stream_retry_hint_usec,
+                .buffer_max_bytes = STREAM_BUFFER_FOR(config->max_event_bytes),
         };
         r = stream_hub_new(m->event, &ss, &m->streams);
         if (r < 0)
@@ -408,7 +533,12 @@ int manager_start(Manager *m) {
                 return EXIT_FAILURE;
         manager_apply_config(m);
 
-        /* Then the dependencies, in the order of the readiness contract. */
+        /* Then the dependencies, in the order of the readiness contract.
+         * The work connections connect alongside; the health checks that
+         * gate READY=1 require them. */
+        if (db_start(m->db_write) < 0 || db_start(m->db_read) < 0 ||
+            (m->listener && pglisten_start(m->listener) < 0))
+                return EXIT_FAILURE;
         r = startup_begin(m->startup);
         if (r < 0)
                 return EXIT_FAILURE;
@@ -435,6 +565,9 @@ Manager *manager_free(Manager *m) {
         http_server_free(m->http);
         drain_free(m->drain);
         startup_free(m->startup);
+        publisher_free(m->publisher);
+        fanout_free(m->fanout);
+        pglisten_free(m->listener);
         if (m->bus && bus_close(m->bus) < 0) {
                 /* NATS threads may still post: leave the bus and the mailbox
                  * they post to alive; the process is exiting anyway. */
@@ -444,6 +577,8 @@ Manager *manager_free(Manager *m) {
         }
         bus_free(m->bus);
         db_free(m->db);
+        db_free(m->db_write);
+        db_free(m->db_read);
         health_free(m->health);
         stream_hub_free(m->streams);
         http_shared_response_unref(m->live_response);

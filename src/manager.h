@@ -11,10 +11,13 @@
 #include "config.h"
 #include "db.h"
 #include "drain.h"
+#include "fanout.h"
 #include "health.h"
 #include "http.h"
 #include "mailbox.h"
 #include "migrate.h"
+#include "pglisten.h"
+#include "publisher.h"
 #include "startup.h"
 #include "stream.h"
 #include "watchdog.h"
@@ -30,8 +33,17 @@ typedef struct Manager {
         MigrationSet migrations;
 
         Mailbox *mailbox;
+        /* One connection per kind of work, so that none waits behind
+         * another: control (health checks, migrations), writes (publish
+         * batches), reads (history, replays, gap fills), and LISTEN for
+         * fan-out when NATS is disabled. */
         Db *db;
+        Db *db_write;
+        Db *db_read;
+        PgListener *listener;           /* NULL when NATS__ENABLED */
         Bus *bus;                       /* NULL unless NATS__ENABLED */
+        Publisher *publisher;
+        Fanout *fanout;
         Health *health;
         StreamHub *streams;
         HttpServer *http;

@@ -24,6 +24,7 @@ typedef enum HttpMethod {
 typedef enum RouteFlags {
         ROUTE_NEEDS_READY  = 1 << 0,    /* 503 until startup completed */
         ROUTE_ACCEPTS_BODY = 1 << 1,    /* the request body is read and kept */
+        ROUTE_EVENT_BODY   = 1 << 2,    /* body limited by MAX_EVENT_BYTES, not MAX_BODY_BYTES */
 } RouteFlags;
 
 typedef struct HttpRequest HttpRequest;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <microhttpd.h>
 
+#include "events.h"
 #include "routes.h"
 #include "stream-test.h"
 #include "version.h"
@@ -28,6 +29,21 @@ static void on_stream_test(HttpRequest *req, void *userdata) {
                            m->config->deployment_color);
 }
 
+static void on_publish(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        events_handle_publish(m->publisher, m->config->api_token, req);
+}
+
+static void on_history(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        events_handle_history(m->db_read, m->config->database_query_timeout_usec, req);
+}
+
+static void on_stream(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        events_handle_stream(m->fanout, req);
+}
+
 static void on_api_unknown(HttpRequest *req, void *userdata) {
         http_respond_error(req, MHD_HTTP_NOT_FOUND, "not_found", "no such resource: %s",
                            http_request_path(req));
@@ -47,6 +63,12 @@ static const Route routes[] = {
         { "health_ready",   "/health/ready",     HTTP_GET, 0, on_ready },
 
         { "stream_test",    "/stream/test",      HTTP_GET, ROUTE_NEEDS_READY, on_stream_test },
+
+        /* The event API. */
+        { "events_publish", "/api/v1/topics/{topic}/events", HTTP_POST,
+          ROUTE_NEEDS_READY | ROUTE_ACCEPTS_BODY | ROUTE_EVENT_BODY, on_publish },
+        { "events_history", "/api/v1/topics/{topic}/events", HTTP_GET, ROUTE_NEEDS_READY, on_history },
+        { "events_stream",  "/api/v1/topics/{topic}/stream", HTTP_GET, ROUTE_NEEDS_READY, on_stream },
 
         /* Everything under /api answers 503 until ready, then 404 unless a
          * more precise route above takes it. */

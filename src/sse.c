@@ -120,3 +120,43 @@ void sse_buffer_done(SseBuffer *b) {
         free(b->data);
         *b = (SseBuffer) { 0 };
 }
+
+Frame *frame_new(const char *data, size_t size) {
+        Frame *f = malloc(sizeof(Frame) + size);
+
+        if (!f)
+                return NULL;
+        f->n_ref = 1;
+        f->size = size;
+        memcpy(f->data, data, size);
+        return f;
+}
+
+Frame *frame_ref(Frame *f) {
+        if (f)
+                f->n_ref++;
+        return f;
+}
+
+Frame *frame_unref(Frame *f) {
+        if (f && --f->n_ref == 0)
+                free(f);
+        return NULL;
+}
+
+/* Builds a frame from what an SseBuffer assembled. */
+static Frame *frame_from_buffer(SseBuffer *b, int r) {
+        Frame *f = r < 0 ? NULL : frame_new(b->data + b->start, sse_buffer_pending(b));
+        sse_buffer_done(b);
+        return f;
+}
+
+Frame *sse_frame_event(const char *id, const char *event, const char *data) {
+        SseBuffer b = { 0 };
+        return frame_from_buffer(&b, sse_append_event(&b, id, event, data));
+}
+
+Frame *sse_frame_comment(const char *text) {
+        SseBuffer b = { 0 };
+        return frame_from_buffer(&b, sse_append_comment(&b, text));
+}

@@ -28,3 +28,20 @@ size_t sse_buffer_pending(const SseBuffer *b);
 /* Copies up to max pending bytes to dst and consumes them. */
 size_t sse_buffer_take(SseBuffer *b, char *dst, size_t max);
 void sse_buffer_done(SseBuffer *b);
+
+/* An immutable, reference-counted chunk of stream bytes (one event, a
+ * heartbeat): built once, queued on any number of streams without copying. */
+typedef struct Frame {
+        unsigned n_ref;
+        size_t size;
+        char data[];
+} Frame;
+
+Frame *frame_new(const char *data, size_t size);
+Frame *frame_ref(Frame *f);
+Frame *frame_unref(Frame *f);
+
+/* The frame of one event: "id: ID\nevent: EVENT\ndata: ...\n\n". */
+Frame *sse_frame_event(const char *id, const char *event, const char *data);
+/* ": TEXT\n\n" */
+Frame *sse_frame_comment(const char *text);

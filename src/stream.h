@@ -8,16 +8,20 @@
  * peers are found: MHD cannot notice a closed socket while suspended).
  *
  * Each stream has a bounded buffer: a client that does not read falls
- * behind, and once STREAM_BUFFER_MAX is queued it is ended with a
+ * behind, and once buffer_max_bytes are queued it is ended with a
  * "reconnect" event instead of stalling anyone else. */
 
 #include <systemd/sd-event.h>
 
 #include "http.h"
+#include "sse.h"
 #include "util.h"
 
-/* Bytes queued for one client before it is cut off as too slow. */
-#define STREAM_BUFFER_MAX (256 * 1024)
+/* Bytes queued for one client before it is cut off as too slow: at least
+ * this, and room for four of the largest events. */
+#define STREAM_BUFFER_MIN (256 * 1024)
+#define STREAM_BUFFER_FOR(max_event_bytes) \
+        ((max_event_bytes) * 4 > STREAM_BUFFER_MIN ? (max_event_bytes) * 4 : STREAM_BUFFER_MIN)
 
 typedef struct StreamHub StreamHub;
 typedef struct Stream Stream;
@@ -25,11 +29,15 @@ typedef struct Stream Stream;
 typedef struct StreamSettings {
         usec_t heartbeat_interval_usec;
         usec_t retry_hint_usec;         /* sent as "retry:" when a stream opens */
+        size_t buffer_max_bytes;        /* see STREAM_BUFFER_FOR() */
 } StreamSettings;
 
 /* The stream ended (client gone, finished, cut off, server stopping). The
  * stream must not be used after this returns. */
 typedef void (*StreamCloseCallback)(Stream *stream, void *userdata);
+
+/* Everything queued was handed to the connection: room for more. */
+typedef void (*StreamDrainCallback)(Stream *stream, void *userdata);
 
 int stream_hub_new(sd_event *event, const StreamSettings *settings, StreamHub **ret);
 /* Streams must have ended (see stream_hub_end_all()) or their requests be
@@ -53,7 +61,13 @@ void stream_hub_refuse_new(StreamHub *hub, const char *reason);
 int stream_open(StreamHub *hub, HttpRequest *req, StreamCloseCallback close_cb, void *userdata,
                 Stream **ret);
 
+/* Queues a frame (takes a reference of its own). -EPIPE when the stream is
+ * ending; -ENOBUFS when the client fell too far behind: then the stream
+ * was just ended with a "reconnect" event. */
+int stream_send_frame(Stream *s, Frame *f);
 int stream_send_event(Stream *s, const char *id, const char *event, const char *data);
+size_t stream_queued_bytes(const Stream *s);
+void stream_set_drain_callback(Stream *s, StreamDrainCallback cb, void *userdata);
 
 /* Ends the stream once what is queued has been sent. */
 void stream_finish(Stream *s);

@@ -22,6 +22,9 @@ typedef uint64_t usec_t;
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+
 #define _cleanup_(f)    __attribute__((cleanup(f)))
 #define _printf_(a, b)  __attribute__((format(printf, a, b)))
 #define _unused_        __attribute__((unused))

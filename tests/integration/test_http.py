@@ -68,12 +68,16 @@ def oversized_headers_get_431_json(ctx):
 
 @test
 def oversized_body_gets_413_json(ctx):
-    b = ready_batond(ctx, MAX_BODY_BYTES='2K')
-    r = b.get('/api/v1/topics/x/events', method='POST', body='a' * 5000,
+    b = ready_batond(ctx, MAX_BODY_BYTES='2K', MAX_EVENT_BYTES='3K')
+    # Event bodies have their own limit (MAX_EVENT_BYTES), others MAX_BODY_BYTES.
+    r = b.get('/api/v1/elsewhere', method='POST', body='a' * 2500,
               headers={'Content-Type': 'application/json'})
     assert r.status == 413, r
     assert r.json()['error'] == 'payload_too_large'
-    assert '2048' in r.json()['message']
+    assert 'the limit is 2048' in r.json()['message']
+    r = b.get('/api/v1/topics/x/events', method='POST', body='a' * 5000,
+              headers={'Content-Type': 'application/json'})
+    assert r.status == 413 and 'the limit is 3072' in r.json()['message'], r
     # A chunked body that grows past the limit cannot get a response
     # mid-body: the connection is closed instead.
     chunk = b'a' * 1000

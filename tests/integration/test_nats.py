@@ -2,7 +2,7 @@
 """NATS enabled: no READY without it, readiness follows it, recovery needs
 no restart."""
 
-from harness import run, test, wait_until
+from harness import MIGRATIONS, run, test, wait_until
 
 
 def env(pg, nats):
@@ -19,7 +19,7 @@ def no_ready_until_nats_is_up(ctx):
     pid = b.pid
     b.notify.wait_for(r'STATUS=Starting: waiting for NATS', 10)
     # Migrations ran (PostgreSQL is up): only NATS holds READY back.
-    assert pg.psql('SELECT count(*) FROM schema_migrations') == '1'
+    assert pg.psql('SELECT count(*) FROM schema_migrations') == str(len(MIGRATIONS))
     ready = b.get('/_/health/ready')
     assert ready.status == 503 and 'waiting for NATS' in ready.json()['reason'], ready
     assert b.notify.find(r'^READY=1$') is None

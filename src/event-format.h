@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* How an event looks on the wire. One envelope serves the history API, the
+ * SSE data line and the NATS message, so an event replayed from PostgreSQL
+ * is byte for byte the event delivered live:
+ *
+ *   {"id":42,"topic":"orders","ts":"2026-11-21T10:00:00.123456Z","data":<payload>}
+ *
+ * <payload> is the published JSON as stored (compact). Pure functions. */
+
+#include "sse.h"
+#include "util.h"
+
+#define TOPIC_NAME_MAX 128
+
+/* 1 to 128 of [A-Za-z0-9_-]: a topic can never reach another NATS subject
+ * (no '.', '*', '>') or need escaping in JSON, SQL literals or logs. */
+bool topic_name_valid(const char *s, size_t length);
+
+/* Writes the envelope into a new string (*ret_size without the NUL). */
+int event_envelope(uint64_t id, const char *topic, const char *ts, const char *payload,
+                   size_t payload_size, char **ret, size_t *ret_size);
+
+/* The SSE frame of an envelope: "id: ID\nevent: message\ndata: ENVELOPE\n\n".
+ * "message" is the type EventSource delivers to onmessage. */
+Frame *event_frame(uint64_t id, const char *envelope);
+
+/* Checks that a message received on the bus is an envelope of 'topic' and
+ * returns its id. -EBADMSG for anything else: the bus is not trusted to
+ * carry only what batond sent. */
+int event_envelope_parse(const char *data, size_t size, const char *topic, uint64_t *ret_id);

@@ -1,0 +1,269 @@
+/* SPDX-License-Identifier: MIT */
+#include <inttypes.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <strings.h>
+
+#include "event-format.h"
+#include "events.h"
+#include "log.h"
+#include "parse-util.h"
+
+static const char select_history[] =
+        "SELECT id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+        "payload FROM events WHERE topic = $1 AND id > $2 ORDER BY id LIMIT $3";
+
+bool events_authorized(const char *authorization, const char *api_token) {
+        if (isempty(api_token))
+                return true;
+        if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+                return false;
+        return streq_constant_time(authorization + 7, api_token);
+}
+
+bool events_content_type_json(const char *content_type) {
+        size_t n = strlen("application/json");
+
+        if (!content_type || strncasecmp(content_type, "application/json", n) != 0)
+                return false;
+        return content_type[n] == '\0' || content_type[n] == ';' || content_type[n] == ' ';
+}
+
+/* Copies the {topic} parameter; answers 400 and returns false when invalid. */
+static bool topic_param(HttpRequest *req, char topic[TOPIC_NAME_MAX + 1]) {
+        const RouteParam *p = http_request_param(req, 0);
+
+        if (!p || !topic_name_valid(p->value, p->length)) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_topic",
+                                   "topic names are 1 to 128 characters of A-Z, a-z, 0-9, '_' and '-'");
+                return false;
+        }
+        memcpy(topic, p->value, p->length);
+        topic[p->length] = '\0';
+        return true;
+}
+
+/* --- publish --- */
+
+typedef struct PublishRequest {
+        HttpRequest *req;
+        PublishTicket *ticket;
+} PublishRequest;
+
+static void on_published(const PublishResult *r, void *userdata) {
+        PublishRequest *p = userdata;
+
+        p->ticket = NULL;
+        if (r->error) {
+                /* Never a 201 for an event that may not be stored. */
+                http_respond_error(p->req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", "%s", r->error);
+                return;
+        }
+        http_respond_json(p->req, MHD_HTTP_CREATED,
+                          json_pack("{s:I, s:s, s:s}", "id", (json_int_t) r->id, "topic", r->topic,
+                                    "ts", r->ts));
+}
+
+static void on_publish_request_end(HttpRequest *req, void *userdata) {
+        PublishRequest *p = userdata;
+
+        if (p->ticket)
+                publisher_cancel(p->ticket);
+        free(p);
+}
+
+/* Parses the body; answers 400 and returns NULL when it is not JSON. */
+static json_t *parse_body(HttpRequest *req) {
+        json_error_t error;
+        size_t size;
+        const char *body = http_request_body(req, &size);
+        json_t *j;
+
+        if (size == 0) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_json", "the body is empty");
+                return NULL;
+        }
+        j = json_loadb(body, size, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &error);
+        if (!j)
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_json",
+                                   "invalid JSON: %s at line %d, column %d (byte %d)", error.text,
+                                   error.line, error.column, error.position);
+        return j;
+}
+
+void events_handle_publish(Publisher *publisher, const char *api_token, HttpRequest *req) {
+        char topic[TOPIC_NAME_MAX + 1];
+        _cleanup_(json_decrefp) json_t *j = NULL;
+        PublishRequest *p;
+        char *payload;
+        int r;
+
+        if (!events_authorized(http_request_header(req, MHD_HTTP_HEADER_AUTHORIZATION), api_token)) {
+                http_respond_error(req, MHD_HTTP_UNAUTHORIZED, "unauthorized",
+                                   "publishing needs Authorization: Bearer <token>");
+                http_request_add_response_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                                 "Bearer realm=\"baton\"");
+                return;
+        }
+        if (!topic_param(req, topic))
+                return;
+        if (!events_content_type_json(http_request_header(req, MHD_HTTP_HEADER_CONTENT_TYPE))) {
+                http_respond_error(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+                                   "events are JSON: send Content-Type: application/json");
+                return;
+        }
+        j = parse_body(req);
+        if (!j)
+                return;
+        /* Stored and delivered in one canonical form: compact. */
+        payload = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+        p = payload ? calloc(1, sizeof(PublishRequest)) : NULL;
+        if (!p) {
+                free(payload);
+                http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+                return;
+        }
+        p->req = req;
+        r = publisher_submit(publisher, topic, payload, strlen(payload), on_published, p, &p->ticket);
+        if (r < 0) {
+                free(payload);
+                free(p);
+                http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+                return;
+        }
+        http_request_on_end(req, on_publish_request_end, p);
+}
+
+/* --- history --- */
+
+typedef struct HistoryRequest {
+        HttpRequest *req;
+        Db *db;
+        char topic[TOPIC_NAME_MAX + 1];
+} HistoryRequest;
+
+/* {"topic":"t","events":[ENVELOPE,...]}: envelopes are concatenated as
+ * they are, the stored payloads never re-parsed. */
+static char *history_json(const char *topic, PGresult *res, size_t *ret_size) {
+        size_t size = 64 + strlen(topic);
+        int rows = PQntuples(res);
+        char *out, *w;
+
+        for (int i = 0; i < rows; i++)
+                size += 128 + TOPIC_NAME_MAX + (size_t) PQgetlength(res, i, 2);
+        out = malloc(size);
+        if (!out)
+                return NULL;
+        w = out + sprintf(out, "{\"topic\":\"%s\",\"events\":[", topic);
+        for (int i = 0; i < rows; i++) {
+                _cleanup_free_ char *envelope = NULL;
+                size_t n;
+                if (event_envelope(strtoull(PQgetvalue(res, i, 0), NULL, 10), topic,
+                                   PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+                                   (size_t) PQgetlength(res, i, 2), &envelope, &n) < 0) {
+                        free(out);
+                        return NULL;
+                }
+                if (i > 0)
+                        *w++ = ',';
+                memcpy(w, envelope, n);
+                w += n;
+        }
+        w += sprintf(w, "]}\n");
+        *ret_size = (size_t) (w - out);
+        return out;
+}
+
+static void on_history(Db *db, const DbResult *result, void *userdata) {
+        HistoryRequest *h = userdata;
+        size_t size;
+        char *text;
+
+        if (result->error) {
+                http_respond_error(h->req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                                   "database unavailable: %s", result->error);
+                return;
+        }
+        text = history_json(h->topic, result->result, &size);
+        if (!text)
+                http_respond_error(h->req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+        else
+                http_respond_json_text(h->req, MHD_HTTP_OK, text, size);
+}
+
+static void on_history_request_end(HttpRequest *req, void *userdata) {
+        HistoryRequest *h = userdata;
+
+        /* The query may still be running: its answer goes nowhere. */
+        db_cancel(h->db, h);
+        free(h);
+}
+
+/* Parses an optional unsigned query parameter within [min, max]. */
+static bool query_number(HttpRequest *req, const char *name, uint64_t min, uint64_t max,
+                         uint64_t *value) {
+        const char *s = http_request_query(req, name);
+
+        if (!s)
+                return true;
+        if (parse_uint64(s, value) < 0 || *value < min || *value > max) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                   "%s must be a whole number from %" PRIu64 " to %" PRIu64,
+                                   name, min, max);
+                return false;
+        }
+        return true;
+}
+
+void events_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *req) {
+        uint64_t after = 0, limit = HISTORY_LIMIT_DEFAULT;
+        char after_text[24], limit_text[24];
+        HistoryRequest *h;
+        int r;
+
+        h = calloc(1, sizeof(HistoryRequest));
+        if (!h) {
+                http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+                return;
+        }
+        if (!topic_param(req, h->topic) ||
+            !query_number(req, "after", 0, INT64_MAX, &after) ||
+            !query_number(req, "limit", 1, HISTORY_LIMIT_MAX, &limit)) {
+                free(h);
+                return;
+        }
+        h->req = req;
+        h->db = read_db;
+        snprintf(after_text, sizeof(after_text), "%" PRIu64, after);
+        snprintf(limit_text, sizeof(limit_text), "%" PRIu64, limit);
+        const char *params[] = { h->topic, after_text, limit_text };
+        r = db_query(read_db, select_history, 3, params, query_timeout_usec, on_history, h);
+        if (r < 0) {
+                http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                                   "database unavailable: %s",
+                                   r == -ENOTCONN ? db_last_error(read_db) : strerror(-r));
+                free(h);
+                return;
+        }
+        http_request_on_end(req, on_history_request_end, h);
+}
+
+/* --- stream --- */
+
+void events_handle_stream(Fanout *fanout, HttpRequest *req) {
+        char topic[TOPIC_NAME_MAX + 1];
+        const char *last = http_request_header(req, "Last-Event-ID");
+        uint64_t after = 0;
+
+        if (!topic_param(req, topic))
+                return;
+        if (!last)
+                last = http_request_query(req, "lastEventId");
+        if (last && (parse_uint64(last, &after) < 0 || after > INT64_MAX)) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                   "Last-Event-ID must be an event id (a whole number)");
+                return;
+        }
+        fanout_subscribe(fanout, req, topic, last != NULL, after);
+}

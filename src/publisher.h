@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Stores published events in PostgreSQL with group commit: events that
+ * arrive while a batch is being written wait and go together in the next
+ * one (one transaction, one round trip: baton_publish()). Each publish is
+ * answered only after its batch committed, with its id; or with the
+ * database's error, never with an id that was not committed. */
+
+#include <systemd/sd-event.h>
+
+#include "db.h"
+
+typedef struct Publisher Publisher;
+typedef struct PublishTicket PublishTicket;
+
+typedef struct PublishResult {
+        const char *error;              /* NULL on success */
+        uint64_t id;
+        const char *topic;
+        const char *ts;                 /* commit time, as stored */
+        const char *payload;            /* as stored */
+        size_t payload_size;
+} PublishResult;
+
+typedef void (*PublishCallback)(const PublishResult *result, void *userdata);
+
+typedef struct PublisherSettings {
+        usec_t query_timeout_usec;
+        bool notify;                    /* announce new events with NOTIFY (no NATS) */
+} PublisherSettings;
+
+int publisher_new(sd_event *event, Db *write_db, const PublisherSettings *settings, Publisher **ret);
+/* Pending publishes are dropped without their callbacks. */
+Publisher *publisher_free(Publisher *p);
+DEFINE_POINTER_CLEANUP(Publisher, publisher_free);
+
+void publisher_set_settings(Publisher *p, const PublisherSettings *settings);
+
+/* Queues an event; takes ownership of payload (compact JSON, NUL-ended).
+ * cb runs once, later, on the loop, unless the ticket is cancelled. */
+int publisher_submit(Publisher *p, const char *topic, char *payload, size_t payload_size,
+                     PublishCallback cb, void *userdata, PublishTicket **ret);
+
+/* The requester went away: its callback will not run (the event is still
+ * stored if its batch commits). */
+void publisher_cancel(PublishTicket *t);
+
+/* Every committed event, after its publisher was answered: for delivery. */
+typedef void (*PublishedCallback)(const PublishResult *result, void *userdata);
+void publisher_set_published_callback(Publisher *p, PublishedCallback cb, void *userdata);

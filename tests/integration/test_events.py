@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""The event API and its guarantee: per topic, every subscriber receives
+every event exactly once, in increasing id order, across the replay/live
+seam, across instances, across reconnects, and across outages."""
+
+import json
+import random
+import threading
+import time
+
+from harness import http_get, publish, raw_request, run, test, wait_until
+
+FAST = {'STREAM_RESYNC_INTERVAL': '500ms', 'STREAM_HEARTBEAT_INTERVAL': '1s'}
+
+
+def assert_exactly_once(ids, first, last, who='subscriber'):
+    expected = list(range(first, last + 1))
+    if ids != expected:
+        missing = sorted(set(expected) - set(ids))
+        dups = sorted({i for i in ids if ids.count(i) > 1})
+        order = [(a, b) for a, b in zip(ids, ids[1:]) if b <= a][:5]
+        raise AssertionError(f'{who}: {len(ids)} ids, expected {first}..{last}; missing '
+                             f'{missing[:10]}, duplicated {dups[:10]}, out of order {order}')
+
+
+def one_instance(ctx, **env):
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url(), **FAST, **env}).start()
+    b.wait_ready()
+    return pg, b
+
+
+def two_instances(ctx, nats):
+    pg = ctx.postgres()
+    env = {'DATABASE_URL': pg.url(), **FAST}
+    if nats:
+        n = ctx.nats()
+        env.update({'NATS__ENABLED': 'true', 'NATS__URL': n.url})
+    else:
+        n = None
+    a = ctx.batond({**env, 'DEPLOYMENT_COLOR': 'blue'}, name='blue').start()
+    b = ctx.batond({**env, 'DEPLOYMENT_COLOR': 'green'}, name='green').start()
+    a.wait_ready()
+    b.wait_ready()
+    return pg, n, a, b
+
+
+def publisher(port, topic, count, results, delay=0.0):
+    for i in range(count):
+        r = publish(port, topic, {'n': i, 'port': port})
+        results.append((r.status, r.json().get('id') if r.status == 201 else r.body))
+        if delay:
+            time.sleep(delay)
+
+
+@test
+def publish_history_and_errors(ctx):
+    pg, b = one_instance(ctx)
+    r = publish(b.port, 'orders', {'item': 'book', 'qty': 2})
+    assert r.status == 201, r
+    body = r.json()
+    assert body['id'] == 1 and body['topic'] == 'orders' and body['ts'].endswith('Z'), body
+    assert publish(b.port, 'orders', [1, 'two', None]).json()['id'] == 2
+    assert publish(b.port, 'other', 'just a string').json()['id'] == 1, 'ids are per topic'
+
+    history = b.get('/api/v1/topics/orders/events').json()
+    assert [e['id'] for e in history['events']] == [1, 2]
+    assert history['events'][0]['data'] == {'item': 'book', 'qty': 2}
+    assert history['events'][0]['ts'] == body['ts']
+    assert [e['id'] for e in b.get('/api/v1/topics/orders/events?after=1').json()['events']] == [2]
+    assert b.get('/api/v1/topics/orders/events?limit=1').json()['events'][0]['id'] == 1
+    assert b.get('/api/v1/topics/nothing-yet/events').json() == {'topic': 'nothing-yet', 'events': []}
+
+    for bad in ('a.b', '*', '..', 'a>', 'x' * 129, 'sp%20ace', '%2e%2e'):
+        r = publish(b.port, bad, {})
+        assert r.status == 400 and r.json()['error'] == 'invalid_topic', (bad, r)
+        assert b.get(f'/api/v1/topics/{bad}/events').status == 400
+        assert b.get(f'/api/v1/topics/{bad}/stream').status == 400
+    assert publish(b.port, 'x' * 128, {}).status == 201
+
+    def post(body, ctype='application/json'):
+        return http_get(b.port, '/api/v1/topics/orders/events', method='POST', body=body,
+                        headers={'Content-Type': ctype})
+    r = post('{"a": [1, 2')
+    assert r.status == 400 and r.json()['error'] == 'invalid_json', r
+    assert 'line 1, column' in r.json()['message'], r.json()
+    assert post('{"a": 1, "a": 2}').status == 400, 'duplicate keys'
+    assert post('').status == 400
+    assert post('{}', 'text/plain').status == 415
+    assert post('{}', 'application/json; charset=utf-8').status == 201
+    r = post(json.dumps({'pad': 'x' * 70000}))
+    assert r.status == 413 and r.json()['error'] == 'payload_too_large', r
+
+    for query in ('after=-1', 'after=x', 'limit=0', 'limit=1001'):
+        r = b.get('/api/v1/topics/orders/events?' + query)
+        assert r.status == 400, (query, r)
+    r = b.get('/api/v1/topics/orders/stream', headers={'Last-Event-ID': 'abc'})
+    assert r.status == 400, r
+    assert b.get('/api/v1/topics/orders').status == 404
+
+
+@test
+def api_token_protects_publishing(ctx):
+    token = 'a-long-random-token-0123456789'
+    pg, b = one_instance(ctx, API_TOKEN=token)
+    r = publish(b.port, 'secure', {'x': 1})
+    assert r.status == 401 and r.header('WWW-Authenticate').startswith('Bearer'), r
+    for wrong in ('wrong', token[:-1], token + 'x', ''):
+        assert publish(b.port, 'secure', {'x': 1}, token=wrong).status == 401, wrong
+    assert publish(b.port, 'secure', {'x': 1}, token=token).status == 201
+    # Reading stays open; the token never shows anywhere.
+    assert b.get('/api/v1/topics/secure/events').status == 200
+    assert token not in b.log()
+
+
+@test
+def replay_and_live_meet_without_gap_or_duplicate(ctx):
+    pg, b = one_instance(ctx)
+    topic = 'seam'
+    results = []
+    for i in range(20):
+        publish(b.port, topic, {'warmup': i})
+    live = ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream')
+    time.sleep(0.2)
+    t = threading.Thread(target=publisher, args=(b.port, topic, 300, results))
+    t.start()
+    subscribers = []
+    # Join while events flow, resuming from various points of the past.
+    for _ in range(8):
+        time.sleep(random.uniform(0.05, 0.3))
+        have = len(results) + 20
+        after = random.randint(0, have)
+        subscribers.append((after, ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream',
+                                                 last_event_id=after)))
+    t.join()
+    assert all(status == 201 for status, _ in results), results[:5]
+    for after, sub in subscribers:
+        sub.wait_for_id(320)
+        time.sleep(0.2)
+        assert_exactly_once(sub.ids(), after + 1, 320, f'subscriber after {after}')
+    live.wait_for_id(320)
+    time.sleep(0.2)
+    assert_exactly_once(live.ids(), 21, 320, 'live subscriber')
+
+
+def two_publishers_two_instances(ctx, nats):
+    pg, n, a, b = two_instances(ctx, nats)
+    topic = 'shared'
+    subs = [ctx.subscribe(x.port, f'/api/v1/topics/{topic}/stream', last_event_id=0)
+            for x in (a, b, a, b)]
+    time.sleep(0.3)
+    ra, rb = [], []
+    ta = threading.Thread(target=publisher, args=(a.port, topic, 150, ra))
+    tb = threading.Thread(target=publisher, args=(b.port, topic, 150, rb))
+    ta.start()
+    tb.start()
+    ta.join()
+    tb.join()
+    assert all(s == 201 for s, _ in ra + rb)
+    assert sorted(i for _, i in ra + rb) == list(range(1, 301)), 'ids are not 1..300'
+    for i, sub in enumerate(subs):
+        sub.wait_for_id(300)
+        time.sleep(0.2)
+        assert_exactly_once(sub.ids(), 1, 300, f'subscriber {i}')
+    # Same bytes everywhere: what blue delivered, green delivered.
+    assert subs[0].all() == subs[1].all()
+
+
+@test
+def two_instances_publishing_at_once_through_nats(ctx):
+    two_publishers_two_instances(ctx, nats=True)
+
+
+@test
+def two_instances_publishing_at_once_through_postgres_notify(ctx):
+    two_publishers_two_instances(ctx, nats=False)
+
+
+@test
+def reconnecting_to_the_other_instance_continues_seamlessly(ctx):
+    pg, n, a, b = two_instances(ctx, nats=True)
+    topic = 'move'
+    results = []
+    t = threading.Thread(target=publisher, args=(a.port, topic, 200, results, 0.005))
+    t.start()
+    first = ctx.subscribe(a.port, f'/api/v1/topics/{topic}/stream', last_event_id=0)
+    wait_until(lambda: len(first.ids()) >= 50, 10, what='50 events on blue')
+    first.close()
+    last = first.ids()[-1]
+    second = ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream', last_event_id=last)
+    t.join()
+    second.wait_for_id(200)
+    time.sleep(0.2)
+    assert_exactly_once(first.ids() + second.ids(), 1, 200, 'client that moved')
+
+
+@test
+def slow_subscriber_is_cut_and_resumes_without_loss(ctx):
+    pg, b = one_instance(ctx)
+    topic = 'firehose'
+    # Both live (no Last-Event-ID). A replaying subscriber is paced from
+    # PostgreSQL instead and never needs cutting.
+    fast = ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream')
+    slow = ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream', rcvbuf=4096, read=False)
+    time.sleep(0.3)
+    payload = 'x' * 4000
+    started = time.monotonic()
+    for i in range(300):
+        assert publish(b.port, topic, {'i': i, 'pad': payload}).status == 201
+    fast.wait_for_id(300, timeout=10)
+    fast_done = time.monotonic() - started
+    # The slow one was cut: its stream ends with a reconnect event.
+    slow.start_reading()
+    slow.wait_ended()
+    events = slow.all()
+    assert events[-1][1] == 'reconnect' and 'too slow' in events[-1][2], events[-1]
+    got = slow.ids()
+    assert 0 < len(got) < 300, len(got)
+    resumed = ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream', last_event_id=got[-1])
+    resumed.wait_for_id(300)
+    time.sleep(0.2)
+    assert_exactly_once(got + resumed.ids(), 1, 300, 'slow client after resuming')
+    assert_exactly_once(fast.ids(), 1, 300, 'fast client')
+    print(f'# fast subscriber had all 300 events {fast_done:.2f}s after the first publish; '
+          f'the slow one was cut after {len(got)}')
+
+
+@test
+def events_published_while_nats_is_down_reach_the_other_instance(ctx):
+    pg, n, a, b = two_instances(ctx, nats=True)
+    topic = 'outage'
+    sub = ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream', last_event_id=0)
+    for i in range(10):
+        assert publish(a.port, topic, {'i': i}).status == 201
+    sub.wait_for_id(10)
+    n.stop()
+    for i in range(10):
+        assert publish(a.port, topic, {'i': i}).status == 201
+    # Not through NATS: green reads them from PostgreSQL (resync).
+    sub.wait_for_id(20, timeout=10)
+    n.start()
+    wait_until(lambda: a.get('/_/health/ready').status == 200 and
+               b.get('/_/health/ready').status == 200, 20, what='both ready again')
+    for i in range(10):
+        assert publish(a.port, topic, {'i': i}).status == 201
+    sub.wait_for_id(30)
+    time.sleep(0.3)
+    assert_exactly_once(sub.ids(), 1, 30)
+    assert not sub.ended
+
+
+@test
+def database_outage_keeps_streams_and_never_lies_about_publishes(ctx):
+    pg, b = one_instance(ctx)
+    topic = 'db-outage'
+    sub = ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream', last_event_id=0)
+    for i in range(5):
+        assert publish(b.port, topic, {'i': i}).status == 201
+    sub.wait_for_id(5)
+    pg.kill()
+    r = publish(b.port, topic, {'i': 'lost?'})
+    assert r.status == 503 and r.json()['error'] == 'unavailable', r
+    assert 'database unavailable' in r.json()['message']
+    time.sleep(2)
+    assert not sub.ended, 'the stream was dropped during the outage'
+    pg.start()
+    wait_until(lambda: publish(b.port, topic, {'i': 'back'}).status == 201, 20,
+               what='publishing to work again')
+    sub.wait_for_id(6)
+    time.sleep(0.3)
+    assert_exactly_once(sub.ids(), 1, 6)
+    stored = [e['id'] for e in b.get(f'/api/v1/topics/{topic}/events').json()['events']]
+    assert stored == [1, 2, 3, 4, 5, 6], 'an event answered 503 was stored anyway'
+
+
+@test
+def streams_end_with_reconnect_on_sigint(ctx):
+    pg, b = one_instance(ctx)
+    sub = ctx.subscribe(b.port, '/api/v1/topics/bye/stream')
+    time.sleep(0.3)
+    assert publish(b.port, 'bye', {'x': 1}).status == 201
+    sub.wait_for_id(1)
+    import signal
+    b.signal(signal.SIGINT)
+    sub.wait_ended(5)
+    assert sub.all()[-1][1] == 'reconnect', sub.all()
+    assert b.wait_exit(5) == 0
+
+
+if __name__ == '__main__':
+    run()

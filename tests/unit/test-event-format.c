@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: MIT */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "event-format.h"
+#include "events.h"
+#include "pglisten.h"
+
+static void test_topic_names(void **state) {
+        static const char *const good[] = { "a", "orders", "Orders_2026-11", "-", "_" };
+        static const char *const bad[] = { "", "a.b", "*", ">", "a b", "..", "ä", "a/b", "a\nb",
+                                           "x%2e", "a,b" };
+        char longest[TOPIC_NAME_MAX + 2];
+
+        for (size_t i = 0; i < ELEMENTSOF(good); i++)
+                assert_true(topic_name_valid(good[i], strlen(good[i])));
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                if (topic_name_valid(bad[i], strlen(bad[i])))
+                        fail_msg("accepted '%s'", bad[i]);
+        memset(longest, 'x', sizeof(longest));
+        assert_true(topic_name_valid(longest, TOPIC_NAME_MAX));
+        assert_false(topic_name_valid(longest, TOPIC_NAME_MAX + 1));
+        /* Length, not NUL, ends the name: an embedded NUL is refused. */
+        assert_false(topic_name_valid("ab\0c", 4));
+}
+
+static void test_envelope_and_frame(void **state) {
+        _cleanup_free_ char *e = NULL;
+        size_t size;
+        Frame *f;
+
+        assert_int_equal(event_envelope(42, "orders", "2026-11-21T10:00:00.000001Z", "{\"a\":1}", 7,
+                                        &e, &size), 0);
+        assert_string_equal(e, "{\"id\":42,\"topic\":\"orders\",\"ts\":\"2026-11-21T10:00:00.000001Z\","
+                               "\"data\":{\"a\":1}}");
+        assert_int_equal(size, strlen(e));
+
+        f = event_frame(42, e);
+        assert_non_null(f);
+        assert_int_equal(f->size, strlen("id: 42\nevent: message\ndata: ") + size + 2);
+        assert_memory_equal(f->data, "id: 42\nevent: message\ndata: {\"id\":42,", 37);
+        assert_memory_equal(f->data + f->size - 2, "\n\n", 2);
+        assert_null(frame_unref(f));
+}
+
+static void test_envelope_parse(void **state) {
+        _cleanup_free_ char *e = NULL;
+        size_t size;
+        uint64_t id = 0;
+
+        assert_int_equal(event_envelope(7, "t1", "ts", "null", 4, &e, &size), 0);
+        assert_int_equal(event_envelope_parse(e, size, "t1", &id), 0);
+        assert_true(id == 7);
+        /* The subject's topic must be the envelope's. */
+        assert_int_equal(event_envelope_parse(e, size, "t2", &id), -EBADMSG);
+
+        static const char *const bad[] = {
+                "", "{}", "{\"id\":0,\"topic\":\"t1\",\"ts\":\"x\",\"data\":1}",
+                "{\"id\":-1,\"topic\":\"t1\",\"ts\":\"x\",\"data\":1}",
+                "{\"id\":1,\"topic\":\"t1\",\"ts\":\"x\",\"data\":1",
+                "{\"id\":99999999999999999999,\"topic\":\"t1\",\"ts\":\"x\",\"data\":1}",
+                "{\"id\":1 ,\"topic\":\"t1\",\"ts\":\"x\",\"data\":1}",
+                "{\"topic\":\"t1\",\"id\":1,\"ts\":\"x\",\"data\":1}",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                if (event_envelope_parse(bad[i], strlen(bad[i]), "t1", &id) != -EBADMSG)
+                        fail_msg("accepted '%s'", bad[i]);
+        /* A NUL inside is refused too (it would end an SSE line early). */
+        assert_int_equal(event_envelope_parse("{\"id\":1,\"topic\":\"t1\",\"ts\":\"\0\"}", 30, "t1", &id),
+                         -EBADMSG);
+}
+
+static void test_notify_payload(void **state) {
+        char topic[129];
+        uint64_t last = 0;
+
+        assert_int_equal(pglisten_parse("orders 5 9", topic, &last), 0);
+        assert_string_equal(topic, "orders");
+        assert_true(last == 9);
+        static const char *const bad[] = { "", "orders", "orders 5", "orders 9 5", "orders 0 0",
+                                           "a.b 1 2", "orders 1 2 3", "orders 1 2 ", "orders x 2" };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                if (pglisten_parse(bad[i], topic, &last) != -EBADMSG)
+                        fail_msg("accepted '%s'", bad[i]);
+}
+
+static void test_authorization(void **state) {
+        assert_true(events_authorized(NULL, ""));
+        assert_true(events_authorized("anything", ""));
+        assert_true(events_authorized("Bearer s3cret", "s3cret"));
+        assert_true(events_authorized("bearer s3cret", "s3cret"));
+        assert_false(events_authorized(NULL, "s3cret"));
+        assert_false(events_authorized("s3cret", "s3cret"));
+        assert_false(events_authorized("Basic s3cret", "s3cret"));
+        assert_false(events_authorized("Bearer s3cre", "s3cret"));
+        assert_false(events_authorized("Bearer s3crets", "s3cret"));
+        assert_false(events_authorized("Bearer ", "s3cret"));
+}
+
+static void test_content_type(void **state) {
+        assert_true(events_content_type_json("application/json"));
+        assert_true(events_content_type_json("Application/JSON"));
+        assert_true(events_content_type_json("application/json; charset=utf-8"));
+        assert_false(events_content_type_json(NULL));
+        assert_false(events_content_type_json("application/jsonp"));
+        assert_false(events_content_type_json("text/plain"));
+        assert_false(events_content_type_json("application/x-www-form-urlencoded"));
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_topic_names),
+                cmocka_unit_test(test_envelope_and_frame),
+                cmocka_unit_test(test_envelope_parse),
+                cmocka_unit_test(test_notify_payload),
+                cmocka_unit_test(test_authorization),
+                cmocka_unit_test(test_content_type),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -16,9 +16,12 @@
  * sized a little above MAX_HEADER_BYTES so that batond, not MHD, sees an
  * oversized header first and answers with a JSON 431; only larger header
  * blocks reach MHD's own limit (and its fixed HTML error page). It is not
- * bigger than that because MHD zeroes the whole pool after every request:
- * at 32 KiB (MHD's default) that memset alone cost 7% of a health probe. */
-#define HTTP_POOL_SLACK (4 * 1024)
+ * bigger than that because all of it ends up resident for every connection
+ * (MHD zeroes what it hands back, and the whole pool after each request):
+ * it is most of what an idle stream costs, and at MHD's default of 32 KiB
+ * the memset alone cost 7% of a health probe. The slack holds MHD's header
+ * index and the response head. */
+#define HTTP_POOL_SLACK (2 * 1024)
 
 struct HttpSharedResponse {
         unsigned n_ref;
@@ -295,7 +298,7 @@ void http_respond_stream(HttpRequest *req, const char *content_type,
                          MHD_ContentReaderFreeCallback free_cb) {
         struct MHD_Response *response;
 
-        response = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, reader, cls, free_cb);
+        response = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTP_STREAM_BLOCK, reader, cls, free_cb);
         if (!response) {
                 if (free_cb)
                         free_cb(cls);

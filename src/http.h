@@ -109,6 +109,12 @@ void http_request_add_response_header(HttpRequest *req, const char *name, const 
 void http_respond_error(HttpRequest *req, unsigned status, const char *code,
                         const char *format, ...) _printf_(4, 5);
 
+/* MHD's own buffer in a stream response. For chunked HTTP/1.1 streams MHD
+ * has the reader write straight into the connection's memory and never
+ * uses it; only HTTP/1.0 clients get their data through it. It is
+ * allocated (and zeroed) per stream, so it is kept small. */
+#define HTTP_STREAM_BLOCK 256
+
 /* The socket send buffer of a stream (the kernel doubles it). */
 #define HTTP_STREAM_SNDBUF (64 * 1024)
 

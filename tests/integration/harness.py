@@ -81,7 +81,7 @@ class Postgres:
     """A throwaway PostgreSQL cluster in a temporary directory. As root it
     runs as the 'postgres' user (PostgreSQL refuses to run as root)."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, durable=False):
         if not PG_BIN:
             raise RuntimeError('PostgreSQL server binaries not found under /usr/lib/postgresql')
         self.dir = tmp.join('pg')
@@ -100,7 +100,9 @@ class Postgres:
                     # fsync off is safe here: tests kill the server, never
                     # the machine. synchronous_commit stays on: with it off,
                     # a killed server forgets commits it acknowledged.
-                    "fsync = off\nmax_connections = 200\n")
+                    # Benchmarks of writes want the real thing (durable).
+                    + ("" if durable else "fsync = off\n")
+                    + "max_connections = 200\n")
         self.start()
         self.psql('CREATE DATABASE baton', db='postgres')
 
@@ -534,8 +536,8 @@ class Context:
         self._cleanups.append((obj, cleanup))
         return obj
 
-    def postgres(self):
-        return self.add(Postgres(self.tmp), lambda p: p.destroy())
+    def postgres(self, durable=False):
+        return self.add(Postgres(self.tmp, durable), lambda p: p.destroy())
 
     def nats(self):
         return self.add(Nats(self.tmp), lambda n: n.destroy())

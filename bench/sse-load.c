@@ -1,0 +1,522 @@
+/* SPDX-License-Identifier: MIT */
+/* sse-load: the load client of Baton's benchmarks, in C so that it is not
+ * what limits the measurement. One epoll loop, no threads.
+ *
+ *   sse-load sub  PORT PATH CONNECTIONS SECONDS
+ *       Opens CONNECTIONS Server-Sent-Event streams to 127.0.0.1:PORT PATH,
+ *       prints "ready" once every stream answered 200, then counts events
+ *       for SECONDS after the first one arrives. Each event's data must
+ *       carry "sent":MICROSECONDS (CLOCK_MONOTONIC, set by the publisher on
+ *       this machine): now - sent is the delivery latency. Per stream, the
+ *       server's event ids must increase (batond: a number, nchan: "t:n");
+ *       and every stream should see every event: the fewest and most
+ *       events any stream saw are reported, to compare with what the
+ *       publisher had acknowledged. Prints one JSON object.
+ *
+ *   sse-load pub  PORT PATH RATE SECONDS [PAYLOAD_BYTES [CONNECTIONS]]
+ *       POSTs {"seq":N,"sent":T,"pad":"..."} to PATH at RATE per second over
+ *       CONNECTIONS (16) keep-alive connections, for SECONDS. Prints the
+ *       JSON totals; "late_ticks" counts moments when every connection was
+ *       still waiting for an answer while the next event was due.
+ *
+ *   sse-load pubmax PORT PATH CONNECTIONS SECONDS
+ *       Closed loop: every connection POSTs the next event as soon as the
+ *       previous one was answered. Prints acknowledged events per second.
+ *
+ *   sse-load idle PORT PATH CONNECTIONS SECONDS
+ *       Opens the streams, prints "ready", holds them SECONDS without
+ *       expecting events (for memory measurements).
+ *
+ * Works against batond (data is an envelope around the payload) and nchan
+ * (data is the payload itself): only the "seq" and "sent" fields matter. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define READ_CHUNK (64 * 1024)
+#define LINE_MAX_BYTES (256 * 1024)
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static int die(const char *what) {
+        fprintf(stderr, "sse-load: %s: %s\n", what, strerror(errno));
+        exit(2);
+}
+
+static int connect_to(int port) {
+        struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port),
+                                    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        int one = 1;
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        if (fd < 0)
+                return -1;
+        if (connect(fd, (struct sockaddr *) &addr, sizeof(addr)) < 0) {
+                close(fd);
+                return -1;
+        }
+        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        (void) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        return fd;
+}
+
+static void raise_fd_limit(void) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                (void) setrlimit(RLIMIT_NOFILE, &rl);
+        }
+}
+
+static int send_all(int fd, const char *buf, size_t len) {
+        while (len > 0) {
+                ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EAGAIN || errno == EINTR) {
+                                /* Requests are small: a short wait is fine here. */
+                                struct timespec ts = { 0, 100000 };
+                                nanosleep(&ts, NULL);
+                                continue;
+                        }
+                        return -1;
+                }
+                buf += n;
+                len -= (size_t) n;
+        }
+        return 0;
+}
+
+/* --- latency samples --- */
+
+typedef struct Samples {
+        uint32_t *v;
+        size_t n, cap;
+} Samples;
+
+static void samples_add(Samples *s, uint64_t usec) {
+        if (s->n == s->cap) {
+                s->cap = s->cap ? s->cap * 2 : 1 << 20;
+                s->v = realloc(s->v, s->cap * sizeof(uint32_t));
+                if (!s->v)
+                        die("realloc");
+        }
+        s->v[s->n++] = usec > UINT32_MAX ? UINT32_MAX : (uint32_t) usec;
+}
+
+static int cmp_u32(const void *a, const void *b) {
+        uint32_t x = *(const uint32_t *) a, y = *(const uint32_t *) b;
+        return (x > y) - (x < y);
+}
+
+static double percentile_ms(Samples *s, double p) {
+        if (s->n == 0)
+                return 0;
+        size_t i = (size_t) (p * (double) (s->n - 1));
+        return s->v[i] / 1000.0;
+}
+
+/* --- subscribers --- */
+
+typedef enum ChunkState { CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF } ChunkState;
+
+typedef struct Sub {
+        int fd;
+        bool headers_done;
+        bool chunked;
+        ChunkState chunk_state;
+        size_t chunk_left;
+        char head[4096];
+        size_t head_len;
+        char sizebuf[32];
+        size_t sizebuf_len;
+        char *line;
+        size_t line_len, line_cap;
+        uint64_t last_id_major, last_id_minor;
+        uint64_t events;
+} Sub;
+
+typedef struct SubStats {
+        uint64_t events, out_of_order, bad, reconnects, closed;
+        uint64_t first_event_usec, window_end_usec;
+        bool counting;
+        Samples latency;
+} SubStats;
+
+static SubStats stats;
+
+static int64_t field_number(const char *s, size_t len, const char *name) {
+        size_t n = strlen(name);
+        for (size_t i = 0; i + n < len; i++)
+                if (memcmp(s + i, name, n) == 0)
+                        return strtoll(s + i + n, NULL, 10);
+        return -1;
+}
+
+/* "id: 42" (batond) or "id: 1700000000:3" (nchan): must increase. */
+static void sub_id(Sub *c, const char *line) {
+        char *end;
+        uint64_t major = strtoull(line + 3, &end, 10), minor = 0;
+
+        if (*end == ':')
+                minor = strtoull(end + 1, NULL, 10);
+        if (c->events > 0 && (major < c->last_id_major ||
+                              (major == c->last_id_major && minor <= c->last_id_minor)))
+                stats.out_of_order++;
+        c->last_id_major = major;
+        c->last_id_minor = minor;
+}
+
+static void sub_line(Sub *c, const char *line, size_t len) {
+        if (len >= 6 && memcmp(line, "event:", 6) == 0) {
+                if (strstr(line, "reconnect"))
+                        stats.reconnects++;
+                return;
+        }
+        if (len >= 3 && memcmp(line, "id:", 3) == 0) {
+                sub_id(c, line);
+                return;
+        }
+        if (len < 5 || memcmp(line, "data:", 5) != 0)
+                return;
+        int64_t sent = field_number(line, len, "\"sent\":");
+        uint64_t now = now_usec();
+        if (sent < 0) {
+                if (!strstr(line, "\"reason\""))
+                        stats.bad++;
+                return;
+        }
+        if (!stats.counting) {
+                stats.counting = true;
+                stats.first_event_usec = now;
+        }
+        c->events++;
+        if (now > stats.window_end_usec)
+                return;
+        stats.events++;
+        samples_add(&stats.latency, now > (uint64_t) sent ? now - (uint64_t) sent : 0);
+}
+
+/* SSE text after de-chunking: split into lines. */
+static void sub_text(Sub *c, const char *p, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                if (p[i] == '\n') {
+                        sub_line(c, c->line ? c->line : "", c->line_len);
+                        c->line_len = 0;
+                        continue;
+                }
+                if (c->line_len + 2 > c->line_cap) {
+                        c->line_cap = c->line_cap ? c->line_cap * 2 : 512;
+                        if (c->line_cap > LINE_MAX_BYTES) {
+                                stats.bad++;
+                                c->line_len = 0;
+                                continue;
+                        }
+                        c->line = realloc(c->line, c->line_cap);
+                        if (!c->line)
+                                die("realloc");
+                }
+                c->line[c->line_len++] = p[i];
+                c->line[c->line_len] = '\0';
+        }
+}
+
+static void sub_body(Sub *c, const char *p, size_t n) {
+        if (!c->chunked) {
+                sub_text(c, p, n);
+                return;
+        }
+        while (n > 0) {
+                switch (c->chunk_state) {
+                case CHUNK_SIZE:
+                        if (*p == '\n') {
+                                c->sizebuf[c->sizebuf_len] = '\0';
+                                c->chunk_left = strtoul(c->sizebuf, NULL, 16);
+                                c->sizebuf_len = 0;
+                                c->chunk_state = c->chunk_left ? CHUNK_DATA : CHUNK_CRLF;
+                                if (!c->chunk_left)
+                                        stats.closed++;         /* the server ended the stream */
+                        } else if (*p != '\r' && c->sizebuf_len < sizeof(c->sizebuf) - 1)
+                                c->sizebuf[c->sizebuf_len++] = *p;
+                        p++;
+                        n--;
+                        break;
+                case CHUNK_DATA: {
+                        size_t k = n < c->chunk_left ? n : c->chunk_left;
+                        sub_text(c, p, k);
+                        p += k;
+                        n -= k;
+                        c->chunk_left -= k;
+                        if (c->chunk_left == 0)
+                                c->chunk_state = CHUNK_CRLF;
+                        break;
+                }
+                case CHUNK_CRLF:
+                        if (*p == '\n')
+                                c->chunk_state = CHUNK_SIZE;
+                        p++;
+                        n--;
+                        break;
+                }
+        }
+}
+
+/* Returns 1 once the response headers were complete and successful. */
+static int sub_head(Sub *c, const char *p, size_t n, size_t *consumed) {
+        for (size_t i = 0; i < n; i++) {
+                if (c->head_len < sizeof(c->head) - 1)
+                        c->head[c->head_len++] = p[i];
+                c->head[c->head_len] = '\0';
+                if (c->head_len >= 4 && memcmp(c->head + c->head_len - 4, "\r\n\r\n", 4) == 0) {
+                        *consumed = i + 1;
+                        if (strncmp(c->head, "HTTP/1.1 200", 12) != 0)
+                                return -1;
+                        c->chunked = strcasestr(c->head, "transfer-encoding: chunked") != NULL;
+                        c->headers_done = true;
+                        return 1;
+                }
+        }
+        *consumed = n;
+        return 0;
+}
+
+static int run_sub(int port, const char *path, int n, int seconds, bool idle) {
+        static char buf[READ_CHUNK];
+        char request[1024];
+        Sub *subs = calloc((size_t) n, sizeof(Sub));
+        struct epoll_event ev, events[512];
+        int ep = epoll_create1(EPOLL_CLOEXEC), ready = 0, failed = 0;
+        uint64_t deadline;
+
+        if (!subs || ep < 0)
+                die("setup");
+        snprintf(request, sizeof(request), "GET %s HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n", path);
+        for (int i = 0; i < n; i++) {
+                Sub *c = &subs[i];
+                c->fd = connect_to(port);
+                if (c->fd < 0 || send_all(c->fd, request, strlen(request)) < 0)
+                        die("connect");
+                ev = (struct epoll_event) { .events = EPOLLIN, .data.ptr = c };
+                if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+                        die("epoll_ctl");
+        }
+        stats.window_end_usec = UINT64_MAX;
+        deadline = now_usec() + (uint64_t) seconds * 1000000ULL + 60000000ULL;
+        for (;;) {
+                uint64_t now = now_usec();
+                if (ready + failed == n && ready > 0 && stats.window_end_usec == UINT64_MAX) {
+                        printf("ready %d\n", ready);
+                        fflush(stdout);
+                        stats.window_end_usec = UINT64_MAX - 1;
+                        if (idle)
+                                deadline = now + (uint64_t) seconds * 1000000ULL;
+                }
+                if (stats.counting && stats.window_end_usec == UINT64_MAX - 1)
+                        stats.window_end_usec = stats.first_event_usec + (uint64_t) seconds * 1000000ULL;
+                if (now > deadline || (stats.counting && now > stats.window_end_usec))
+                        break;
+                int k = epoll_wait(ep, events, 512, 100);
+                for (int e = 0; e < k; e++) {
+                        Sub *c = events[e].data.ptr;
+                        ssize_t r = recv(c->fd, buf, sizeof(buf), 0);
+                        if (r <= 0) {
+                                if (r < 0 && errno == EAGAIN)
+                                        continue;
+                                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+                                close(c->fd);
+                                c->fd = -1;
+                                if (!c->headers_done)
+                                        failed++;
+                                continue;
+                        }
+                        size_t off = 0;
+                        if (!c->headers_done) {
+                                int h = sub_head(c, buf, (size_t) r, &off);
+                                if (h < 0) {
+                                        failed++;
+                                        fprintf(stderr, "sse-load: stream refused: %.60s\n", c->head);
+                                        epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+                                        close(c->fd);
+                                        c->fd = -1;
+                                        continue;
+                                }
+                                if (h > 0)
+                                        ready++;
+                        }
+                        if (c->headers_done && (size_t) r > off)
+                                sub_body(c, buf + off, (size_t) r - off);
+                }
+        }
+        /* Drain what is still in flight for the per-stream totals. */
+        for (uint64_t until = now_usec() + 2000000ULL; now_usec() < until; ) {
+                int k = epoll_wait(ep, events, 512, 100);
+                for (int e = 0; e < k; e++) {
+                        Sub *c = events[e].data.ptr;
+                        ssize_t r = recv(c->fd, buf, sizeof(buf), 0);
+                        if (r > 0 && c->headers_done)
+                                sub_body(c, buf, (size_t) r);
+                        else if (r == 0 || (r < 0 && errno != EAGAIN)) {
+                                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+                                close(c->fd);
+                                c->fd = -1;
+                        }
+                }
+        }
+        uint64_t min_events = UINT64_MAX, max_events = 0;
+        for (int i = 0; i < n; i++) {
+                if (!subs[i].headers_done)
+                        continue;
+                min_events = subs[i].events < min_events ? subs[i].events : min_events;
+                max_events = subs[i].events > max_events ? subs[i].events : max_events;
+        }
+        qsort(stats.latency.v, stats.latency.n, sizeof(uint32_t), cmp_u32);
+        double window = stats.counting ? (double) seconds : 0;
+        printf("{\"connections\":%d,\"failed\":%d,\"events\":%" PRIu64 ",\"events_per_sec\":%.1f,"
+               "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"min_per_stream\":%" PRIu64
+               ",\"max_per_stream\":%" PRIu64 ",\"out_of_order\":%" PRIu64 ",\"bad\":%" PRIu64
+               ",\"reconnects\":%" PRIu64 ",\"ended\":%" PRIu64 "}\n",
+               ready, failed, stats.events, window > 0 ? (double) stats.events / window : 0,
+               percentile_ms(&stats.latency, 0.50), percentile_ms(&stats.latency, 0.99),
+               percentile_ms(&stats.latency, 1.0), min_events == UINT64_MAX ? 0 : min_events,
+               max_events, stats.out_of_order, stats.bad, stats.reconnects, stats.closed);
+        return 0;
+}
+
+/* --- publishers --- */
+
+typedef struct Pub {
+        int fd;
+        bool busy;
+        char in[4096];
+        size_t in_len;
+} Pub;
+
+/* Consumes one response if complete; returns its status, 0 if incomplete. */
+static int pub_response(Pub *p) {
+        char *end = memmem(p->in, p->in_len, "\r\n\r\n", 4);
+        if (!end)
+                return 0;
+        size_t head = (size_t) (end - p->in) + 4, body = 0;
+        char *cl = strcasestr(p->in, "content-length:");
+        if (cl && cl < end)
+                body = strtoul(cl + 15, NULL, 10);
+        if (p->in_len < head + body)
+                return 0;
+        int status = atoi(p->in + 9);
+        memmove(p->in, p->in + head + body, p->in_len - head - body);
+        p->in_len -= head + body;
+        return status;
+}
+
+static int run_pub(int port, const char *path, int rate, int seconds, int payload, int n_conns,
+                   bool closed_loop) {
+        static char pad[65536];
+        char body[70000], request[72000];
+        Pub *pubs = calloc((size_t) n_conns, sizeof(Pub));
+        struct epoll_event ev, events[256];
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        uint64_t start, end, sent = 0, ok = 0, failed = 0, behind = 0, seq = 0;
+
+        if (!pubs || ep < 0)
+                die("setup");
+        if (payload > (int) sizeof(pad) - 1)
+                payload = sizeof(pad) - 1;
+        memset(pad, 'x', (size_t) payload);
+        for (int i = 0; i < n_conns; i++) {
+                pubs[i].fd = connect_to(port);
+                if (pubs[i].fd < 0)
+                        die("connect");
+                ev = (struct epoll_event) { .events = EPOLLIN, .data.ptr = &pubs[i] };
+                if (epoll_ctl(ep, EPOLL_CTL_ADD, pubs[i].fd, &ev) < 0)
+                        die("epoll_ctl");
+        }
+        start = now_usec();
+        end = start + (uint64_t) seconds * 1000000ULL;
+        for (;;) {
+                uint64_t now = now_usec();
+                bool done = now >= end;
+                /* Send what is due: on schedule (rate) or whenever free (closed loop). */
+                for (int i = 0; i < n_conns && !done; i++) {
+                        if (pubs[i].busy)
+                                continue;
+                        if (!closed_loop && sent >= (now - start) * (uint64_t) rate / 1000000ULL)
+                                break;
+                        int blen = snprintf(body, sizeof(body), "{\"seq\":%" PRIu64 ",\"sent\":%" PRIu64
+                                            ",\"pad\":\"%.*s\"}", seq, now_usec(), payload, pad);
+                        int rlen = snprintf(request, sizeof(request),
+                                            "POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                                            "Content-Length: %d\r\n\r\n%s", path, blen, body);
+                        if (send_all(pubs[i].fd, request, (size_t) rlen) < 0)
+                                die("send");
+                        pubs[i].busy = true;
+                        seq++;
+                        sent++;
+                }
+                if (!closed_loop && !done && sent < (now - start) * (uint64_t) rate / 1000000ULL)
+                        behind++;
+                bool any_busy = false;
+                for (int i = 0; i < n_conns; i++)
+                        any_busy |= pubs[i].busy;
+                if (done && !any_busy)
+                        break;
+                if (done && now > end + 10000000ULL)
+                        break;
+                int k = epoll_wait(ep, events, 256, closed_loop ? 100 : 1);
+                for (int e = 0; e < k; e++) {
+                        Pub *p = events[e].data.ptr;
+                        ssize_t r = recv(p->fd, p->in + p->in_len, sizeof(p->in) - p->in_len - 1, 0);
+                        if (r <= 0) {
+                                if (r < 0 && errno == EAGAIN)
+                                        continue;
+                                die("publisher connection closed");
+                        }
+                        p->in_len += (size_t) r;
+                        p->in[p->in_len] = '\0';
+                        int status;
+                        while ((status = pub_response(p)) > 0) {
+                                if (status >= 200 && status < 300)
+                                        ok++;
+                                else
+                                        failed++;
+                                p->busy = false;
+                        }
+                }
+        }
+        double elapsed = (double) (now_usec() - start) / 1e6;
+        printf("{\"sent\":%" PRIu64 ",\"acknowledged\":%" PRIu64 ",\"failed\":%" PRIu64
+               ",\"per_sec\":%.1f,\"late_ticks\":%" PRIu64 ",\"seconds\":%.2f}\n",
+               sent, ok, failed, (double) ok / (double) seconds, behind, elapsed);
+        return failed > 0 ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+        raise_fd_limit();
+        if (argc >= 6 && (strcmp(argv[1], "sub") == 0 || strcmp(argv[1], "idle") == 0))
+                return run_sub(atoi(argv[2]), argv[3], atoi(argv[4]), atoi(argv[5]),
+                               strcmp(argv[1], "idle") == 0);
+        if (argc >= 6 && strcmp(argv[1], "pub") == 0)
+                return run_pub(atoi(argv[2]), argv[3], atoi(argv[4]), atoi(argv[5]),
+                               argc >= 7 ? atoi(argv[6]) : 16, argc >= 8 ? atoi(argv[7]) : 16, false);
+        if (argc >= 6 && strcmp(argv[1], "pubmax") == 0)
+                return run_pub(atoi(argv[2]), argv[3], 0, atoi(argv[5]), 16, atoi(argv[4]), true);
+        fprintf(stderr, "usage: sse-load sub|idle PORT PATH CONNECTIONS SECONDS\n"
+                        "       sse-load pub PORT PATH RATE SECONDS [PAYLOAD_BYTES [CONNECTIONS]]\n"
+                        "       sse-load pubmax PORT PATH CONNECTIONS SECONDS\n");
+        return 2;
+}

@@ -448,13 +448,19 @@ static int run_pub(int port, const char *path, int rate, int seconds, int payloa
         }
         start = now_usec();
         end = start + (uint64_t) seconds * 1000000ULL;
+        int next = 0;
         for (;;) {
                 uint64_t now = now_usec();
                 bool done = now >= end;
-                /* Send what is due: on schedule (rate) or whenever free (closed loop). */
-                for (int i = 0; i < n_conns && !done; i++) {
+                /* Send what is due: on schedule (rate) or whenever free (closed
+                 * loop), rotating over the connections so that none carries
+                 * most of the requests (servers close a connection after so
+                 * many requests: nginx's keepalive_requests). */
+                for (int j = 0; j < n_conns && !done; j++) {
+                        int i = (next + j) % n_conns;
                         if (pubs[i].busy)
                                 continue;
+                        next = (i + 1) % n_conns;
                         if (!closed_loop && sent >= (now - start) * (uint64_t) rate / 1000000ULL)
                                 break;
                         int blen = snprintf(body, sizeof(body), "{\"seq\":%" PRIu64 ",\"sent\":%" PRIu64
@@ -484,7 +490,19 @@ static int run_pub(int port, const char *path, int rate, int seconds, int payloa
                         if (r <= 0) {
                                 if (r < 0 && errno == EAGAIN)
                                         continue;
-                                die("publisher connection closed");
+                                /* The server closed it (after its last response, or
+                                 * losing a request in flight): reconnect. */
+                                if (p->busy)
+                                        failed++;
+                                epoll_ctl(ep, EPOLL_CTL_DEL, p->fd, NULL);
+                                close(p->fd);
+                                p->busy = false;
+                                p->in_len = 0;
+                                p->fd = connect_to(port);
+                                ev = (struct epoll_event) { .events = EPOLLIN, .data.ptr = p };
+                                if (p->fd < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, p->fd, &ev) < 0)
+                                        die("reconnect");
+                                continue;
                         }
                         p->in_len += (size_t) r;
                         p->in[p->in_len] = '\0';

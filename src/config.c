@@ -57,7 +57,7 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
         KEY(SERVER_PORT,               TYPE_UINT,           server_port,                    "8080",  1, 65535, false),
         KEY(MAX_CONNECTIONS,           TYPE_UINT,           max_connections,                "10000", 16, 1000000, false),
         KEY(CONNECTION_TIMEOUT,        TYPE_DURATION,       connection_timeout_usec,        "30s",   SEC(1), SEC(3600), false),
-        KEY(MAX_HEADER_BYTES,          TYPE_SIZE,           max_header_bytes,               "4K",    KiB(1), KiB(64), false),
+        KEY(MAX_HEADER_BYTES,          TYPE_SIZE,           max_header_bytes,               "3K",    KiB(1), KiB(64), false),
         KEY(MAX_BODY_BYTES,            TYPE_SIZE,           max_body_bytes,                 "1M",    KiB(1), KiB(1024) * 1024, true),
         KEY(MAX_EVENT_BYTES,           TYPE_SIZE,           max_event_bytes,                "64K",   KiB(1), KiB(1024), true),
         KEY(API_TOKEN,                 TYPE_SECRET,         api_token,                      "",      0, 512, true),

@@ -24,6 +24,7 @@ typedef struct DbQuery {
         usec_t timeout_usec;
         DbQueryCallback cb;
         void *userdata;
+        bool urgent;
         struct DbQuery *next;
 } DbQuery;
 
@@ -590,8 +591,32 @@ const char *db_last_error(const Db *db) {
         return db->last_error;
 }
 
-int db_query(Db *db, const char *sql, int n_params, const char *const *params,
-             usec_t timeout_usec, DbQueryCallback cb, void *userdata) {
+/* Queues q: at the end, or (urgent) before every queued non-urgent query,
+ * never before the one in flight. */
+static void queue_insert(Db *db, DbQuery *q) {
+        DbQuery **link = &db->head, *prev = NULL;
+
+        if (q->urgent) {
+                if (db->busy && *link) {
+                        prev = *link;
+                        link = &prev->next;
+                }
+                while (*link && (*link)->urgent) {
+                        prev = *link;
+                        link = &prev->next;
+                }
+        } else {
+                prev = db->tail;
+                link = prev ? &prev->next : &db->head;
+        }
+        q->next = *link;
+        *link = q;
+        if (!q->next)
+                db->tail = q;
+}
+
+static int query_new(Db *db, const char *sql, int n_params, const char *const *params,
+                     usec_t timeout_usec, DbQueryCallback cb, void *userdata, bool urgent) {
         DbQuery *q;
 
         if (db->state != DB_CONNECTED)
@@ -615,22 +640,44 @@ int db_query(Db *db, const char *sql, int n_params, const char *const *params,
         q->timeout_usec = timeout_usec;
         q->cb = cb;
         q->userdata = userdata;
-        if (db->tail)
-                db->tail->next = q;
-        else
-                db->head = q;
-        db->tail = q;
+        q->urgent = urgent;
+        queue_insert(db, q);
         db_kick(db);
         return 0;
 }
 
+int db_query(Db *db, const char *sql, int n_params, const char *const *params,
+             usec_t timeout_usec, DbQueryCallback cb, void *userdata) {
+        return query_new(db, sql, n_params, params, timeout_usec, cb, userdata, false);
+}
+
+int db_query_urgent(Db *db, const char *sql, int n_params, const char *const *params,
+                    usec_t timeout_usec, DbQueryCallback cb, void *userdata) {
+        return query_new(db, sql, n_params, params, timeout_usec, cb, userdata, true);
+}
+
 void db_cancel(Db *db, void *userdata) {
-        /* The query in flight cannot be taken back: its result will arrive
-         * and must be read, so its callback is cleared instead; queued ones
-         * the same way, for one simple rule. */
-        for (DbQuery *q = db->head; q; q = q->next)
-                if (q->userdata == userdata)
+        DbQuery **link = &db->head, *prev = NULL;
+
+        while (*link) {
+                DbQuery *q = *link;
+                if (q->userdata != userdata) {
+                        prev = q;
+                        link = &q->next;
+                } else if (db->busy && q == db->head) {
+                        /* In flight: its result will arrive and must be read,
+                         * so only its callback goes. */
                         q->cb = NULL;
+                        prev = q;
+                        link = &q->next;
+                } else {
+                        /* Not sent yet: it goes, and does no work for nobody. */
+                        *link = q->next;
+                        if (db->tail == q)
+                                db->tail = prev;
+                        query_free(q);
+                }
+        }
 }
 
 void db_reset(Db *db, const char *reason) {

@@ -60,8 +60,15 @@ const char *db_last_error(const Db *db);
 int db_query(Db *db, const char *sql, int n_params, const char *const *params,
              usec_t timeout_usec, DbQueryCallback cb, void *userdata);
 
+/* Like db_query(), but runs before every queued non-urgent query (after
+ * the one in flight and earlier urgent ones): for work that others wait on,
+ * on a connection shared with bulk reads. */
+int db_query_urgent(Db *db, const char *sql, int n_params, const char *const *params,
+                    usec_t timeout_usec, DbQueryCallback cb, void *userdata);
+
 /* Forgets every query queued by 'userdata' (the query argument): their
- * callbacks will not run. For an owner that goes away mid-conversation. */
+ * callbacks will not run, and those not yet sent are not sent. For an
+ * owner that goes away mid-conversation. */
 void db_cancel(Db *db, void *userdata);
 
 /* Drops the connection (failing queued queries) and reconnects. */

@@ -10,9 +10,15 @@
 #include "log.h"
 #include "parse-util.h"
 
+/* Up to $3 events after $2, but only as many as start within $4 payload
+ * bytes (at least one): a page is bounded in memory whatever the events'
+ * size. Clients page on with after=<last id>. */
 static const char select_history[] =
-        "SELECT id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-        "payload FROM events WHERE topic = $1 AND id > $2 ORDER BY id LIMIT $3";
+        "SELECT id, ts, payload FROM ("
+        " SELECT id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS ts,"
+        " payload, sum(octet_length(payload::text)) OVER (ORDER BY id) - octet_length(payload::text)"
+        " AS before FROM events WHERE topic = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ") page WHERE before < $4 ORDER BY id";
 
 bool events_authorized(const char *authorization, const char *api_token) {
         if (isempty(api_token))
@@ -53,6 +59,8 @@ typedef struct PublishRequest {
 
 static void on_published(const PublishResult *r, void *userdata) {
         PublishRequest *p = userdata;
+        char *body;
+        int n;
 
         p->ticket = NULL;
         if (r->error) {
@@ -60,9 +68,16 @@ static void on_published(const PublishResult *r, void *userdata) {
                 http_respond_error(p->req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", "%s", r->error);
                 return;
         }
-        http_respond_json(p->req, MHD_HTTP_CREATED,
-                          json_pack("{s:I, s:s, s:s}", "id", (json_int_t) r->id, "topic", r->topic,
-                                    "ts", r->ts));
+        /* Formatted directly (topic and ts need no escaping): the event is
+         * committed, and a failing JSON library must not turn that into a
+         * 500 that invites a duplicate. */
+        n = asprintf(&body, "{\"id\":%" PRIu64 ",\"topic\":\"%s\",\"ts\":\"%s\"}\n", r->id,
+                     r->topic, r->ts);
+        if (n < 0) {
+                http_respond_json(p->req, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL);
+                return;
+        }
+        http_respond_json_text(p->req, MHD_HTTP_CREATED, body, (size_t) n);
 }
 
 static void on_publish_request_end(HttpRequest *req, void *userdata) {
@@ -92,7 +107,8 @@ static json_t *parse_body(HttpRequest *req) {
         return j;
 }
 
-void events_handle_publish(Publisher *publisher, const char *api_token, HttpRequest *req) {
+void events_handle_publish(Publisher *publisher, const char *api_token, uint64_t max_event_bytes,
+                           HttpRequest *req) {
         char topic[TOPIC_NAME_MAX + 1];
         _cleanup_(json_decrefp) json_t *j = NULL;
         PublishRequest *p;
@@ -116,8 +132,16 @@ void events_handle_publish(Publisher *publisher, const char *api_token, HttpRequ
         j = parse_body(req);
         if (!j)
                 return;
-        /* Stored and delivered in one canonical form: compact. */
+        /* Stored and delivered in one canonical form: compact. The limit
+         * applies to that form too: jansson writes 1e15 as 1000000000000000.0. */
         payload = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (payload && strlen(payload) > max_event_bytes) {
+                http_respond_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+                                   "the event is %zu bytes as stored (compact JSON), the limit is %" PRIu64,
+                                   strlen(payload), max_event_bytes);
+                free(payload);
+                return;
+        }
         p = payload ? calloc(1, sizeof(PublishRequest)) : NULL;
         if (!p) {
                 free(payload);
@@ -237,8 +261,8 @@ void events_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *
         h->db = read_db;
         snprintf(after_text, sizeof(after_text), "%" PRIu64, after);
         snprintf(limit_text, sizeof(limit_text), "%" PRIu64, limit);
-        const char *params[] = { h->topic, after_text, limit_text };
-        r = db_query(read_db, select_history, 3, params, query_timeout_usec, on_history, h);
+        const char *params[] = { h->topic, after_text, limit_text, STRINGIFY(HISTORY_BYTES_MAX) };
+        r = db_query(read_db, select_history, 4, params, query_timeout_usec, on_history, h);
         if (r < 0) {
                 http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
                                    "database unavailable: %s",

@@ -12,9 +12,13 @@
 
 #define HISTORY_LIMIT_DEFAULT 100
 #define HISTORY_LIMIT_MAX 1000
+/* Payload bytes per history page (at least one event is returned). */
+#define HISTORY_BYTES_MAX 1048576
 
-/* POST /api/v1/topics/{topic}/events. api_token "" means open publishing. */
-void events_handle_publish(Publisher *publisher, const char *api_token, HttpRequest *req);
+/* POST /api/v1/topics/{topic}/events. api_token "" means open publishing;
+ * max_event_bytes bounds the event as stored. */
+void events_handle_publish(Publisher *publisher, const char *api_token, uint64_t max_event_bytes,
+                           HttpRequest *req);
 
 /* GET /api/v1/topics/{topic}/events?after=ID&limit=N */
 void events_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *req);

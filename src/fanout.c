@@ -16,9 +16,10 @@
 #define GAP_WAIT_USEC (50 * USEC_PER_MSEC)
 /* Events read per query, for replays and gap fills. */
 #define FETCH_PAGE 500
-/* Out-of-order events kept per channel; beyond that they are read back
- * from PostgreSQL when their turn comes. */
+/* Out-of-order events kept per channel, by count and by bytes; beyond that
+ * they are read back from PostgreSQL when their turn comes. */
 #define PENDING_MAX 4096
+#define PENDING_BYTES_MAX (4 * 1024 * 1024)
 /* A replay page holds events up to replay_page_bytes of payload (at least
  * one event), and the next page is read only once the client took the
  * previous one: a client far behind never makes us hold more than a page
@@ -56,6 +57,7 @@ typedef struct Channel Channel;
 
 typedef struct Subscriber {
         Channel *channel;
+        HttpRequest *req;               /* until the stream opens */
         Stream *stream;
         SubscriberState state;
         uint64_t cursor;                /* the last id sent */
@@ -74,8 +76,14 @@ struct Channel {
         bool initializing;
         uint64_t position;
         uint64_t target;                /* the highest id known to exist */
-        Pending *pending;               /* sorted by id, all above position */
+        /* Early events, sorted by id, all above position: entries
+         * [pending_start, pending_start + n_pending) of an array that is
+         * allocated while there are any. */
+        Pending *pending;
+        size_t pending_start;
         size_t n_pending;
+        size_t pending_capacity;
+        size_t pending_bytes;
         bool fetching;
         unsigned failures;
         sd_event_source *timer;         /* gap wait, or retry after a failure */
@@ -93,6 +101,7 @@ struct Fanout {
         size_t n_buckets;
         FanoutCounters counters;
         bool resyncing;
+        bool resync_again;              /* asked for while one ran */
         sd_event_source *resync_timer;
 };
 
@@ -170,7 +179,9 @@ static int query_range(Fanout *f, const char *topic, uint64_t after, uint64_t up
 
         snprintf(a, sizeof(a), "%" PRIu64, after);
         snprintf(b, sizeof(b), "%" PRIu64, up_to);
-        return db_query(f->db, select_range, 3, params, f->settings.query_timeout_usec, cb, userdata);
+        /* Live delivery waits on gap fills: ahead of replays and history. */
+        return db_query_urgent(f->db, select_range, 3, params, f->settings.query_timeout_usec, cb,
+                               userdata);
 }
 
 static int query_replay_page(Fanout *f, const char *topic, uint64_t after, void *userdata) {
@@ -199,46 +210,84 @@ static void channel_deliver(Channel *ch, uint64_t id, Frame *frame) {
                         f->counters.delivered++;
                 } else if (r == -ENOBUFS)
                         f->counters.cut++;
+                else if (r != -EPIPE)
+                        /* Skipping this id silently would be a gap: end the
+                         * stream; the client resumes from what it has. */
+                        stream_end_with_reconnect(sub->stream, "out of memory");
         }
         ch->position = id;
         if (ch->target < id)
                 ch->target = id;
 }
 
+static Pending *pending_first(Channel *ch) {
+        return &ch->pending[ch->pending_start];
+}
+
 static void pending_pop(Channel *ch) {
-        frame_unref(ch->pending[0].frame);
-        memmove(ch->pending, ch->pending + 1, (ch->n_pending - 1) * sizeof(Pending));
-        ch->n_pending--;
+        Pending *p = pending_first(ch);
+
+        ch->pending_bytes -= p->frame->size;
+        frame_unref(p->frame);
+        ch->pending_start++;
+        if (--ch->n_pending == 0) {
+                /* Early events are a moment's affair: give the memory back. */
+                ch->pending = mfree(ch->pending);
+                ch->pending_start = ch->pending_capacity = ch->pending_bytes = 0;
+        }
 }
 
 /* Delivers what waited and now follows the position. */
 static void channel_drain_pending(Channel *ch) {
-        while (ch->n_pending > 0 && ch->pending[0].id <= ch->position + 1) {
-                if (ch->pending[0].id == ch->position + 1)
-                        channel_deliver(ch, ch->pending[0].id, ch->pending[0].frame);
+        while (ch->n_pending > 0 && pending_first(ch)->id <= ch->position + 1) {
+                if (pending_first(ch)->id == ch->position + 1)
+                        channel_deliver(ch, pending_first(ch)->id, pending_first(ch)->frame);
                 pending_pop(ch);
         }
 }
 
+/* Makes room for one more entry at the end of the active range. */
+static int pending_reserve(Channel *ch) {
+        if (ch->pending_start + ch->n_pending < ch->pending_capacity)
+                return 0;
+        if (ch->pending_start > 0) {
+                memmove(ch->pending, pending_first(ch), ch->n_pending * sizeof(Pending));
+                ch->pending_start = 0;
+                if (ch->n_pending < ch->pending_capacity)
+                        return 0;
+        }
+        size_t capacity = ch->pending_capacity ? ch->pending_capacity * 2 : 16;
+        Pending *p = reallocarray(ch->pending, capacity, sizeof(Pending));
+        if (!p)
+                return -ENOMEM;
+        ch->pending = p;
+        ch->pending_capacity = capacity;
+        return 0;
+}
+
 static void pending_insert(Channel *ch, uint64_t id, Frame *frame) {
-        size_t i = ch->n_pending;
+        size_t lo = 0, hi = ch->n_pending;
+        Pending *first;
 
         if (ch->target < id)
                 ch->target = id;
-        if (ch->n_pending >= PENDING_MAX)
+        if (ch->n_pending >= PENDING_MAX || ch->pending_bytes + frame->size > PENDING_BYTES_MAX ||
+            pending_reserve(ch) < 0)
                 return;         /* read back from PostgreSQL when its turn comes */
-        if (!ch->pending) {
-                ch->pending = calloc(PENDING_MAX, sizeof(Pending));
-                if (!ch->pending)
-                        return;
+        first = pending_first(ch);
+        while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (first[mid].id < id)
+                        lo = mid + 1;
+                else
+                        hi = mid;
         }
-        while (i > 0 && ch->pending[i - 1].id > id)
-                i--;
-        if (i > 0 && ch->pending[i - 1].id == id)
+        if (lo < ch->n_pending && first[lo].id == id)
                 return;         /* already waiting */
-        memmove(ch->pending + i + 1, ch->pending + i, (ch->n_pending - i) * sizeof(Pending));
-        ch->pending[i] = (Pending) { .id = id, .frame = frame_ref(frame) };
+        memmove(first + lo + 1, first + lo, (ch->n_pending - lo) * sizeof(Pending));
+        first[lo] = (Pending) { .id = id, .frame = frame_ref(frame) };
         ch->n_pending++;
+        ch->pending_bytes += frame->size;
 }
 
 static void channel_arm(Channel *ch, usec_t delay) {
@@ -296,8 +345,10 @@ static void on_range_fetched(Db *db, const DbResult *result, void *userdata) {
         for (int i = 0; i < rows; i++) {
                 uint64_t id;
                 Frame *frame = row_frame(result->result, i, ch->topic, &id);
-                if (!frame)
+                if (!frame) {
+                        rows = 0;       /* retry with backoff below */
                         break;
+                }
                 if (id == ch->position + 1) {
                         channel_deliver(ch, id, frame);
                         f->counters.fetched++;
@@ -358,8 +409,11 @@ static void on_replay_page(Db *db, const DbResult *result, void *userdata) {
                 if (r >= 0)
                         sub->cursor = id;
         }
-        if (r < 0)
+        if (r < 0) {
+                if (r != -EPIPE && r != -ENOBUFS)
+                        stream_end_with_reconnect(sub->stream, "out of memory");
                 return;         /* the stream is ending */
+        }
         /* Caught up with what this instance delivers live: switch now, in the
          * same loop turn, so no event can fall in between. Everything after
          * the position reaches the channel (and so this subscriber) live. */
@@ -367,7 +421,12 @@ static void on_replay_page(Db *db, const DbResult *result, void *userdata) {
                 subscriber_go_live(sub);
                 return;
         }
-        if (stream_queued_bytes(sub->stream) > 0)
+        if (rows == 0) {
+                /* The channel is ahead of what the database returns (it
+                 * should not be): do not spin on it. */
+                if (event_timer_arm(sub->retry, backoff(sub->failures++)) < 0)
+                        stream_end_with_reconnect(sub->stream, "replay failed");
+        } else if (stream_queued_bytes(sub->stream) > 0)
                 sub->wants_room = true;
         else
                 subscriber_fetch(sub);
@@ -400,10 +459,24 @@ static int on_subscriber_retry(sd_event_source *source, uint64_t usec, void *use
         return 0;
 }
 
-/* The channel knows its position: start serving the subscriber. */
+static void subscriber_free(Subscriber *sub);
+static void on_stream_closed(Stream *stream, void *userdata);
+
+/* The channel knows its position: open the stream and serve it. The
+ * response starts only now, so "from now on" means from this position: an
+ * event the client publishes after seeing the answer is above it. */
 static void subscriber_start(Subscriber *sub) {
         Channel *ch = sub->channel;
+        HttpRequest *req = TAKE_PTR(sub->req);
+        int r;
 
+        r = stream_open(ch->fanout->streams, req, on_stream_closed, sub, &sub->stream);
+        if (r < 0) {
+                http_request_on_end(req, NULL, NULL);
+                http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+                subscriber_free(sub);
+                return;
+        }
         if (!sub->has_after || sub->cursor >= ch->position) {
                 /* From now on; or the client is ahead of this instance (it
                  * came from the other colour) and ids up to its cursor are
@@ -426,9 +499,8 @@ static void channel_free(Channel *ch) {
         /* A query of ours may be in flight on the shared connection. */
         db_cancel(f->db, ch);
         table_remove(f, ch);
-        for (size_t i = 0; i < ch->n_pending; i++)
-                frame_unref(ch->pending[i].frame);
-        free(ch->pending);
+        while (ch->n_pending > 0)
+                pending_pop(ch);
         sd_event_source_disable_unref(ch->timer);
         f->counters.channels--;
         free(ch);
@@ -449,14 +521,15 @@ static void on_position(Db *db, const DbResult *result, void *userdata) {
                 ? strtoull(PQgetvalue(result->result, 0, 0), NULL, 10) : 0;
         if (ch->target < ch->position)
                 ch->target = ch->position;
-        /* Events that arrived while we asked: those at or below the position
-         * are history (replays cover them), the rest continue from here. */
-        channel_drain_pending(ch);
+        /* Subscribers first, at this position; then the events that arrived
+         * while we asked: those above the position reach them live, those
+         * at or below it are history (replays cover them). */
         for (Subscriber *sub = ch->subscribers, *next; sub; sub = next) {
                 next = sub->next;
                 if (sub->state == SUBSCRIBER_WAITING)
                         subscriber_start(sub);
         }
+        channel_drain_pending(ch);
         channel_catch_up(ch, ch->n_pending > 0);
 }
 
@@ -466,8 +539,8 @@ static void channel_init(Channel *ch) {
 
         if (ch->initializing || ch->initialized)
                 return;
-        r = db_query(ch->fanout->db, "SELECT last_id FROM topics WHERE name = $1", 1, params,
-                     ch->fanout->settings.query_timeout_usec, on_position, ch);
+        r = db_query_urgent(ch->fanout->db, "SELECT last_id FROM topics WHERE name = $1", 1, params,
+                            ch->fanout->settings.query_timeout_usec, on_position, ch);
         if (r < 0) {
                 channel_arm(ch, backoff(ch->failures++));
                 return;
@@ -530,10 +603,14 @@ static void on_stream_closed(Stream *stream, void *userdata) {
         subscriber_free(userdata);
 }
 
+/* The client left (or the server stops) before the stream opened. */
+static void on_waiting_request_end(HttpRequest *req, void *userdata) {
+        subscriber_free(userdata);
+}
+
 void fanout_subscribe(Fanout *f, HttpRequest *req, const char *topic, bool has_after, uint64_t after) {
         Channel *ch = channel_find(f, topic);
         Subscriber *sub;
-        int r;
 
         if (!ch)
                 ch = channel_new(f, topic);
@@ -546,6 +623,7 @@ void fanout_subscribe(Fanout *f, HttpRequest *req, const char *topic, bool has_a
                 return;
         }
         sub->channel = ch;
+        sub->req = req;
         sub->cursor = after;
         sub->has_after = has_after;
         sub->state = SUBSCRIBER_WAITING;
@@ -556,12 +634,9 @@ void fanout_subscribe(Fanout *f, HttpRequest *req, const char *topic, bool has_a
         ch->n_subscribers++;
         f->counters.subscribers++;
 
-        r = stream_open(f->streams, req, on_stream_closed, sub, &sub->stream);
-        if (r < 0) {
-                subscriber_free(sub);
-                http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
-                return;
-        }
+        /* Until the channel knows its position the request waits without an
+         * answer (see subscriber_start()). */
+        http_request_on_end(req, on_waiting_request_end, sub);
         if (ch->initialized)
                 subscriber_start(sub);
 }
@@ -589,9 +664,12 @@ void fanout_event(Fanout *f, const char *topic, uint64_t id, const char *envelop
 void fanout_hint(Fanout *f, const char *topic, uint64_t last_id) {
         Channel *ch = channel_find(f, topic);
 
-        if (!ch || last_id <= ch->target)
+        if (!ch)
                 return;
-        ch->target = last_id;
+        if (ch->target < last_id)
+                ch->target = last_id;
+        /* Even an old hint re-kicks a channel that is behind: periodic
+         * resyncs are also what unsticks one whose timer failed. */
         channel_catch_up(ch, false);
 }
 
@@ -599,13 +677,18 @@ static void on_resync(Db *db, const DbResult *result, void *userdata) {
         Fanout *f = userdata;
 
         f->resyncing = false;
-        if (result->error) {
-                log_debug("Resync failed, trying again next interval: %s", result->error);
-                return;
+        if (result->error)
+                log_debug("Resync failed, trying again: %s", result->error);
+        else
+                for (int i = 0; i < PQntuples(result->result); i++)
+                        fanout_hint(f, PQgetvalue(result->result, i, 0),
+                                    strtoull(PQgetvalue(result->result, i, 1), NULL, 10));
+        /* A reconnect asked while this ran: its outage may postdate our
+         * snapshot. A failure: the next interval retries anyway. */
+        if (f->resync_again && !result->error) {
+                f->resync_again = false;
+                fanout_resync(f);
         }
-        for (int i = 0; i < PQntuples(result->result); i++)
-                fanout_hint(f, PQgetvalue(result->result, i, 0),
-                            strtoull(PQgetvalue(result->result, i, 1), NULL, 10));
 }
 
 void fanout_resync(Fanout *f) {
@@ -613,8 +696,12 @@ void fanout_resync(Fanout *f) {
         size_t len = 0, size = 2;
         const char *params[1];
 
-        if (f->resyncing || f->counters.channels == 0 || !db_connected(f->db))
+        if (f->resyncing) {
+                f->resync_again = true;
                 return;
+        }
+        if (f->counters.channels == 0 || !db_connected(f->db))
+                return;         /* the periodic resync runs once it is back */
         for (size_t i = 0; i < f->n_buckets; i++)
                 for (Channel *ch = f->buckets[i]; ch; ch = ch->hash_next)
                         size += strlen(ch->topic) + 1;
@@ -636,8 +723,8 @@ void fanout_resync(Fanout *f) {
         names[len++] = '}';
         names[len] = '\0';
         params[0] = names;
-        if (db_query(f->db, "SELECT name, last_id FROM topics WHERE name = ANY($1::text[])", 1, params,
-                     f->settings.query_timeout_usec, on_resync, f) >= 0)
+        if (db_query_urgent(f->db, "SELECT name, last_id FROM topics WHERE name = ANY($1::text[])", 1,
+                            params, f->settings.query_timeout_usec, on_resync, f) >= 0)
                 f->resyncing = true;
 }
 

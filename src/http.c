@@ -12,16 +12,17 @@
 #include "log.h"
 #include "parse-util.h"
 
-/* MHD's per-connection memory pool bounds the header block it accepts. It is
- * sized a little above MAX_HEADER_BYTES so that batond, not MHD, sees an
- * oversized header first and answers with a JSON 431; only larger header
- * blocks reach MHD's own limit (and its fixed HTML error page). It is not
- * bigger than that because all of it ends up resident for every connection
- * (MHD zeroes what it hands back, and the whole pool after each request):
- * it is most of what an idle stream costs, and at MHD's default of 32 KiB
- * the memset alone cost 7% of a health probe. The slack holds MHD's header
- * index and the response head. */
-#define HTTP_POOL_SLACK (2 * 1024)
+/* MHD's per-connection memory pool bounds the header block it accepts: in
+ * 0.9.75 its read buffer starts at half the pool and does not grow past
+ * that for a header block (measured: a 6 KiB pool takes 2.7 KiB of
+ * headers, an 18 KiB one 8.9 KiB). So the pool is twice MAX_HEADER_BYTES
+ * plus a margin: batond, not MHD, sees an oversized header block first and
+ * answers with a JSON 431; only larger ones reach MHD's limit (its fixed
+ * HTML page). The pool is not bigger than that because all of it ends up
+ * resident for every connection (MHD zeroes what it hands back, and the
+ * whole pool after each request): it is most of what an idle stream costs,
+ * and at MHD's default of 32 KiB the memset alone cost 7% of a probe. */
+#define HTTP_POOL_FOR(max_header_bytes) (2 * (max_header_bytes) + 1024)
 
 struct HttpSharedResponse {
         unsigned n_ref;
@@ -154,13 +155,16 @@ static void request_set_response(HttpRequest *req, unsigned status, struct MHD_R
         request_resume(req);
 }
 
+/* Always consumes text (malloc()ed): the response owns it, or it is freed. */
 static struct MHD_Response *response_from_text(char *text, size_t size) {
         struct MHD_Response *r = MHD_create_response_from_buffer(size, text, MHD_RESPMEM_MUST_FREE);
 
-        if (!r)
+        if (!r) {
+                free(text);
                 return NULL;
+        }
         if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES) {
-                MHD_destroy_response(r);        /* frees text too */
+                MHD_destroy_response(r);        /* frees text with it */
                 return NULL;
         }
         return r;
@@ -184,10 +188,7 @@ static struct MHD_Response *response_from_json(json_t *body) {
                 return NULL;
         }
         buf[size] = '\n';       /* friendlier for curl; JSON allows it */
-        struct MHD_Response *r = response_from_text(buf, size + 1);
-        if (!r)
-                free(buf);
-        return r;
+        return response_from_text(buf, size + 1);
 }
 
 void http_respond_json(HttpRequest *req, unsigned status, json_t *body) {
@@ -259,7 +260,6 @@ void http_respond_json_text(HttpRequest *req, unsigned status, char *text, size_
         struct MHD_Response *response = response_from_text(text, size);
 
         if (!response) {
-                free(text);
                 http_respond_json(req, status, NULL);   /* the out-of-memory answer */
                 return;
         }
@@ -682,7 +682,7 @@ void http_server_schedule_run(HttpServer *s) {
 
 static int listener_start(HttpServer *s, HttpListener *l, ListenSocket *sock) {
         const union MHD_DaemonInfo *info;
-        size_t pool = s->limits.max_header_bytes + HTTP_POOL_SLACK;
+        size_t pool = HTTP_POOL_FOR(s->limits.max_header_bytes);
         unsigned timeout_sec = (unsigned) (s->limits.connection_timeout_usec / USEC_PER_SEC);
         int r;
 

@@ -55,40 +55,44 @@ static void batch_free(Batch *b) {
 
 /* Moves up to a batch's worth of queued tickets into the in-flight batch
  * and builds its JSON: [{"topic":"t","data":<payload>},...]. Topics need no
- * escaping; payloads are validated JSON. */
+ * escaping; payloads are validated JSON. On allocation failure returns NULL
+ * with the tickets in flight, for the caller to answer. */
 static char *batch_take(Publisher *p, size_t *ret_size) {
         size_t size = 2, n = 0;
         PublishTicket **tail = &p->in_flight.head;
         char *json, *w;
 
-        for (PublishTicket *t = p->queue_head; t && n < BATCH_EVENTS_MAX; t = t->next, n++) {
+        while (p->queue_head && n < BATCH_EVENTS_MAX) {
+                PublishTicket *t = p->queue_head;
                 size_t item = strlen(t->topic) + t->payload_size + 24;
                 if (n > 0 && size + item > BATCH_BYTES_MAX)
                         break;
-                size += item;
-        }
-        json = malloc(size + 1);
-        if (!json)
-                return NULL;
-        w = json;
-        *w++ = '[';
-        for (size_t i = 0; i < n; i++) {
-                PublishTicket *t = p->queue_head;
                 p->queue_head = t->next;
                 p->n_queued--;
                 t->next = NULL;
                 *tail = t;
                 tail = &t->next;
-                w += sprintf(w, "%s{\"topic\":\"%s\",\"data\":", i ? "," : "", t->topic);
+                size += item;
+                n++;
+        }
+        if (!p->queue_head)
+                p->queue_tail = NULL;
+        p->in_flight.n = n;
+
+        json = malloc(size + 1);
+        if (!json)
+                return NULL;
+        w = json;
+        *w++ = '[';
+        for (PublishTicket *t = p->in_flight.head; t; t = t->next) {
+                w += sprintf(w, "%s{\"topic\":\"%s\",\"data\":", t == p->in_flight.head ? "" : ",",
+                             t->topic);
                 memcpy(w, t->payload, t->payload_size);
                 w += t->payload_size;
                 *w++ = '}';
         }
-        if (!p->queue_head)
-                p->queue_tail = NULL;
         *w++ = ']';
         *w = '\0';
-        p->in_flight.n = n;
         *ret_size = (size_t) (w - json);
         return json;
 }
@@ -162,7 +166,10 @@ static void send_batch(Publisher *p) {
                 return;
         json = batch_take(p, &size);
         if (!json) {
+                /* Retrying at once would spin while memory is short: answer
+                 * this batch's share of the queue now instead. */
                 log_error("Out of memory building a batch of events.");
+                batch_fail(p, "out of memory");
                 schedule(p);
                 return;
         }

@@ -31,7 +31,7 @@ static void on_stream_test(HttpRequest *req, void *userdata) {
 
 static void on_publish(HttpRequest *req, void *userdata) {
         Manager *m = userdata;
-        events_handle_publish(m->publisher, m->config->api_token, req);
+        events_handle_publish(m->publisher, m->config->api_token, m->config->max_event_bytes, req);
 }
 
 static void on_history(HttpRequest *req, void *userdata) {

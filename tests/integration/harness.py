@@ -295,7 +295,7 @@ class SseClient:
     as (id, event, data) and whether the stream ended; checks nothing
     itself (tests assert on what it saw)."""
 
-    def __init__(self, port, path, last_event_id=None, rcvbuf=None, read=True):
+    def __init__(self, port, path, last_event_id=None, rcvbuf=None, read=True, extra_headers=None):
         self.events = []
         self.ended = False
         self.status = None
@@ -309,6 +309,8 @@ class SseClient:
         headers = f'GET {path} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n'
         if last_event_id is not None:
             headers += f'Last-Event-ID: {last_event_id}\r\n'
+        for name, value in (extra_headers or {}).items():
+            headers += f'{name}: {value}\r\n'
         self.sock.sendall((headers + '\r\n').encode())
         self.reading = threading.Event()
         if read:

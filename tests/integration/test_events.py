@@ -90,6 +90,9 @@ def publish_history_and_errors(ctx):
     assert post('{}', 'application/json; charset=utf-8').status == 201
     r = post(json.dumps({'pad': 'x' * 70000}))
     assert r.status == 413 and r.json()['error'] == 'payload_too_large', r
+    # Within the limit as sent, over it as stored (1e15 -> 1000000000000000.0).
+    r = post('[' + ','.join(['1e15'] * 12000) + ']')
+    assert r.status == 413 and 'as stored' in r.json()['message'], r
 
     for query in ('after=-1', 'after=x', 'limit=0', 'limit=1001'):
         r = b.get('/api/v1/topics/orders/events?' + query)
@@ -97,6 +100,40 @@ def publish_history_and_errors(ctx):
     r = b.get('/api/v1/topics/orders/stream', headers={'Last-Event-ID': 'abc'})
     assert r.status == 400, r
     assert b.get('/api/v1/topics/orders').status == 404
+
+
+@test
+def a_new_subscriber_gets_what_is_published_after_its_answer(ctx):
+    """The stream's 200 goes out only once the topic's position is known:
+    an event published after the client saw it must reach the client."""
+    import os
+    import signal
+    pg, b = one_instance(ctx)
+    reader = pg.psql("SELECT pid FROM pg_stat_activity WHERE application_name = 'batond/read'")
+    assert reader, 'no read connection'
+    os.kill(int(reader), signal.SIGSTOP)    # the position query cannot answer
+    try:
+        sub = ctx.subscribe(b.port, '/api/v1/topics/fresh/stream')
+        time.sleep(0.7)
+        assert sub.status is None, 'the stream answered before knowing its position'
+    finally:
+        os.kill(int(reader), signal.SIGCONT)
+    wait_until(lambda: sub.status == 200, 5, what='the stream to open')
+    r = publish(b.port, 'fresh', {'after': 'the answer'})
+    assert r.status == 201
+    sub.wait_for_id(r.json()['id'])
+
+
+@test
+def streams_work_with_headers_near_the_limit(ctx):
+    pg, b = one_instance(ctx)
+    cookie = 'c=' + 'x' * 2900      # the whole header block stays under MAX_HEADER_BYTES (3K)
+    sub = ctx.subscribe(b.port, '/api/v1/topics/cookies/stream', extra_headers={'Cookie': cookie})
+    wait_until(lambda: sub.status == 200, 5, what='the stream to open')
+    for i in range(20):
+        assert publish(b.port, 'cookies', {'i': i, 'pad': 'y' * 2000}).status == 201
+    sub.wait_for_id(20)
+    assert_exactly_once(sub.ids(), 1, 20)
 
 
 @test

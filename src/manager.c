@@ -189,27 +189,45 @@ static void log_shadowed_keys(const Config *c) {
                                    "value wins.", config_key_name((ConfigKeyId) i), c->path);
 }
 
-/* Pushes the reloadable settings into the subsystems that use them. */
-static void manager_apply_config(Manager *m) {
-        const Config *c = m->config;
-        HealthSettings hs = {
+/* Each subsystem's settings from the configuration: one place, used at
+ * start and at every reload. */
+static HealthSettings health_settings(const Config *c) {
+        return (HealthSettings) {
                 .timeout_usec = c->health_check_timeout_usec,
                 .interval_usec = c->health_check_interval_usec,
         };
-        StreamSettings ss = {
+}
+
+static StreamSettings stream_settings(const Config *c) {
+        return (StreamSettings) {
                 .heartbeat_interval_usec = c->stream_heartbeat_interval_usec,
                 .retry_hint_usec = c->stream_retry_hint_usec,
                 .buffer_max_bytes = STREAM_BUFFER_FOR(c->max_event_bytes),
         };
-        PublisherSettings ps = {
+}
+
+static PublisherSettings publisher_settings(const Config *c) {
+        return (PublisherSettings) {
                 .query_timeout_usec = c->database_query_timeout_usec,
                 .notify = !c->nats_enabled,
         };
-        FanoutSettings fs = {
+}
+
+static FanoutSettings fanout_settings(const Config *c) {
+        return (FanoutSettings) {
                 .query_timeout_usec = c->database_query_timeout_usec,
                 .resync_interval_usec = c->stream_resync_interval_usec,
                 .replay_page_bytes = STREAM_BUFFER_FOR(c->max_event_bytes) / 2,
         };
+}
+
+/* Pushes the reloadable settings into the subsystems that use them. */
+static void manager_apply_config(Manager *m) {
+        const Config *c = m->config;
+        HealthSettings hs = health_settings(c);
+        StreamSettings ss = stream_settings(c);
+        PublisherSettings ps = publisher_settings(c);
+        FanoutSettings fs = fanout_settings(c);
 
         log_set_max_level(c->log_level);
         db_set_timeouts(m->db, c->database_connect_timeout_usec, c->retry_backoff_max_usec);
@@ -378,20 +396,13 @@ static int manager_setup_events(Manager *m) {
         const Config *c = m->config;
         int r;
 
-        PublisherSettings ps = {
-                .query_timeout_usec = c->database_query_timeout_usec,
-                .notify = !c->nats_enabled,
-        };
+        PublisherSettings ps = publisher_settings(c);
         r = publisher_new(m->event, m->db_write, &ps, &m->publisher);
         if (r < 0)
                 return r;
         publisher_set_published_callback(m->publisher, on_event_published, m);
 
-        FanoutSettings fs = {
-                .query_timeout_usec = c->database_query_timeout_usec,
-                .resync_interval_usec = c->stream_resync_interval_usec,
-                .replay_page_bytes = STREAM_BUFFER_FOR(c->max_event_bytes) / 2,
-        };
+        FanoutSettings fs = fanout_settings(c);
         r = fanout_new(m->event, m->db_read, m->streams, &fs, &m->fanout);
         if (r < 0)
                 return r;
@@ -426,10 +437,7 @@ static int manager_setup_dependencies(Manager *m) {
                 bus_set_state_callback(m->bus, on_bus_state, m);
         }
 
-        HealthSettings hs = {
-                .timeout_usec = c->health_check_timeout_usec,
-                .interval_usec = c->health_check_interval_usec,
-        };
+        HealthSettings hs = health_settings(c);
         r = health_new(m->event, m->db, m->bus, &hs, &m->health);
         if (r < 0)
                 return r;
@@ -491,11 +499,7 @@ int manager_new(Config *config, const char *config_path, bool config_path_requir
         r = mailbox_new(m->event, &m->mailbox);
         if (r < 0)
                 return r;
-        StreamSettings ss = {
-                .heartbeat_interval_usec = config->stream_heartbeat_interval_usec,
-                .retry_hint_usec = config->stream_retry_hint_usec,
-                .buffer_max_bytes = STREAM_BUFFER_FOR(config->max_event_bytes),
-        };
+        StreamSettings ss = stream_settings(config);
         r = stream_hub_new(m->event, &ss, &m->streams);
         if (r < 0)
                 return r;

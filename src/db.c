@@ -532,10 +532,7 @@ int db_new(sd_event *event, const DbSettings *settings, Db **ret) {
         r = event_timer_new(event, &db->timer_source, USEC_PER_MSEC, on_timer, db);
         if (r < 0)
                 return r;
-        r = sd_event_add_defer(event, &db->kick_source, on_kick, db);
-        if (r < 0)
-                return r;
-        r = sd_event_source_set_enabled(db->kick_source, SD_EVENT_OFF);
+        r = event_defer_new(event, &db->kick_source, on_kick, db);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(db);

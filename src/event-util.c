@@ -18,6 +18,23 @@ int event_timer_new(sd_event *event, sd_event_source **ret, usec_t accuracy_usec
         return 0;
 }
 
+int event_defer_new(sd_event *event, sd_event_source **ret, sd_event_handler_t callback,
+                    void *userdata) {
+        sd_event_source *s = NULL;
+        int r;
+
+        r = sd_event_add_defer(event, &s, callback, userdata);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        if (r < 0) {
+                sd_event_source_unref(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
 int event_timer_arm(sd_event_source *source, usec_t usec) {
         int r = sd_event_source_set_time_relative(source, usec);
         if (r < 0)

@@ -13,6 +13,11 @@
 int event_timer_new(sd_event *event, sd_event_source **ret, usec_t accuracy_usec,
                     sd_event_time_handler_t callback, void *userdata);
 
+/* Creates a defer source that does not run until enabled SD_EVENT_ONESHOT:
+ * "do this once, soon, from the loop", however often it is asked for. */
+int event_defer_new(sd_event *event, sd_event_source **ret, sd_event_handler_t callback,
+                    void *userdata);
+
 /* (Re)arms the timer to fire once, usec from now. */
 int event_timer_arm(sd_event_source *source, usec_t usec);
 

@@ -277,17 +277,15 @@ void events_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *
 
 void events_handle_stream(Fanout *fanout, HttpRequest *req) {
         char topic[TOPIC_NAME_MAX + 1];
-        const char *last = http_request_header(req, "Last-Event-ID");
-        uint64_t after = 0;
+        uint64_t after;
+        bool has_after;
 
         if (!topic_param(req, topic))
                 return;
-        if (!last)
-                last = http_request_query(req, "lastEventId");
-        if (last && (parse_uint64(last, &after) < 0 || after > INT64_MAX)) {
+        if (stream_last_event_id(req, &has_after, &after) < 0) {
                 http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
                                    "Last-Event-ID must be an event id (a whole number)");
                 return;
         }
-        fanout_subscribe(fanout, req, topic, last != NULL, after);
+        fanout_subscribe(fanout, req, topic, has_after, after);
 }

@@ -742,10 +742,7 @@ int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limit
         s->n_routes = n_routes;
         s->handler_userdata = handler_userdata;
 
-        r = sd_event_add_defer(event, &s->run_source, on_run, s);
-        if (r < 0)
-                return r;
-        r = sd_event_source_set_enabled(s->run_source, SD_EVENT_OFF);
+        r = event_defer_new(event, &s->run_source, on_run, s);
         if (r < 0)
                 return r;
 

@@ -2,6 +2,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "event-util.h"
 #include "log.h"
 #include "publisher.h"
 
@@ -236,9 +237,7 @@ int publisher_new(sd_event *event, Db *write_db, const PublisherSettings *settin
         p->event = sd_event_ref(event);
         p->db = write_db;
         p->settings = *settings;
-        r = sd_event_add_defer(event, &p->kick, on_kick, p);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(p->kick, SD_EVENT_OFF);
+        r = event_defer_new(event, &p->kick, on_kick, p);
         if (r < 0) {
                 publisher_free(p);
                 return r;

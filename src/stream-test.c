@@ -62,14 +62,12 @@ static bool parse_optional(const char *s, uint64_t *ret) {
 
 void stream_test_handle(StreamHub *hub, HttpRequest *req, usec_t max_duration_usec,
                         const char *color) {
-        uint64_t duration = DEFAULT_DURATION_SEC, last_id = 0;
+        uint64_t duration = DEFAULT_DURATION_SEC, last_id;
         uint64_t max_sec = max_duration_usec / USEC_PER_SEC;
-        const char *last = http_request_header(req, "Last-Event-ID");
+        bool has_last;
         TestStream *t;
         int r;
 
-        if (!last)
-                last = http_request_query(req, "lastEventId");
         if (!parse_optional(http_request_query(req, "duration"), &duration) ||
             duration < 1 || duration > max_sec) {
                 http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
@@ -77,7 +75,7 @@ void stream_test_handle(StreamHub *hub, HttpRequest *req, usec_t max_duration_us
                                    max_sec);
                 return;
         }
-        if (!parse_optional(last, &last_id) || last_id >= duration) {
+        if (stream_last_event_id(req, &has_last, &last_id) < 0 || last_id >= duration) {
                 http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
                                    "Last-Event-ID must be a tick id below the duration");
                 return;

@@ -6,6 +6,7 @@
 
 #include "event-util.h"
 #include "log.h"
+#include "parse-util.h"
 #include "sse.h"
 #include "stream.h"
 
@@ -242,6 +243,19 @@ static int on_heartbeat(sd_event_source *source, uint64_t usec, void *userdata) 
         }
         if (event_timer_arm(source, interval) < 0)
                 log_error("Failed to re-arm the stream heartbeat timer.");
+        return 0;
+}
+
+int stream_last_event_id(const HttpRequest *req, bool *ret_present, uint64_t *ret_id) {
+        const char *s = http_request_header(req, "Last-Event-ID");
+        uint64_t id = 0;
+
+        if (!s)
+                s = http_request_query(req, "lastEventId");
+        if (s && (parse_uint64(s, &id) < 0 || id > INT64_MAX))
+                return -EINVAL;
+        *ret_present = s != NULL;
+        *ret_id = id;
         return 0;
 }
 

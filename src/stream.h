@@ -57,6 +57,11 @@ void stream_hub_end_all(StreamHub *hub, const char *reason);
  * draining instance must not take on new long-lived work. */
 void stream_hub_refuse_new(StreamHub *hub, const char *reason);
 
+/* The id a reconnecting client last saw: the Last-Event-ID header, else
+ * ?lastEventId= (for clients that cannot set headers). 0 and *ret_present
+ * false when neither is given; -EINVAL when it is not an event id. */
+int stream_last_event_id(const HttpRequest *req, bool *ret_present, uint64_t *ret_id);
+
 /* Answers req with a text/event-stream response and registers it. */
 int stream_open(StreamHub *hub, HttpRequest *req, StreamCloseCallback close_cb, void *userdata,
                 Stream **ret);

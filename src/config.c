@@ -36,6 +36,7 @@ typedef struct ConfigKey {
         const char *default_value;      /* NULL: the key is required */
         uint64_t min, max;              /* for numbers, durations (usec) and sizes */
         bool reloadable;
+        const char *credential;         /* systemd credential name, for secrets */
 } ConfigKey;
 
 #define SEC(n)  ((n) * USEC_PER_SEC)
@@ -43,13 +44,16 @@ typedef struct ConfigKey {
 #define KiB(n)  ((n) * 1024ULL)
 
 #define KEY(id, t, field, def, lo, hi, reload) \
-        [CONFIG_##id] = { #id, t, offsetof(Config, field), def, lo, hi, reload }
+        [CONFIG_##id] = { #id, t, offsetof(Config, field), def, lo, hi, reload, NULL }
+/* A secret that may also come from $CREDENTIALS_DIRECTORY/<cred>. */
+#define SECRET_KEY(id, t, field, def, lo, hi, reload, cred) \
+        [CONFIG_##id] = { #id, t, offsetof(Config, field), def, lo, hi, reload, cred }
 
 /* The whole configuration surface. README.md and man/batond.conf.5 document
  * each key; keep them in step. "Reloadable" keys change on SIGHUP; the
  * others need a restart (a reload reports them and keeps the old value). */
 static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
-        KEY(DATABASE_URL,              TYPE_CONNINFO,       database_url,                   NULL,    0, 0, false),
+        SECRET_KEY(DATABASE_URL,       TYPE_CONNINFO,       database_url,                   NULL,    0, 0, false, "database-url"),
         KEY(DATABASE_CONNECT_TIMEOUT,  TYPE_DURATION,       database_connect_timeout_usec,  "10s",   SEC(1), SEC(300), true),
         KEY(DATABASE_QUERY_TIMEOUT,    TYPE_DURATION,       database_query_timeout_usec,    "10s",   MSEC(100), SEC(300), true),
         KEY(MIGRATION_LOCK_TIMEOUT,    TYPE_DURATION,       migration_lock_timeout_usec,    "10s",   MSEC(100), SEC(3600), true),
@@ -60,7 +64,7 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
         KEY(MAX_HEADER_BYTES,          TYPE_SIZE,           max_header_bytes,               "3K",    KiB(1), KiB(64), false),
         KEY(MAX_BODY_BYTES,            TYPE_SIZE,           max_body_bytes,                 "1M",    KiB(1), KiB(1024) * 1024, true),
         KEY(MAX_EVENT_BYTES,           TYPE_SIZE,           max_event_bytes,                "64K",   KiB(1), KiB(1024), true),
-        KEY(API_TOKEN,                 TYPE_SECRET,         api_token,                      "",      0, 512, true),
+        SECRET_KEY(API_TOKEN,          TYPE_SECRET,         api_token,                      "",      0, 512, true, "api-token"),
         KEY(NATS__ENABLED,             TYPE_BOOL,           nats_enabled,                   "false", 0, 0, false),
         KEY(NATS__URL,                 TYPE_NATS_URL,       nats_url,                       "nats://127.0.0.1:4222", 0, 0, false),
         KEY(NATS__SUBJECT_PREFIX,      TYPE_SUBJECT_PREFIX, nats_subject_prefix,            "baton", 0, 0, false),
@@ -75,6 +79,11 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
         KEY(STREAM_TEST_MAX_DURATION,  TYPE_DURATION,       stream_test_max_duration_usec,  "1h",    SEC(1), SEC(24 * 3600), true),
         KEY(LOG_LEVEL,                 TYPE_LOG_LEVEL,      log_level,                      "info",  0, 0, true),
         KEY(DEPLOYMENT_COLOR,          TYPE_NAME,           deployment_color,               "",      0, 32, false),
+        SECRET_KEY(DEPLOYMENT_TOKEN,   TYPE_SECRET,         deployment_token,               "",      0, 512, true, "deployment-token"),
+        KEY(METRICS_HOST,              TYPE_HOST,           metrics_host,                   "127.0.0.1", 0, 0, false),
+        KEY(METRICS_PORT,              TYPE_UINT,           metrics_port,                   "0",     0, 65535, false),
+        KEY(PUBLIC_HEALTH,             TYPE_BOOL,           public_health,                  "true",  0, 0, false),
+        KEY(ACCESS_LOG,                TYPE_BOOL,           access_log,                     "false", 0, 0, true),
 };
 
 #define FIELD(c, k, type) ((type *) ((char *) (c) + (k)->offset))
@@ -411,6 +420,86 @@ static int load_env(Config *c, char *const *envp, char **ret_error) {
         return 0;
 }
 
+/* Largest credential we read: tokens and connection strings. */
+#define CREDENTIAL_MAX 4096
+
+/* Reads one credential file; a single trailing newline (what an editor or
+ * "echo" leaves) is not part of the secret. -ENOENT when absent. */
+static int read_credential(const char *dir, const char *name, char **ret) {
+        _cleanup_free_ char *path = NULL;
+        _cleanup_free_ char *text = NULL;
+        FILE *f;
+        size_t n;
+
+        if (asprintf(&path, "%s/%s", dir, name) < 0)
+                return -ENOMEM;
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        text = malloc(CREDENTIAL_MAX + 1);
+        if (!text) {
+                fclose(f);
+                return -ENOMEM;
+        }
+        n = fread(text, 1, CREDENTIAL_MAX + 1, f);
+        fclose(f);
+        if (n > CREDENTIAL_MAX)
+                return -EFBIG;
+        text[n] = '\0';
+        if (n > 0 && text[n - 1] == '\n')
+                text[--n] = '\0';
+        if (n > 0 && text[n - 1] == '\r')
+                text[--n] = '\0';
+        if (memchr(text, '\0', n))
+                return -EINVAL;
+        *ret = TAKE_PTR(text);
+        return 0;
+}
+
+static const char *env_lookup(char *const *envp, const char *name);
+
+/* systemd passes LoadCredential= files in $CREDENTIALS_DIRECTORY, readable
+ * only by the service: the way to hand it secrets without putting them in
+ * the environment (which /proc/PID/environ and "systemctl show" reveal). */
+static int load_credentials(Config *c, char *const *envp, char **ret_error) {
+        const char *dir = env_lookup(envp, "CREDENTIALS_DIRECTORY");
+
+        if (isempty(dir))
+                return 0;
+        for (size_t i = 0; i < _CONFIG_KEY_MAX; i++) {
+                const ConfigKey *k = &config_keys[i];
+                _cleanup_free_ char *value = NULL;
+                int r;
+
+                if (!k->credential)
+                        continue;
+                r = read_credential(dir, k->credential, &value);
+                if (r == -ENOENT)
+                        continue;
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0) {
+                        if (asprintf(ret_error, "%s: cannot read credential %s/%s: %s", k->name, dir,
+                                     k->credential, r == -EFBIG ? "larger than 4 KiB" : strerror(-r)) < 0)
+                                return -ENOMEM;
+                        return r;
+                }
+                r = config_set(c, k, value, ret_error);
+                if (r < 0) {
+                        if (r != -ENOMEM) {
+                                char *e;
+                                if (asprintf(&e, "%s (from credential %s)", *ret_error, k->credential) < 0)
+                                        return -ENOMEM;
+                                free(*ret_error);
+                                *ret_error = e;
+                        }
+                        return r;
+                }
+                c->source[i] = CONFIG_SOURCE_CREDENTIAL;
+        }
+        return 0;
+}
+
 static int load_defaults(Config *c, char **ret_error) {
         for (size_t i = 0; i < _CONFIG_KEY_MAX; i++) {
                 if (!config_keys[i].default_value)
@@ -428,8 +517,9 @@ static int check_required(const Config *c, const char *path, char **ret_error) {
                 const ConfigKey *k = &config_keys[i];
                 if (k->default_value || !isempty(*FIELD(c, k, char *)))
                         continue;
-                if (asprintf(ret_error, "%s: required, but set neither in the environment nor in %s",
-                             k->name, path) < 0)
+                if (asprintf(ret_error, "%s: required, but set neither in the environment nor in %s%s%s",
+                             k->name, path, k->credential ? " nor as the credential " : "",
+                             strempty(k->credential)) < 0)
                         return -ENOMEM;
                 return -EINVAL;
         }
@@ -449,6 +539,8 @@ int config_load(const char *path, bool path_required, char *const *envp,
         r = load_defaults(c, &error);
         if (r >= 0)
                 r = load_file(c, path, path_required, &error);
+        if (r >= 0)
+                r = load_credentials(c, envp, &error);
         if (r >= 0)
                 r = load_env(c, envp, &error);
         if (r >= 0)
@@ -546,6 +638,7 @@ void config_dump(const Config *c, FILE *f) {
         static const char *const source_names[_CONFIG_SOURCE_MAX] = {
                 [CONFIG_SOURCE_DEFAULT] = "default",
                 [CONFIG_SOURCE_FILE] = "file",
+                [CONFIG_SOURCE_CREDENTIAL] = "credential",
                 [CONFIG_SOURCE_ENV] = "environment",
         };
 

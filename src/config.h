@@ -2,7 +2,9 @@
 #pragma once
 
 /* Configuration: one declarative table of keys (config.c) read from
- * defaults, then the optional file, then the environment, which wins.
+ * defaults, then the optional file, then systemd credentials (secrets
+ * only: $CREDENTIALS_DIRECTORY/<name>, see LoadCredential=), then the
+ * environment, which wins.
  *
  * A Config is immutable once loaded. Reload builds a fresh one and swaps it
  * in only when the whole load succeeded; keys that cannot change while
@@ -17,6 +19,7 @@
 typedef enum ConfigSource {
         CONFIG_SOURCE_DEFAULT,
         CONFIG_SOURCE_FILE,
+        CONFIG_SOURCE_CREDENTIAL,
         CONFIG_SOURCE_ENV,
         _CONFIG_SOURCE_MAX,
 } ConfigSource;
@@ -48,6 +51,11 @@ typedef enum ConfigKeyId {
         CONFIG_STREAM_TEST_MAX_DURATION,
         CONFIG_LOG_LEVEL,
         CONFIG_DEPLOYMENT_COLOR,
+        CONFIG_DEPLOYMENT_TOKEN,
+        CONFIG_METRICS_HOST,
+        CONFIG_METRICS_PORT,
+        CONFIG_PUBLIC_HEALTH,
+        CONFIG_ACCESS_LOG,
         _CONFIG_KEY_MAX,
 } ConfigKeyId;
 
@@ -84,6 +92,12 @@ typedef struct Config {
 
         int log_level;
         char *deployment_color;         /* "" when unset */
+        char *deployment_token;         /* "" when /health/deployment is off */
+
+        char *metrics_host;
+        uint64_t metrics_port;          /* 0: no metrics socket of our own */
+        bool public_health;             /* health and metrics on the public sockets too */
+        bool access_log;
 
         /* Where each key's value came from, for messages. */
         ConfigSource source[_CONFIG_KEY_MAX];

@@ -40,3 +40,48 @@ bool health_snapshot_ready(const HealthSnapshot *s);
 
 /* {"status":"UP"|"DOWN", ["reason":...,] "checks":{"database":{...}[,"nats":{...}]}} */
 json_t *health_snapshot_to_json(const HealthSnapshot *s);
+
+/* --- The full report of GET /health --- */
+
+/* Memory use above this share of the limit turns /health degraded. */
+#define MEMORY_DEGRADED_PERCENT 90.0
+
+typedef enum OverallHealth {
+        OVERALL_HEALTHY,
+        OVERALL_DEGRADED,               /* serving, but a dependency is down or memory is short */
+        OVERALL_UNHEALTHY,              /* shutting down, or a check could not run: 503 */
+} OverallHealth;
+
+const char *overall_health_to_string(OverallHealth h);
+
+typedef struct MemoryCheck {
+        bool read;                      /* false: the figures could not be read */
+        uint64_t used_bytes;
+        uint64_t limit_bytes;
+        const char *source;             /* "cgroup" or "physical" */
+        char error[CHECK_ERROR_MAX];
+} MemoryCheck;
+
+typedef struct ServerCheck {
+        bool draining;
+        uint64_t connections, requests, streams;
+} ServerCheck;
+
+typedef struct FullHealth {
+        const HealthSnapshot *snapshot;
+        MemoryCheck memory;
+        ServerCheck server;
+        const char *version;
+        const char *color;
+        usec_t uptime_usec;
+} FullHealth;
+
+/* The verdict and, unless healthy, why ("database is down", ...). */
+OverallHealth full_health_overall(const FullHealth *h, char *reason, size_t reason_size);
+
+/* {"status":"healthy"|"degraded"|"unhealthy", ["reason":...,] "version", "color",
+ *  "uptimeSeconds", "checks":{"database","nats","memory","server"}} */
+json_t *full_health_to_json(const FullHealth *h);
+
+/* GET /health/db: the database check alone ({"status":"UP","responseTimeMs":...}). */
+json_t *health_database_to_json(const HealthSnapshot *s);

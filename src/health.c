@@ -24,6 +24,8 @@ struct Health {
 
         HealthSnapshot snapshot;
         char starting_reason[256];
+        CheckStats database_stats;
+        CheckStats nats_stats;
 
         bool round_active;
         unsigned round_pending;
@@ -46,17 +48,22 @@ static void changed(Health *h) {
 }
 
 /* Logs a dependency going down or coming back, once per transition. */
-static void record(Health *h, CheckResult *c, const char *name, bool up, usec_t started,
-                   const char *error) {
+static void record(Health *h, CheckResult *c, CheckStats *stats, const char *name, bool up,
+                   usec_t started, const char *error) {
         bool was_up = c->checked && c->up;
         char buf[FORMAT_DURATION_MAX];
 
         check_result_set(c, up, now_usec(CLOCK_MONOTONIC) - started, error);
+        histogram_observe(&stats->duration, c->duration_usec);
+        if (up)
+                stats->passed++;
+        else
+                stats->failed++;
         if (was_up && !up)
-                log_warning("Health check of %s failed: %s", name, c->error);
+                log_event(LOG_WARNING, "dependency_down", "Health check of %s failed: %s", name, c->error);
         else if (!was_up && up && c->checked && h->snapshot.phase != HEALTH_STARTING)
-                log_info("Health check of %s passes again (%s).", name,
-                         format_duration(buf, sizeof(buf), c->duration_usec));
+                log_event(LOG_INFO, "dependency_up", "Health check of %s passes again (%s).", name,
+                          format_duration(buf, sizeof(buf), c->duration_usec));
 }
 
 static void round_finish(Health *h) {
@@ -88,14 +95,14 @@ static void on_db_checked(Db *db, const DbResult *result, void *userdata) {
                                  db_last_error(h->watched[i].db));
                         failure = error;
                 }
-        record(h, &h->snapshot.database, "PostgreSQL", !failure, h->db_started, failure);
+        record(h, &h->snapshot.database, &h->database_stats, "PostgreSQL", !failure, h->db_started, failure);
         check_done(h);
 }
 
 static void on_bus_checked(Bus *bus, const char *error, void *userdata) {
         Health *h = userdata;
 
-        record(h, &h->snapshot.nats, "NATS", !error, h->bus_started, error);
+        record(h, &h->snapshot.nats, &h->nats_stats, "NATS", !error, h->bus_started, error);
         check_done(h);
 }
 
@@ -111,7 +118,7 @@ static void round_start(Health *h) {
         h->db_started = now_usec(CLOCK_MONOTONIC);
         r = db_query(h->db, "SELECT 1", 0, NULL, h->settings.timeout_usec, on_db_checked, h);
         if (r < 0) {
-                record(h, &h->snapshot.database, "PostgreSQL", false, h->db_started,
+                record(h, &h->snapshot.database, &h->database_stats, "PostgreSQL", false, h->db_started,
                        r == -ENOTCONN ? db_last_error(h->db) : strerror(-r));
                 check_done(h);
         }
@@ -120,7 +127,7 @@ static void round_start(Health *h) {
         h->bus_started = now_usec(CLOCK_MONOTONIC);
         r = bus_check(h->bus, h->settings.timeout_usec, on_bus_checked, h);
         if (r < 0) {
-                record(h, &h->snapshot.nats, "NATS", false, h->bus_started,
+                record(h, &h->snapshot.nats, &h->nats_stats, "NATS", false, h->bus_started,
                        r == -ENOTCONN || r == -EIO ? bus_last_error(h->bus) : strerror(-r));
                 check_done(h);
         }
@@ -203,6 +210,14 @@ const HealthSnapshot *health_snapshot(const Health *h) {
 
 uint64_t health_rounds(const Health *h) {
         return h->rounds;
+}
+
+const CheckStats *health_database_stats(const Health *h) {
+        return &h->database_stats;
+}
+
+const CheckStats *health_nats_stats(const Health *h) {
+        return &h->nats_stats;
 }
 
 void health_respond_ready(Health *h, HttpRequest *req) {

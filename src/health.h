@@ -14,8 +14,16 @@
 #include "db.h"
 #include "health-report.h"
 #include "http.h"
+#include "metrics.h"
 
 typedef struct Health Health;
+
+/* Every check of one dependency so far, for /metrics. */
+typedef struct CheckStats {
+        uint64_t passed;
+        uint64_t failed;
+        Histogram duration;
+} CheckStats;
 
 typedef struct HealthSettings {
         usec_t timeout_usec;
@@ -47,6 +55,8 @@ bool health_ready(const Health *health);
 const HealthSnapshot *health_snapshot(const Health *health);
 /* Rounds completed so far (startup waits for one that began after it). */
 uint64_t health_rounds(const Health *health);
+const CheckStats *health_database_stats(const Health *health);
+const CheckStats *health_nats_stats(const Health *health);
 
 /* 200 or 503 with the snapshot as JSON (for /ready and /startup). */
 void health_respond_ready(Health *health, HttpRequest *req);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -37,6 +38,8 @@ typedef struct HttpListener {
         sd_event_source *io_source;
         sd_event_source *timer_source;
         char *address;
+        uint16_t port;
+        bool metrics;                   /* health and metrics only */
         bool quiesced;
 } HttpListener;
 
@@ -54,10 +57,19 @@ struct HttpServer {
         bool ready;
         bool draining;
         bool stopping;
+        bool public_ops;
 
         HttpCounters counters;
+        RequestMetrics metrics;
         HttpRequestDoneCallback done_cb;
         void *done_userdata;
+        HttpRequestLogCallback log_cb;
+        void *log_userdata;
+
+        /* Request ids: a random prefix per process and a counter, so that
+         * an id found in the journal names one request of one process. */
+        char request_id_prefix[13];
+        uint64_t request_seq;
 
         /* Suspended requests, so that all can be resumed before MHD stops. */
         HttpRequest *suspended_head;
@@ -65,6 +77,7 @@ struct HttpServer {
 
 struct HttpRequest {
         HttpServer *server;
+        HttpListener *listener;
         struct MHD_Connection *connection;
         const char *path;               /* MHD's, valid for the request's life */
         HttpMethod method;
@@ -76,6 +89,11 @@ struct HttpRequest {
         bool suspended;
         bool is_stream;
         bool failed;                    /* no response possible: close */
+
+        uint64_t seq;
+        usec_t started_usec;
+        usec_t answered_usec;           /* when the response went to MHD */
+        char *client_request_id;        /* a valid X-Request-ID, or NULL */
 
         unsigned status;
         struct MHD_Response *response;  /* owned, or NULL */
@@ -147,8 +165,13 @@ static void request_set_response(HttpRequest *req, unsigned status, struct MHD_R
                 http_shared_response_unref(shared);
                 return;
         }
-        if (response)
+        if (response) {
+                char id[HTTP_REQUEST_ID_MAX + 1];
                 add_common_headers(response);
+                /* Shared (prebuilt) responses cannot carry a per-request header. */
+                if (MHD_add_response_header(response, "X-Request-ID", http_request_id(req, id)) != MHD_YES)
+                        log_debug("Failed to add X-Request-ID header, ignoring.");
+        }
         req->status = status;
         req->response = response;
         req->shared = shared;
@@ -254,6 +277,23 @@ HttpSharedResponse *http_shared_response_unref(HttpSharedResponse *r) {
 
 void http_respond_shared(HttpRequest *req, HttpSharedResponse *r) {
         request_set_response(req, r->status, NULL, http_shared_response_ref(r));
+}
+
+void http_respond_text(HttpRequest *req, unsigned status, const char *content_type, char *text,
+                       size_t size) {
+        struct MHD_Response *r = MHD_create_response_from_buffer(size, text, MHD_RESPMEM_MUST_FREE);
+
+        if (!r) {
+                free(text);
+                http_respond_json(req, status, NULL);   /* the out-of-memory answer */
+                return;
+        }
+        if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) != MHD_YES) {
+                MHD_destroy_response(r);
+                http_respond_json(req, status, NULL);
+                return;
+        }
+        request_set_response(req, status, r, NULL);
 }
 
 void http_respond_json_text(HttpRequest *req, unsigned status, char *text, size_t size) {
@@ -370,6 +410,27 @@ const char *http_request_body(const HttpRequest *req, size_t *ret_size) {
         return req->body ? req->body : "";
 }
 
+const char *http_request_id(const HttpRequest *req, char buf[HTTP_REQUEST_ID_MAX + 1]) {
+        if (req->client_request_id)
+                return req->client_request_id;
+        snprintf(buf, HTTP_REQUEST_ID_MAX + 1, "%s-%06" PRIx64, req->server->request_id_prefix, req->seq);
+        return buf;
+}
+
+/* An id from the client (nginx: proxy_set_header X-Request-ID $request_id)
+ * ties its log line to ours; it goes into the journal, so only plain ones. */
+static bool request_id_usable(const char *id) {
+        size_t n = strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:");
+        return n > 0 && n <= HTTP_REQUEST_ID_MAX && id[n] == '\0';
+}
+
+static void request_take_client_id(HttpRequest *req) {
+        const char *id = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "X-Request-ID");
+
+        if (id && request_id_usable(id))
+                req->client_request_id = strdup(id);    /* NULL on failure: our own id then */
+}
+
 /* --- the request state machine, driven by MHD --- */
 
 static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -401,6 +462,16 @@ static uint64_t request_body_limit(const HttpRequest *req) {
         return l->max_body_bytes;
 }
 
+/* The metrics socket serves only health and metrics; the public ones
+ * serve them too unless PUBLIC_HEALTH=false. Elsewhere they do not exist. */
+static bool route_hidden(const HttpListener *l, const Route *route) {
+        bool ops = route->flags & ROUTE_OPS;
+
+        if (l->metrics)
+                return !ops;
+        return ops && !l->server->public_ops;
+}
+
 /* Decides what we can from the request line and headers. Errors that mean
  * we will not read the body (413, 431) are queued at once, which makes MHD
  * close the connection afterwards; the rest wait for the final call so the
@@ -413,6 +484,7 @@ static enum MHD_Result request_begin(HttpRequest *req) {
         char allow[64];
         int r;
 
+        request_take_client_id(req);
         info = MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
         if (info && info->header_size > s->limits.max_header_bytes) {
                 http_respond_error(req, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, "header_too_large",
@@ -421,6 +493,10 @@ static enum MHD_Result request_begin(HttpRequest *req) {
                 return MHD_YES;
         }
         r = router_match(s->routes, s->n_routes, req->path, req->method, &req->match);
+        if (r == 0 && route_hidden(req->listener, req->match.route)) {
+                req->match.route = NULL;
+                r = -ENOENT;
+        }
         content_length = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (content_length && framing_ambiguous(req->connection)) {
@@ -500,6 +576,7 @@ static enum MHD_Result request_queue(HttpRequest *req) {
                         log_debug("Failed to add Connection: close, ignoring.");
         }
         ret = MHD_queue_response(req->connection, req->status, response);
+        req->answered_usec = now_usec(CLOCK_MONOTONIC);
         /* MHD holds its own reference from here on. */
         if (req->response)
                 MHD_destroy_response(req->response);
@@ -558,15 +635,47 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
 
 /* Called as soon as MHD has the request line: the request exists from here. */
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connection) {
-        HttpServer *s = cls;
+        HttpListener *l = cls;
+        HttpServer *s = l->server;
         HttpRequest *req = calloc(1, sizeof(HttpRequest));
 
         if (!req)
                 return NULL;
         req->server = s;
+        req->listener = l;
         req->path = "";
+        req->seq = ++s->request_seq;
+        req->started_usec = now_usec(CLOCK_MONOTONIC);
         s->counters.active_requests++;
         return req;
+}
+
+/* Counts the finished request and hands it to the access log. */
+static void request_observe(HttpRequest *req) {
+        HttpServer *s = req->server;
+        const Route *route = req->match.route;
+        /* Until the answer was handed over: MHD reports completion only
+         * when it next looks at the connection (for a client that closes,
+         * when it sees the close), which would time the client instead. */
+        usec_t end = req->answered_usec ? req->answered_usec : now_usec(CLOCK_MONOTONIC);
+        usec_t duration = end > req->started_usec ? end - req->started_usec : 0;
+        char id[HTTP_REQUEST_ID_MAX + 1];
+
+        request_metrics_observe(&s->metrics, route ? (size_t) (route - s->routes) : SIZE_MAX,
+                                req->method, req->status, duration);
+        if (!s->log_cb)
+                return;
+        HttpRequestRecord record = {
+                .request_id = http_request_id(req, id),
+                .route = route ? route->name : METRICS_UNMATCHED,
+                .route_flags = route ? route->flags : 0,
+                .method = metrics_method_label(metrics_method_index(req->method)),
+                .path = req->path,
+                .status = req->status,
+                .duration_usec = duration,
+                .stream = req->is_stream,
+        };
+        s->log_cb(&record, s->log_userdata);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
@@ -584,6 +693,10 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
         }
         if (req->end_cb)
                 req->end_cb(req, req->end_userdata);
+        /* Only requests batond saw the headers of: MHD also completes the
+         * requests it answered itself (malformed ones), without a path. */
+        if (req->headers_seen)
+                request_observe(req);
         if (req->response)
                 MHD_destroy_response(req->response);
         http_shared_response_unref(req->shared);
@@ -593,6 +706,7 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
                 s->counters.active_requests--;
         s->counters.requests_total++;
         free(req->body);
+        free(req->client_request_id);
         free(req);
 
         if (s->done_cb)
@@ -687,6 +801,8 @@ static int listener_start(HttpServer *s, HttpListener *l, ListenSocket *sock) {
         int r;
 
         l->server = s;
+        l->port = sock->port;
+        l->metrics = sock->metrics;
         l->address = strdup(sock->address);
         if (!l->address)
                 return -ENOMEM;
@@ -698,7 +814,7 @@ static int listener_start(HttpServer *s, HttpListener *l, ListenSocket *sock) {
                 MHD_OPTION_CONNECTION_LIMIT, (unsigned) s->limits.max_connections,
                 MHD_OPTION_CONNECTION_TIMEOUT, timeout_sec,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
-                MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+                MHD_OPTION_URI_LOG_CALLBACK, on_uri, l,
                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                 MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
@@ -727,6 +843,16 @@ static int listener_start(HttpServer *s, HttpListener *l, ListenSocket *sock) {
         return 0;
 }
 
+static int make_request_id_prefix(char *buf, size_t size) {
+        uint8_t bytes[6];
+
+        if (getrandom(bytes, sizeof(bytes), 0) != (ssize_t) sizeof(bytes))
+                return -errno;
+        snprintf(buf, size, "%02x%02x%02x%02x%02x%02x", bytes[0], bytes[1], bytes[2], bytes[3],
+                 bytes[4], bytes[5]);
+        return 0;
+}
+
 int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limits,
                     const Route *routes, size_t n_routes, void *handler_userdata,
                     HttpServer **ret) {
@@ -741,6 +867,14 @@ int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limit
         s->routes = routes;
         s->n_routes = n_routes;
         s->handler_userdata = handler_userdata;
+        s->public_ops = true;
+
+        r = request_metrics_init(&s->metrics, routes, n_routes);
+        if (r < 0)
+                return r;
+        r = make_request_id_prefix(s->request_id_prefix, sizeof(s->request_id_prefix));
+        if (r < 0)
+                return r;
 
         r = event_defer_new(event, &s->run_source, on_run, s);
         if (r < 0)
@@ -782,6 +916,7 @@ HttpServer *http_server_free(HttpServer *s) {
                 free(l->address);
         }
         free(s->listeners);
+        request_metrics_done(&s->metrics);
         sd_event_source_disable_unref(s->run_source);
         sd_event_unref(s->event);
         return mfree(s);
@@ -790,6 +925,26 @@ HttpServer *http_server_free(HttpServer *s) {
 void http_server_set_request_done_callback(HttpServer *s, HttpRequestDoneCallback cb, void *userdata) {
         s->done_cb = cb;
         s->done_userdata = userdata;
+}
+
+void http_server_set_request_log_callback(HttpServer *s, HttpRequestLogCallback cb, void *userdata) {
+        s->log_cb = cb;
+        s->log_userdata = userdata;
+}
+
+void http_server_set_public_ops(HttpServer *s, bool public_ops) {
+        s->public_ops = public_ops;
+}
+
+const RequestMetrics *http_server_request_metrics(const HttpServer *s) {
+        return &s->metrics;
+}
+
+uint16_t http_server_public_port(const HttpServer *s) {
+        for (size_t i = 0; i < s->n_listeners; i++)
+                if (!s->listeners[i].metrics)
+                        return s->listeners[i].port;
+        return 0;
 }
 
 void http_server_set_ready(HttpServer *s, bool ready) {
@@ -853,13 +1008,18 @@ HttpCounters http_server_counters(const HttpServer *s) {
 
 int http_server_add_connection(HttpServer *s, int fd) {
         struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        HttpListener *l = NULL;
 
-        if (s->n_listeners == 0) {
+        /* The self-probe asks for /_/health/live: a listener that serves it. */
+        for (size_t i = 0; i < s->n_listeners && !l; i++)
+                if (s->listeners[i].metrics || s->public_ops)
+                        l = &s->listeners[i];
+        if (!l) {
                 close(fd);
                 return -ENOTCONN;
         }
         /* MHD closes fd itself when this fails. */
-        if (MHD_add_connection(s->listeners[0].daemon, fd, (const struct sockaddr *) &addr,
+        if (MHD_add_connection(l->daemon, fd, (const struct sockaddr *) &addr,
                                sizeof(sa_family_t)) != MHD_YES)
                 return errno > 0 ? -errno : -EIO;
         http_server_schedule_run(s);

@@ -17,6 +17,7 @@
 #include <systemd/sd-event.h>
 
 #include "listen.h"
+#include "metrics.h"
 #include "router.h"
 #include "util.h"
 
@@ -41,6 +42,24 @@ typedef struct HttpCounters {
  * (the drain logic waits on both). */
 typedef void (*HttpRequestDoneCallback)(HttpServer *server, void *userdata);
 
+/* What the access log needs of a finished request. */
+typedef struct HttpRequestRecord {
+        const char *request_id;
+        const char *route;              /* the route's name, or "unmatched" */
+        unsigned route_flags;
+        const char *method;
+        const char *path;               /* without the query string */
+        unsigned status;                /* 0: no answer from batond */
+        usec_t duration_usec;           /* until the answer (a stream's start) was queued */
+        bool stream;
+} HttpRequestRecord;
+
+typedef void (*HttpRequestLogCallback)(const HttpRequestRecord *record, void *userdata);
+
+/* The longest request id batond takes from X-Request-ID (nginx's
+ * $request_id is 32); longer or unusual ones are replaced by its own. */
+#define HTTP_REQUEST_ID_MAX 64
+
 /* Takes ownership of the sockets in 'sockets' (their fds become -1). */
 int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limits,
                     const Route *routes, size_t n_routes, void *handler_userdata,
@@ -50,6 +69,18 @@ DEFINE_POINTER_CLEANUP(HttpServer, http_server_free);
 
 void http_server_set_request_done_callback(HttpServer *server, HttpRequestDoneCallback cb,
                                            void *userdata);
+void http_server_set_request_log_callback(HttpServer *server, HttpRequestLogCallback cb,
+                                          void *userdata);
+
+/* Routes flagged ROUTE_OPS are also served on the public sockets (true by
+ * default); only on the metrics socket otherwise. */
+void http_server_set_public_ops(HttpServer *server, bool public_ops);
+
+/* Per-route request counts and durations, kept up to date by the server. */
+const RequestMetrics *http_server_request_metrics(const HttpServer *server);
+
+/* The port of the first public socket (0 for unix sockets). */
+uint16_t http_server_public_port(const HttpServer *server);
 
 /* Routes flagged ROUTE_NEEDS_READY answer 503 until this is set. */
 void http_server_set_ready(HttpServer *server, bool ready);
@@ -83,6 +114,9 @@ const RouteParam *http_request_param(const HttpRequest *req, size_t i);
 const char *http_request_query(const HttpRequest *req, const char *key);
 const char *http_request_header(const HttpRequest *req, const char *name);
 const char *http_request_body(const HttpRequest *req, size_t *ret_size);
+/* The client's X-Request-ID when it sent a usable one, else batond's own
+ * ("<12 hex digits of this process>-<counter>"); in buf. */
+const char *http_request_id(const HttpRequest *req, char buf[HTTP_REQUEST_ID_MAX + 1]);
 
 /* Responds with a JSON body (steals 'body', which may be NULL on allocation
  * failure: then a 500 goes out). */
@@ -101,6 +135,9 @@ void http_respond_shared(HttpRequest *req, HttpSharedResponse *r);
 /* Responds with JSON text that is already serialised (takes 'text', which
  * must have been allocated with malloc()). */
 void http_respond_json_text(HttpRequest *req, unsigned status, char *text, size_t size);
+/* The same with another content type. */
+void http_respond_text(HttpRequest *req, unsigned status, const char *content_type, char *text,
+                       size_t size);
 
 /* Adds a header to the response just set (before it is queued). */
 void http_request_add_response_header(HttpRequest *req, const char *name, const char *value);

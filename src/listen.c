@@ -10,16 +10,21 @@
 #include "listen.h"
 #include "log.h"
 
-char *socket_local_address(int fd) {
+char *socket_local_address(int fd, uint16_t *ret_port) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         char host[INET6_ADDRSTRLEN], *s = NULL;
+        uint16_t unused;
 
+        if (!ret_port)
+                ret_port = &unused;
+        *ret_port = 0;
         if (getsockname(fd, (struct sockaddr *) &ss, &len) < 0)
                 return NULL;
         switch (ss.ss_family) {
         case AF_INET: {
                 const struct sockaddr_in *in = (const struct sockaddr_in *) &ss;
+                *ret_port = ntohs(in->sin_port);
                 if (!inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host)) ||
                     asprintf(&s, "%s:%u", host, ntohs(in->sin_port)) < 0)
                         return NULL;
@@ -27,6 +32,7 @@ char *socket_local_address(int fd) {
         }
         case AF_INET6: {
                 const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) &ss;
+                *ret_port = ntohs(in6->sin6_port);
                 if (!inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host)) ||
                     asprintf(&s, "[%s]:%u", host, ntohs(in6->sin6_port)) < 0)
                         return NULL;
@@ -60,7 +66,12 @@ static int add_socket(ListenSet *set, int fd, const char *name) {
                 return -ENOMEM;
         set->sockets = s;
         s = &set->sockets[set->n_sockets];
-        *s = (ListenSocket) { .fd = fd, .name = strdup(name), .address = socket_local_address(fd) };
+        *s = (ListenSocket) {
+                .fd = fd,
+                .name = strdup(name),
+                .metrics = streq(name, LISTEN_METRICS_NAME),
+        };
+        s->address = socket_local_address(fd, &s->port);
         if (!s->name || !s->address) {
                 free(s->name);
                 free(s->address);
@@ -113,7 +124,9 @@ static int bind_one(const struct addrinfo *ai) {
         return take_fd(&fd);
 }
 
-static int acquire_by_binding(const char *host, uint16_t port, ListenSet *set, char **ret_error) {
+/* key: the setting named in errors ("SERVER_HOST"); name: the socket's. */
+static int acquire_by_binding(const char *key, const char *host, uint16_t port, const char *name,
+                              ListenSet *set, char **ret_error) {
         struct addrinfo hints = {
                 .ai_family = AF_UNSPEC,
                 .ai_socktype = SOCK_STREAM,
@@ -132,7 +145,7 @@ static int acquire_by_binding(const char *host, uint16_t port, ListenSet *set, c
 
         r = getaddrinfo(bare, service, &hints, &result);
         if (r != 0) {
-                if (asprintf(ret_error, "SERVER_HOST: cannot resolve '%s': %s", host, gai_strerror(r)) < 0)
+                if (asprintf(ret_error, "%s: cannot resolve '%s': %s", key, host, gai_strerror(r)) < 0)
                         return -ENOMEM;
                 return -EADDRNOTAVAIL;
         }
@@ -143,17 +156,35 @@ static int acquire_by_binding(const char *host, uint16_t port, ListenSet *set, c
         }
         freeaddrinfo(result);
         if (fd < 0) {
-                if (asprintf(ret_error, "cannot listen on %s port %u: %s", host, port, strerror(-fd)) < 0)
+                if (asprintf(ret_error, "cannot listen on %s port %u (%s): %s", host, port, key,
+                             strerror(-fd)) < 0)
                         return -ENOMEM;
                 return fd;
         }
-        r = add_socket(set, fd, "http");
+        r = add_socket(set, fd, name);
         if (r < 0)
                 close(fd);
         return r;
 }
 
-int listen_acquire(const char *host, uint16_t port, ListenSet *ret, char **ret_error) {
+bool listen_set_has_metrics(const ListenSet *set) {
+        for (size_t i = 0; i < set->n_sockets; i++)
+                if (set->sockets[i].metrics)
+                        return true;
+        return false;
+}
+
+static int check_public_socket(const ListenSet *set, char **ret_error) {
+        for (size_t i = 0; i < set->n_sockets; i++)
+                if (!set->sockets[i].metrics)
+                        return 0;
+        if (asprintf(ret_error, "systemd passed only sockets named '%s'; the service needs one "
+                     "more for its API", LISTEN_METRICS_NAME) < 0)
+                return -ENOMEM;
+        return -EINVAL;
+}
+
+int listen_acquire(const ListenConfig *config, ListenSet *ret, char **ret_error) {
         ListenSet set = { 0 };
         char **names = NULL;
         int n, r;
@@ -166,13 +197,19 @@ int listen_acquire(const char *host, uint16_t port, ListenSet *ret, char **ret_e
                         return -ENOMEM;
                 return n;
         }
-        if (n > 0)
+        if (n > 0) {
                 r = acquire_from_systemd(n, names, &set, ret_error);
-        else
-                r = acquire_by_binding(host, port, &set, ret_error);
+                if (r >= 0)
+                        r = check_public_socket(&set, ret_error);
+        } else
+                r = acquire_by_binding("SERVER_HOST", config->host, config->port, "http", &set, ret_error);
         for (int i = 0; names && i < n; i++)
                 free(names[i]);
         free(names);
+        /* A metrics socket from systemd wins over METRICS_PORT. */
+        if (r >= 0 && config->metrics_port != 0 && !listen_set_has_metrics(&set))
+                r = acquire_by_binding("METRICS_HOST", config->metrics_host, config->metrics_port,
+                                       LISTEN_METRICS_NAME, &set, ret_error);
         if (r < 0) {
                 listen_set_done(&set);
                 return r;

@@ -113,21 +113,15 @@ static void write_journal(int level, int error, const char *file, int line, cons
                 dprintf(STDERR_FILENO, "<%d>%s\n", level, message);
 }
 
-static void write_stderr(int level, const char *const *fields, const char *message) {
-        char line[LOG_LINE_MAX + 512];
+/* Fields are journal metadata: the plain line carries only the message,
+ * which says the same for people. */
+static void write_stderr(int level, const char *message) {
+        char line[LOG_LINE_MAX + 32];
         size_t len;
         int n;
 
         n = snprintf(line, sizeof(line), "%s: %s", log_level_to_string(level), message);
         len = n < 0 ? 0 : (size_t) n >= sizeof(line) ? sizeof(line) - 1 : (size_t) n;
-        for (size_t i = 0; fields && fields[i] && len < sizeof(line) - 1; i++) {
-                n = snprintf(line + len, sizeof(line) - len, " %s", fields[i]);
-                if (n < 0)
-                        break;
-                len += (size_t) n;
-                if (len >= sizeof(line))
-                        len = sizeof(line) - 1;
-        }
         line[len++] = '\n';
         /* One write() per record keeps lines from different threads whole. */
         (void) !write(STDERR_FILENO, line, len);
@@ -146,7 +140,7 @@ int log_internal(int level, int error, const char *file, int line, const char *f
         if (use_journal)
                 write_journal(level, error, file, line, func, fields, message);
         else
-                write_stderr(level, fields, message);
+                write_stderr(level, message);
 
         errno = saved_errno;
         return -abs(error);

@@ -36,6 +36,11 @@ int log_internal(int level, int error, const char *file, int line, const char *f
                                 __VA_ARGS__)                                            \
                  : -abs(error))
 
+/* A record that marks a step of the service's life, with BATON_EVENT=<event>
+ * for "journalctl BATON_EVENT=ready"; event must be a string literal. */
+#define log_event(level, event, ...)                                                    \
+        log_full((level), 0, ((const char *const[]) { "BATON_EVENT=" event, NULL }), __VA_ARGS__)
+
 #define log_debug(...)              log_full(LOG_DEBUG, 0, NULL, __VA_ARGS__)
 #define log_info(...)               log_full(LOG_INFO, 0, NULL, __VA_ARGS__)
 #define log_notice(...)             log_full(LOG_NOTICE, 0, NULL, __VA_ARGS__)

@@ -6,11 +6,13 @@
 #include <sys/resource.h>
 
 #include "event-format.h"
+#include "event-util.h"
 #include "listen.h"
 #include "log.h"
 #include "manager.h"
 #include "notify.h"
 #include "routes.h"
+#include "status.h"
 #include "version.h"
 
 /* Descriptors kept free for PostgreSQL, NATS, the journal and the probe. */
@@ -33,21 +35,41 @@ static void manager_set_status(Manager *m, const char *format, ...) {
         notify_status("%s", text);
 }
 
-/* STATUS= once running: where we serve and whether dependencies are up. */
+/* STATUS= once running: where we serve, whether dependencies are up, and
+ * the live counts. */
 static void manager_update_running_status(Manager *m) {
         const HealthSnapshot *h = health_snapshot(m->health);
-        const char *color = m->config->deployment_color;
+        char reason[CHECK_ERROR_MAX + 32], text[sizeof(m->status)];
 
         /* Startup and the drain report their own progress. */
         if (h->phase != HEALTH_RUNNING)
                 return;
-        if (health_ready(m->health))
-                manager_set_status(m, "Ready on %s%s%s", m->listen_summary,
-                                   isempty(color) ? "" : ", colour ", color);
-        else if (!h->database.up)
-                manager_set_status(m, "Not ready: database check fails: %s", h->database.error);
+        if (!h->database.up)
+                snprintf(reason, sizeof(reason), "database check fails: %s", h->database.error);
         else
-                manager_set_status(m, "Not ready: NATS check fails: %s", h->nats.error);
+                snprintf(reason, sizeof(reason), "NATS check fails: %s", h->nats.error);
+        RunningStatus rs = {
+                .listen = m->listen_summary,
+                .color = m->config->deployment_color,
+                .ready = health_ready(m->health),
+                .not_ready_reason = reason,
+                .counters = http_server_counters(m->http),
+        };
+        status_format_running(&rs, text, sizeof(text));
+        manager_set_status(m, "%s", text);
+}
+
+/* The counts change with every request: refreshing once a second is what
+ * "rate-limited" means here (sd_notify is cheap, but systemd parses each). */
+static int on_status_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        if (health_snapshot(m->health)->phase != HEALTH_RUNNING)
+                return 0;       /* the drain took over STATUS= */
+        manager_update_running_status(m);
+        if (event_timer_arm(source, STATUS_REFRESH_USEC) < 0)
+                log_error("Failed to re-arm the status timer; STATUS= stops updating.");
+        return 0;
 }
 
 /* --- startup --- */
@@ -66,17 +88,19 @@ static void on_startup_ready(Startup *s, void *userdata) {
         health_set_phase(m->health, HEALTH_RUNNING, NULL);
         notify_ready();
         m->ready_sent = true;
-        log_info("Ready: serving on %s.", m->listen_summary);
+        log_event(LOG_INFO, "ready", "Ready: serving on %s.", m->listen_summary);
         /* The first ping right after READY=1, then self-probes. */
         if (watchdog_start(m->watchdog) < 0)
                 log_warning("Running without watchdog pings; systemd will restart us if it expects them.");
         manager_update_running_status(m);
+        if (event_timer_arm(m->status_timer, STATUS_REFRESH_USEC) < 0)
+                log_error("Failed to start the status timer; STATUS= shows no live counts.");
 }
 
 static void on_startup_fatal(Startup *s, const char *error, void *userdata) {
         Manager *m = userdata;
 
-        log_error("Cannot become ready: %s", error);
+        log_event(LOG_ERR, "startup_failed", "Cannot become ready: %s", error);
         manager_set_status(m, "Failed: %s", error);
         m->exit_code = EXIT_FAILURE;
         (void) sd_event_exit(m->event, EXIT_FAILURE);
@@ -130,10 +154,13 @@ static void on_bus_event(Bus *bus, const char *topic, const char *data, size_t s
 static void on_health_change(Health *h, void *userdata) {
         Manager *m = userdata;
 
-        if (startup_step(m->startup) == STARTUP_DONE)
-                manager_update_running_status(m);
-        else
+        if (startup_step(m->startup) != STARTUP_DONE) {
                 startup_on_health_round(m->startup);
+                return;
+        }
+        /* Readiness flipping is news at once; counts wait for the timer. */
+        if (health_ready(h) != (strncmp(m->status, "Ready", 5) == 0))
+                manager_update_running_status(m);
 }
 
 /* --- stop and reload --- */
@@ -141,7 +168,7 @@ static void on_health_change(Health *h, void *userdata) {
 static void on_drained(Drain *d, bool forced, void *userdata) {
         Manager *m = userdata;
 
-        log_info("Stopping%s.", forced ? " (forced)" : "");
+        log_event(LOG_INFO, "stopping", "Stopping%s.", forced ? " (forced)" : "");
         (void) sd_event_exit(m->event, EXIT_SUCCESS);
 }
 
@@ -155,7 +182,8 @@ static int on_stop_signal(sd_event_source *source, const struct signalfd_siginfo
         DrainMode mode = si->ssi_signo == SIGINT ? DRAIN_FAST : DRAIN_GRACEFUL;
 
         if (!drain_active(m->drain))
-                log_info("Received %s.", si->ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+                log_event(LOG_INFO, "drain_started", "Received %s.",
+                          si->ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
         /* A stop before READY=1 wins: startup must not announce readiness
          * (or reset the phase) behind the drain's back. */
         startup_cancel(m->startup);
@@ -230,6 +258,7 @@ static void manager_apply_config(Manager *m) {
         FanoutSettings fs = fanout_settings(c);
 
         log_set_max_level(c->log_level);
+        access_log_set_enabled(m->access_log, c->access_log);
         db_set_timeouts(m->db, c->database_connect_timeout_usec, c->retry_backoff_max_usec);
         db_set_timeouts(m->db_write, c->database_connect_timeout_usec, c->retry_backoff_max_usec);
         db_set_timeouts(m->db_read, c->database_connect_timeout_usec, c->retry_backoff_max_usec);
@@ -263,7 +292,7 @@ static int on_sighup(sd_event_source *source, const struct signalfd_siginfo *si,
         }
         r = config_load(m->config_path, m->config_path_required, environ, &next, &error);
         if (r < 0)
-                log_error("Reload failed, keeping the running configuration: %s",
+                log_event(LOG_ERR, "reload_failed", "Reload failed, keeping the running configuration: %s",
                           error ? error : strerror(-r));
         else {
                 r = config_merge_reload(m->config, next, report_reload_change, m);
@@ -274,7 +303,7 @@ static int on_sighup(sd_event_source *source, const struct signalfd_siginfo *si,
                         m->config = TAKE_PTR(next);
                         manager_apply_config(m);
                         log_shadowed_keys(m->config);
-                        log_info("Reloaded configuration: %d key(s) changed.", r);
+                        log_event(LOG_INFO, "reloaded", "Reloaded configuration: %d key(s) changed.", r);
                 }
         }
         if (tell_systemd) {
@@ -314,7 +343,7 @@ static char *listen_summary(const ListenSet *set) {
         char *s;
 
         for (size_t i = 0; i < set->n_sockets; i++)
-                len += strlen(set->sockets[i].address) + 2;
+                len += strlen(set->sockets[i].address) + strlen(" (metrics)") + 2;
         s = calloc(1, len);
         if (!s)
                 return NULL;
@@ -322,21 +351,40 @@ static char *listen_summary(const ListenSet *set) {
                 if (i > 0)
                         strcat(s, ", ");
                 strcat(s, set->sockets[i].address);
+                if (set->sockets[i].metrics)
+                        strcat(s, " (metrics)");
         }
         return s;
 }
 
+/* Returns an exit code: EXIT_CONFIG when the settings cannot work. */
 static int manager_start_http(Manager *m) {
         _cleanup_free_ char *error = NULL;
         ListenSet sockets = { 0 };
+        const Config *c = m->config;
         const Route *table;
         size_t n_routes;
         int r;
 
-        r = listen_acquire(m->config->server_host, (uint16_t) m->config->server_port, &sockets, &error);
+        ListenConfig lc = {
+                .host = c->server_host,
+                .port = (uint16_t) c->server_port,
+                .metrics_host = c->metrics_host,
+                .metrics_port = (uint16_t) c->metrics_port,
+        };
+        r = listen_acquire(&lc, &sockets, &error);
         if (r < 0) {
                 log_error("%s", error ? error : strerror(-r));
-                return r;
+                return EXIT_FAILURE;
+        }
+        /* Hiding the probes with nowhere else to serve them would leave
+         * systemd's watchdog and every health check blind. */
+        if (!c->public_health && !listen_set_has_metrics(&sockets)) {
+                log_error("Invalid configuration: PUBLIC_HEALTH: 'false' needs a metrics socket "
+                          "(METRICS_PORT, or a socket named '%s'), or health and metrics would be "
+                          "served nowhere", LISTEN_METRICS_NAME);
+                listen_set_done(&sockets);
+                return EXIT_CONFIG;
         }
         HttpLimits limits = {
                 .max_connections = fit_connections_to_fd_limit(m->config->max_connections,
@@ -352,8 +400,10 @@ static int manager_start_http(Manager *m) {
                               : -ENOMEM;
         listen_set_done(&sockets);
         if (r < 0)
-                return r;
+                return EXIT_FAILURE;
         http_server_set_request_done_callback(m->http, on_request_done, m);
+        http_server_set_request_log_callback(m->http, access_log_request, m->access_log);
+        http_server_set_public_ops(m->http, c->public_health);
         return 0;
 }
 
@@ -477,6 +527,8 @@ int manager_new(Config *config, const char *config_path, bool config_path_requir
                 return -ENOMEM;
         }
         m->config = config;
+        m->start_monotonic_usec = now_usec(CLOCK_MONOTONIC);
+        m->start_realtime_usec = now_usec(CLOCK_REALTIME);
         m->config_path = strdup(config_path);
         m->config_path_required = config_path_required;
         if (!m->config_path)
@@ -499,6 +551,12 @@ int manager_new(Config *config, const char *config_path, bool config_path_requir
         r = mailbox_new(m->event, &m->mailbox);
         if (r < 0)
                 return r;
+        r = access_log_new(m->event, &m->access_log);
+        if (r < 0)
+                return r;
+        r = event_timer_new(m->event, &m->status_timer, 50 * USEC_PER_MSEC, on_status_timer, m);
+        if (r < 0)
+                return r;
         StreamSettings ss = stream_settings(config);
         r = stream_hub_new(m->event, &ss, &m->streams);
         if (r < 0)
@@ -517,7 +575,7 @@ int manager_start(Manager *m) {
         _cleanup_free_ char *masked = config_masked_database_url(m->config);
         int r;
 
-        log_info("batond %s starting%s%s; database %s%s.", BATON_VERSION,
+        log_event(LOG_INFO, "starting", "batond %s starting%s%s; database %s%s.", BATON_VERSION,
                  isempty(m->config->deployment_color) ? "" : " as colour ",
                  m->config->deployment_color, strempty(masked),
                  m->config->nats_enabled ? ", NATS enabled" : "");
@@ -527,8 +585,8 @@ int manager_start(Manager *m) {
         /* HTTP first: while we wait for dependencies, live answers 200,
          * ready 503 with the reason, and the API 503. */
         r = manager_start_http(m);
-        if (r < 0)
-                return EXIT_FAILURE;
+        if (r != 0)
+                return r;
         r = drain_new(m->event, m->http, m->streams, &m->drain);
         if (r < 0)
                 return EXIT_FAILURE;
@@ -566,7 +624,9 @@ Manager *manager_free(Manager *m) {
          * streams and health), startup before the Db its migrator uses, the
          * Db and bus before the health checks that wait on them. */
         watchdog_free(m->watchdog);
+        sd_event_source_disable_unref(m->status_timer);
         http_server_free(m->http);
+        access_log_free(m->access_log);
         drain_free(m->drain);
         startup_free(m->startup);
         publisher_free(m->publisher);

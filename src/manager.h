@@ -7,6 +7,7 @@
 
 #include <systemd/sd-event.h>
 
+#include "access-log.h"
 #include "bus.h"
 #include "config.h"
 #include "db.h"
@@ -50,12 +51,16 @@ typedef struct Manager {
         Startup *startup;
         Drain *drain;
         Watchdog *watchdog;
+        AccessLog *access_log;
+        sd_event_source *status_timer;  /* refreshes STATUS= while running */
 
         HttpSharedResponse *live_response;
         HttpSharedResponse *summary_response;
         char *listen_summary;           /* "127.0.0.1:8080, [::1]:8080" for STATUS= */
         char status[256];               /* last STATUS= sent */
 
+        usec_t start_monotonic_usec;
+        usec_t start_realtime_usec;
         bool ready_sent;
         int exit_code;
 } Manager;

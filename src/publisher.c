@@ -39,6 +39,7 @@ struct Publisher {
         sd_event_source *kick;
         PublishedCallback published_cb;
         void *published_userdata;
+        PublisherCounters counters;
 };
 
 static void ticket_free(PublishTicket *t) {
@@ -99,6 +100,10 @@ static char *batch_take(Publisher *p, size_t *ret_size) {
 }
 
 static void answer(Publisher *p, PublishTicket *t, const PublishResult *r) {
+        if (r->error)
+                p->counters.failed++;
+        else
+                p->counters.published++;
         if (t->cb)
                 t->cb(r, t->userdata);
         if (!r->error && p->published_cb)
@@ -267,4 +272,8 @@ void publisher_set_settings(Publisher *p, const PublisherSettings *settings) {
 void publisher_set_published_callback(Publisher *p, PublishedCallback cb, void *userdata) {
         p->published_cb = cb;
         p->published_userdata = userdata;
+}
+
+PublisherCounters publisher_counters(const Publisher *p) {
+        return p->counters;
 }

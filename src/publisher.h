@@ -49,3 +49,10 @@ void publisher_cancel(PublishTicket *t);
 /* Every committed event, after its publisher was answered: for delivery. */
 typedef void (*PublishedCallback)(const PublishResult *result, void *userdata);
 void publisher_set_published_callback(Publisher *p, PublishedCallback cb, void *userdata);
+
+typedef struct PublisherCounters {
+        uint64_t published;             /* committed */
+        uint64_t failed;                /* answered with an error */
+} PublisherCounters;
+
+PublisherCounters publisher_counters(const Publisher *p);

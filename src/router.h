@@ -25,6 +25,10 @@ typedef enum RouteFlags {
         ROUTE_NEEDS_READY  = 1 << 0,    /* 503 until startup completed */
         ROUTE_ACCEPTS_BODY = 1 << 1,    /* the request body is read and kept */
         ROUTE_EVENT_BODY   = 1 << 2,    /* body limited by MAX_EVENT_BYTES, not MAX_BODY_BYTES */
+        ROUTE_OPS          = 1 << 3,    /* health and metrics: served on the metrics socket, and
+                                         * on the public ones unless PUBLIC_HEALTH=false */
+        ROUTE_QUIET        = 1 << 4,    /* a 5xx is an answer, not an error (the ready probe's
+                                         * 503): not logged as one */
 } RouteFlags;
 
 typedef struct HttpRequest HttpRequest;

@@ -2,6 +2,7 @@
 #include <microhttpd.h>
 
 #include "events.h"
+#include "ops.h"
 #include "routes.h"
 #include "stream-test.h"
 #include "version.h"
@@ -21,6 +22,26 @@ static void on_ready(HttpRequest *req, void *userdata) {
 static void on_summary(HttpRequest *req, void *userdata) {
         Manager *m = userdata;
         http_respond_shared(req, m->summary_response);
+}
+
+static void on_health(HttpRequest *req, void *userdata) {
+        ops_handle_health(userdata, req);
+}
+
+static void on_health_db(HttpRequest *req, void *userdata) {
+        ops_handle_health_db(userdata, req);
+}
+
+static void on_deployment(HttpRequest *req, void *userdata) {
+        ops_handle_deployment(userdata, req);
+}
+
+static void on_metrics(HttpRequest *req, void *userdata) {
+        ops_handle_metrics(userdata, req);
+}
+
+static void on_metrics_json(HttpRequest *req, void *userdata) {
+        ops_handle_metrics_json(userdata, req);
 }
 
 static void on_stream_test(HttpRequest *req, void *userdata) {
@@ -49,18 +70,28 @@ static void on_api_unknown(HttpRequest *req, void *userdata) {
                            http_request_path(req));
 }
 
+/* Probes and reports answer 503 as a verdict, not as a failure. */
+#define PROBE (ROUTE_OPS | ROUTE_QUIET)
+
 static const Route routes[] = {
         /* Probes: /_/health/... is batond's own namespace; the short
          * aliases suit other ecosystems' defaults (Kubernetes, Spring). */
-        { "health_live",    "/_/health/live",    HTTP_GET, 0, on_live },
-        { "health_ready",   "/_/health/ready",   HTTP_GET, 0, on_ready },
+        { "health_live",       "/_/health/live",     HTTP_GET, PROBE, on_live },
+        { "health_ready",      "/_/health/ready",    HTTP_GET, PROBE, on_ready },
         /* 503 until the first READY=1, then the same as ready. */
-        { "health_startup", "/_/health/startup", HTTP_GET, 0, on_ready },
-        { "health_summary", "/_/health",         HTTP_GET, 0, on_summary },
-        { "health_live",    "/live",             HTTP_GET, 0, on_live },
-        { "health_ready",   "/ready",            HTTP_GET, 0, on_ready },
-        { "health_live",    "/health/live",      HTTP_GET, 0, on_live },
-        { "health_ready",   "/health/ready",     HTTP_GET, 0, on_ready },
+        { "health_startup",    "/_/health/startup",  HTTP_GET, PROBE, on_ready },
+        { "health_summary",    "/_/health",          HTTP_GET, PROBE, on_summary },
+        { "health_live",       "/live",              HTTP_GET, PROBE, on_live },
+        { "health_ready",      "/ready",             HTTP_GET, PROBE, on_ready },
+        { "health_live",       "/health/live",       HTTP_GET, PROBE, on_live },
+        { "health_ready",      "/health/ready",      HTTP_GET, PROBE, on_ready },
+
+        /* Reports for operators and the drain helper. */
+        { "health",            "/health",            HTTP_GET, PROBE, on_health },
+        { "health_db",         "/health/db",         HTTP_GET, PROBE, on_health_db },
+        { "health_deployment", "/health/deployment", HTTP_GET, PROBE, on_deployment },
+        { "metrics",           "/metrics",           HTTP_GET, ROUTE_OPS, on_metrics },
+        { "metrics_json",      "/metrics/json",      HTTP_GET, ROUTE_OPS, on_metrics_json },
 
         { "stream_test",    "/stream/test",      HTTP_GET, ROUTE_NEEDS_READY, on_stream_test },
 

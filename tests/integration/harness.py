@@ -415,9 +415,14 @@ class Batond:
                                                    'build', 'src', 'batond'))
 
     def __init__(self, tmp, env, n_sockets=1, socket_activate=True, args=(), watchdog_usec=None,
-                 name='batond'):
+                 name='batond', fdnames=None, wrap=()):
         self.tmp = tmp
         self.notify = NotifySocket(tmp)
+        if fdnames:
+            n_sockets = len(fdnames)
+        self.fdnames = fdnames or [f'http{i}' for i in range(n_sockets)]
+        # A command that execs the rest of the command line (unshare ...).
+        self.wrap = list(wrap)
         self.ports = [free_port() for _ in range(n_sockets)]
         self.env = {
             'HEALTH_CHECK_INTERVAL': '300ms',
@@ -445,7 +450,7 @@ class Batond:
             argv = ['systemd-socket-activate']
             for p in self.ports:
                 argv += ['-l', f'127.0.0.1:{p}']
-            argv += ['--fdname=' + ':'.join(f'http{i}' for i in range(len(self.ports)))]
+            argv += ['--fdname=' + ':'.join(self.fdnames)]
             for k, v in self.env.items():
                 argv += ['-E', f'{k}={v}']
             # LISTEN_PID must match after exec: socket-activate sets it.
@@ -463,7 +468,8 @@ class Batond:
             for k in ('ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LSAN_OPTIONS'):
                 if k in os.environ:
                     env[k] = os.environ[k]
-        self.proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(self.wrap + argv, stdout=log_file, stderr=subprocess.STDOUT,
+                                     env=env)
         log_file.close()
         if trigger:
             self.wait_serving()

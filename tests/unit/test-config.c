@@ -194,6 +194,64 @@ static void test_reload_merge(void **state) {
         assert_false(config_key_reloadable(CONFIG_DATABASE_URL));
 }
 
+static void write_credential(const char *dir, const char *name, const char *text) {
+        char path[256];
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        f = fopen(path, "we");
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+}
+
+/* LoadCredential= files: used for secrets, after the file and before the
+ * environment; one trailing newline is not part of the secret. */
+static void test_credentials(void **state) {
+        char dir[] = "/tmp/baton-test-creds-XXXXXX";
+        char cred_env[300];
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_free_ char *error = NULL;
+
+        assert_non_null(mkdtemp(dir));
+        snprintf(cred_env, sizeof(cred_env), "CREDENTIALS_DIRECTORY=%s", dir);
+        write_credential(dir, "deployment-token", "t0ken\n");
+        write_credential(dir, "api-token", "from-credential\n");
+        write_file("DEPLOYMENT_TOKEN=from-file\n");
+        {
+                char *env[] = { URL, cred_env, "API_TOKEN=from-env", NULL };
+                assert_null(load(env, &c));
+                assert_string_equal(c->deployment_token, "t0ken");
+                assert_int_equal(c->source[CONFIG_DEPLOYMENT_TOKEN], CONFIG_SOURCE_CREDENTIAL);
+                assert_string_equal(c->api_token, "from-env");
+                c = config_free(c);
+        }
+        /* A bad credential names the key and the credential, never the value. */
+        write_credential(dir, "deployment-token", "has space");
+        {
+                char *env[] = { URL, cred_env, NULL };
+                error = load(env, &c);
+                assert_non_null(strstr(error, "DEPLOYMENT_TOKEN"));
+                assert_non_null(strstr(error, "credential deployment-token"));
+                assert_null(strstr(error, "has space"));
+        }
+        /* DATABASE_URL may come from a credential too. */
+        write_credential(dir, "deployment-token", "t0ken");
+        write_credential(dir, "database-url", "postgres://baton:pw@db/baton\n");
+        {
+                char *env[] = { cred_env, NULL };
+                assert_null(load(env, &c));
+                assert_string_equal(c->database_url, "postgres://baton:pw@db/baton");
+        }
+        char path[300];
+        const char *names[] = { "deployment-token", "api-token", "database-url" };
+        for (size_t i = 0; i < 3; i++) {
+                snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+                unlink(path);
+        }
+        rmdir(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_defaults),
@@ -203,6 +261,7 @@ int main(void) {
                 cmocka_unit_test(test_secret_never_echoed),
                 cmocka_unit_test(test_masked_display),
                 cmocka_unit_test(test_reload_merge),
+                cmocka_unit_test(test_credentials),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

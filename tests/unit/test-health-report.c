@@ -118,6 +118,94 @@ static void test_long_error_is_truncated_not_overflowed(void **state) {
         assert_string_equal(c.error, "failed");
 }
 
+static FullHealth full(const HealthSnapshot *s, uint64_t used, uint64_t limit) {
+        FullHealth h = {
+                .snapshot = s,
+                .memory = { .read = true, .used_bytes = used, .limit_bytes = limit, .source = "cgroup" },
+                .server = { .connections = 3, .requests = 2, .streams = 1 },
+                .version = "1.2.3",
+                .color = "blue",
+                .uptime_usec = 90 * USEC_PER_SEC + 500000,
+        };
+        return h;
+}
+
+static OverallHealth verdict(const FullHealth *h) {
+        char reason[256];
+        return full_health_overall(h, reason, sizeof(reason));
+}
+
+static void test_full_report_rules(void **state) {
+        HealthSnapshot s = running(true, true, true);
+        FullHealth h = full(&s, 100, 1000);
+
+        assert_int_equal(verdict(&h), OVERALL_HEALTHY);
+        /* A dependency down: degraded (the service recovers by itself). */
+        s = running(false, true, true);
+        assert_int_equal(verdict(&h), OVERALL_DEGRADED);
+        s = running(true, true, false);
+        assert_int_equal(verdict(&h), OVERALL_DEGRADED);
+        /* ... unless it is disabled. */
+        s = running(true, false, false);
+        assert_int_equal(verdict(&h), OVERALL_HEALTHY);
+        /* Memory: above 90% of the limit is degraded, 90% itself is not. */
+        h.memory.used_bytes = 900;
+        assert_int_equal(verdict(&h), OVERALL_HEALTHY);
+        h.memory.used_bytes = 901;
+        assert_int_equal(verdict(&h), OVERALL_DEGRADED);
+        /* A check that cannot run: unhealthy. */
+        h.memory.read = false;
+        assert_int_equal(verdict(&h), OVERALL_UNHEALTHY);
+        h.memory.read = true;
+        h.memory.used_bytes = 1;
+        /* Shutting down: unhealthy, whatever the checks say. */
+        s.phase = HEALTH_STOPPING;
+        assert_int_equal(verdict(&h), OVERALL_UNHEALTHY);
+        /* Starting: degraded, with what it waits for. */
+        s.phase = HEALTH_STARTING;
+        s.starting_reason = "waiting for PostgreSQL";
+        char reason[256];
+        assert_int_equal(full_health_overall(&h, reason, sizeof(reason)), OVERALL_DEGRADED);
+        assert_string_equal(reason, "starting: waiting for PostgreSQL");
+}
+
+static void test_full_report_json(void **state) {
+        HealthSnapshot s = running(false, false, false);
+        FullHealth h = full(&s, 950, 1000);
+        json_t *j = full_health_to_json(&h);
+
+        assert_non_null(j);
+        assert_string_equal(get_str(j, "status"), "degraded");
+        assert_string_equal(get_str(j, "reason"), "database is down");
+        assert_string_equal(get_str(j, "version"), "1.2.3");
+        assert_string_equal(get_str(j, "color"), "blue");
+        assert_int_equal(json_integer_value(get(j, "uptimeSeconds")), 90);
+        assert_string_equal(get_str(j, "checks.database.status"), "DOWN");
+        assert_string_equal(get_str(j, "checks.database.error"), "connection refused");
+        assert_true(json_real_value(get(j, "checks.database.responseTimeMs")) == 1.5);
+        assert_string_equal(get_str(j, "checks.nats.status"), "DISABLED");
+        assert_string_equal(get_str(j, "checks.memory.status"), "WARN");
+        assert_int_equal(json_integer_value(get(j, "checks.memory.usedBytes")), 950);
+        assert_int_equal(json_integer_value(get(j, "checks.memory.limitBytes")), 1000);
+        assert_true(json_real_value(get(j, "checks.memory.usedPercent")) == 95.0);
+        assert_string_equal(get_str(j, "checks.memory.limitSource"), "cgroup");
+        assert_string_equal(get_str(j, "checks.server.status"), "UP");
+        assert_int_equal(json_integer_value(get(j, "checks.server.activeStreams")), 1);
+        json_decref(j);
+
+        s = running(true, false, false);
+        h = full(&s, 1, 1000);
+        j = full_health_to_json(&h);
+        assert_string_equal(get_str(j, "status"), "healthy");
+        assert_null(get(j, "reason"));
+        json_decref(j);
+
+        j = health_database_to_json(&s);
+        assert_string_equal(get_str(j, "status"), "UP");
+        assert_true(json_real_value(get(j, "responseTimeMs")) == 1.5);
+        json_decref(j);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_ready_rules),
@@ -125,6 +213,8 @@ int main(void) {
                 cmocka_unit_test(test_json_down),
                 cmocka_unit_test(test_json_phases),
                 cmocka_unit_test(test_long_error_is_truncated_not_overflowed),
+                cmocka_unit_test(test_full_report_rules),
+                cmocka_unit_test(test_full_report_json),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: MIT */
+#include "log.h"
+#include "metrics-report.h"
+#include "process-stats.h"
+#include "version.h"
+
+#define LABELS(...) ((const char *const[]) { __VA_ARGS__, NULL })
+
+static void collect_build(Manager *m, Exposition *e) {
+        exposition_family(e, "baton_build_info", METRIC_GAUGE,
+                          "Always 1; the labels say which version runs as which colour.");
+        exposition_sample(e, LABELS("version", BATON_VERSION, "color", m->config->deployment_color), 1);
+}
+
+static void collect_requests(Manager *m, Exposition *e) {
+        const RequestMetrics *rm = http_server_request_metrics(m->http);
+        HttpCounters c = http_server_counters(m->http);
+
+        exposition_family(e, "baton_http_requests_total", METRIC_COUNTER,
+                          "Finished HTTP requests by route (from the route table), method and status "
+                          "class (none: the client left before an answer).");
+        for (size_t l = 0; l < rm->n_labels; l++)
+                for (size_t meth = 0; meth < METRICS_N_METHODS; meth++)
+                        for (size_t cls = 0; cls < METRICS_N_STATUS_CLASSES; cls++) {
+                                uint64_t n = rm->stats[l].requests[meth][cls];
+                                /* Only combinations that occurred: a few dozen series, not 500. */
+                                if (n == 0)
+                                        continue;
+                                exposition_sample(e, LABELS("route", rm->labels[l],
+                                                            "method", metrics_method_label(meth),
+                                                            "status", metrics_status_label(cls)),
+                                                  (double) n);
+                        }
+
+        exposition_family(e, "baton_http_request_duration_seconds", METRIC_HISTOGRAM,
+                          "Time from the request line until the answer was ready to send (for "
+                          "streams: until the stream started), by route.");
+        for (size_t l = 0; l < rm->n_labels; l++)
+                if (rm->stats[l].duration.count > 0)
+                        exposition_histogram(e, LABELS("route", rm->labels[l]), &rm->stats[l].duration);
+
+        exposition_family(e, "baton_http_requests_in_flight", METRIC_GAUGE,
+                          "Requests being handled now (streams not included).");
+        exposition_sample(e, NULL, (double) c.active_requests);
+        exposition_family(e, "baton_http_connections", METRIC_GAUGE, "Open client connections.");
+        exposition_sample(e, NULL, (double) c.active_connections);
+        exposition_family(e, "baton_streams_active", METRIC_GAUGE,
+                          "Open Server-Sent-Event streams (topic streams and /stream/test).");
+        exposition_sample(e, NULL, (double) c.active_streams);
+}
+
+static void collect_events(Manager *m, Exposition *e) {
+        PublisherCounters p = publisher_counters(m->publisher);
+        FanoutCounters f = fanout_counters(m->fanout);
+
+        exposition_family(e, "baton_events_published_total", METRIC_COUNTER,
+                          "Events committed to PostgreSQL through this instance (answered 201).");
+        exposition_sample(e, NULL, (double) p.published);
+        exposition_family(e, "baton_events_publish_failures_total", METRIC_COUNTER,
+                          "Publishes answered with an error (503) because the database failed.");
+        exposition_sample(e, NULL, (double) p.failed);
+        exposition_family(e, "baton_events_delivered_total", METRIC_COUNTER,
+                          "Events handed to subscribers' streams (one per event and subscriber).");
+        exposition_sample(e, NULL, (double) f.delivered);
+        exposition_family(e, "baton_events_fetched_total", METRIC_COUNTER,
+                          "Events read back from PostgreSQL to fill gaps the bus left.");
+        exposition_sample(e, NULL, (double) f.fetched);
+        exposition_family(e, "baton_stream_subscribers_cut_total", METRIC_COUNTER,
+                          "Subscribers ended with a reconnect event because they fell too far behind.");
+        exposition_sample(e, NULL, (double) f.cut);
+        exposition_family(e, "baton_stream_subscribers", METRIC_GAUGE, "Subscribers of topic streams.");
+        exposition_sample(e, NULL, (double) f.subscribers);
+        exposition_family(e, "baton_stream_topics", METRIC_GAUGE, "Topics with at least one subscriber.");
+        exposition_sample(e, NULL, (double) f.channels);
+}
+
+static void collect_dependencies(Manager *m, Exposition *e) {
+        const HealthSnapshot *h = health_snapshot(m->health);
+        const CheckStats *db = health_database_stats(m->health);
+        const CheckStats *nats = health_nats_stats(m->health);
+
+        exposition_family(e, "baton_dependency_checks_total", METRIC_COUNTER,
+                          "Background health checks of each dependency, by result.");
+        exposition_sample(e, LABELS("dependency", "database", "result", "success"), (double) db->passed);
+        exposition_sample(e, LABELS("dependency", "database", "result", "failure"), (double) db->failed);
+        if (h->nats_enabled) {
+                exposition_sample(e, LABELS("dependency", "nats", "result", "success"), (double) nats->passed);
+                exposition_sample(e, LABELS("dependency", "nats", "result", "failure"), (double) nats->failed);
+        }
+        exposition_family(e, "baton_dependency_check_duration_seconds", METRIC_HISTOGRAM,
+                          "Duration of the health checks (SELECT 1; a round trip through NATS).");
+        exposition_histogram(e, LABELS("dependency", "database"), &db->duration);
+        if (h->nats_enabled)
+                exposition_histogram(e, LABELS("dependency", "nats"), &nats->duration);
+
+        exposition_family(e, "baton_dependency_up", METRIC_GAUGE,
+                          "1 when the dependency's last check passed.");
+        exposition_sample(e, LABELS("dependency", "database"), h->database.checked && h->database.up);
+        if (h->nats_enabled)
+                exposition_sample(e, LABELS("dependency", "nats"), h->nats.checked && h->nats.up);
+
+        exposition_family(e, "baton_ready", METRIC_GAUGE, "1 while the ready probe answers 200.");
+        exposition_sample(e, NULL, health_ready(m->health));
+        exposition_family(e, "baton_draining", METRIC_GAUGE, "1 once a stop signal started the drain.");
+        exposition_sample(e, NULL, drain_active(m->drain));
+}
+
+static void collect_process(Manager *m, Exposition *e) {
+        ProcessStats ps;
+        int r = process_stats_read(&ps);
+
+        /* Without /proc the process figures are missing, the rest stands. */
+        if (r < 0) {
+                log_debug("Cannot read the process statistics: %s", strerror(-r));
+                return;
+        }
+        exposition_family(e, "process_resident_memory_bytes", METRIC_GAUGE, "Resident memory size in bytes.");
+        exposition_sample(e, NULL, (double) ps.resident_bytes);
+        exposition_family(e, "process_virtual_memory_bytes", METRIC_GAUGE, "Virtual memory size in bytes.");
+        exposition_sample(e, NULL, (double) ps.virtual_bytes);
+        exposition_family(e, "process_open_fds", METRIC_GAUGE, "Number of open file descriptors.");
+        exposition_sample(e, NULL, (double) ps.open_fds);
+        exposition_family(e, "process_max_fds", METRIC_GAUGE, "Maximum number of open file descriptors.");
+        exposition_sample(e, NULL, (double) ps.max_fds);
+        exposition_family(e, "process_cpu_seconds_total", METRIC_COUNTER, "Total user and system CPU time spent in seconds.");
+        exposition_sample(e, NULL, ps.cpu_seconds);
+        exposition_family(e, "process_start_time_seconds", METRIC_GAUGE,
+                          "Start time of the process since unix epoch in seconds.");
+        exposition_sample(e, NULL, (double) m->start_realtime_usec / USEC_PER_SEC);
+}
+
+int metrics_report(Manager *m, ExpositionFormat format, char **ret_text, size_t *ret_size) {
+        _cleanup_(exposition_freep) Exposition *e = NULL;
+        int r = exposition_new(format, &e);
+
+        if (r < 0)
+                return r;
+        collect_build(m, e);
+        collect_requests(m, e);
+        collect_events(m, e);
+        collect_dependencies(m, e);
+        collect_process(m, e);
+        return exposition_finish(e, ret_text, ret_size);
+}

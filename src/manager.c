@@ -57,6 +57,7 @@ static void manager_update_running_status(Manager *m) {
         };
         status_format_running(&rs, text, sizeof(text));
         manager_set_status(m, "%s", text);
+        m->status_says_ready = rs.ready;
 }
 
 /* The counts change with every request: refreshing once a second is what
@@ -159,7 +160,7 @@ static void on_health_change(Health *h, void *userdata) {
                 return;
         }
         /* Readiness flipping is news at once; counts wait for the timer. */
-        if (health_ready(h) != (strncmp(m->status, "Ready", 5) == 0))
+        if (health_ready(h) != m->status_says_ready)
                 manager_update_running_status(m);
 }
 

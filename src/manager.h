@@ -58,6 +58,7 @@ typedef struct Manager {
         HttpSharedResponse *summary_response;
         char *listen_summary;           /* "127.0.0.1:8080, [::1]:8080" for STATUS= */
         char status[256];               /* last STATUS= sent */
+        bool status_says_ready;         /* ... and whether it said "Ready" */
 
         usec_t start_monotonic_usec;
         usec_t start_realtime_usec;

@@ -241,10 +241,14 @@ def deployment_counts_open_streams_and_slow_requests(ctx):
     stream = ctx.subscribe(b.port, '/stream/test?duration=60')
     wait_until(lambda: stream.status == 200, 10, what='the test stream')
     slow = slow_request(b.port)
-    wait_until(lambda: deployment()['activeRequests'] == 1, 5, what='the slow request to count')
+    # Earlier probes' connections may still be closing: wait for the counts
+    # to settle on exactly what is open.
+    def counts():
+        d = deployment()
+        return (d['activeRequests'], d['activeStreams'], d['activeConnections'])
+    wait_until(lambda: counts() == (1, 1, 2), 5, what='counts (1, 1, 2)')
     d = deployment()
-    assert (d['activeRequests'], d['activeStreams'], d['activeConnections']) == (1, 1, 2), d
-    assert d['readyForShutdown'] is False
+    assert counts() == (1, 1, 2) and d['readyForShutdown'] is False, d
 
     slow.close()
     stream.close()

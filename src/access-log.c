@@ -90,7 +90,9 @@ void access_log_request(const HttpRequestRecord *r, void *userdata) {
         bool error = r->status >= 500 && !(r->route_flags & ROUTE_QUIET);
         int level = error ? LOG_WARNING : LOG_INFO;
         char path[PATH_SHOWN_MAX * 4 + 8], status[16], status_field[32], duration[32];
-        char id_field[HTTP_REQUEST_ID_MAX + 32], route_field[96], method_field[32];
+        char id[HTTP_REQUEST_ID_MAX + 1], id_field[HTTP_REQUEST_ID_MAX + 32], route_field[96];
+        char method_field[32];
+        const char *request_id;
 
         if (!error && !a->enabled)
                 return;
@@ -99,6 +101,7 @@ void access_log_request(const HttpRequestRecord *r, void *userdata) {
         if (error && !error_admitted(a))
                 return;
 
+        request_id = http_request_id(r->request, id);
         access_log_format_path(r->path, path, sizeof(path));
         if (r->status > 0)
                 snprintf(status, sizeof(status), "%u", r->status);
@@ -106,7 +109,7 @@ void access_log_request(const HttpRequestRecord *r, void *userdata) {
                 snprintf(status, sizeof(status), "-");
         snprintf(status_field, sizeof(status_field), "BATON_STATUS=%s", status);
         snprintf(duration, sizeof(duration), "BATON_DURATION_MS=%.3f", usec_to_msec(r->duration_usec));
-        snprintf(id_field, sizeof(id_field), "BATON_REQUEST_ID=%s", r->request_id);
+        snprintf(id_field, sizeof(id_field), "BATON_REQUEST_ID=%s", request_id);
         snprintf(route_field, sizeof(route_field), "BATON_ROUTE=%s", r->route);
         snprintf(method_field, sizeof(method_field), "BATON_METHOD=%s", r->method);
         const char *const fields[] = {
@@ -114,5 +117,5 @@ void access_log_request(const HttpRequestRecord *r, void *userdata) {
                 duration, NULL,
         };
         log_full(level, 0, fields, "%s %s %s %.1fms%s (request %s)", r->method, path, status,
-                 usec_to_msec(r->duration_usec), r->stream ? " to stream start" : "", r->request_id);
+                 usec_to_msec(r->duration_usec), r->stream ? " to stream start" : "", request_id);
 }

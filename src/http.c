@@ -93,7 +93,6 @@ struct HttpRequest {
         uint64_t seq;
         usec_t started_usec;
         usec_t answered_usec;           /* when the response went to MHD */
-        char *client_request_id;        /* a valid X-Request-ID, or NULL */
 
         unsigned status;
         struct MHD_Response *response;  /* owned, or NULL */
@@ -410,13 +409,6 @@ const char *http_request_body(const HttpRequest *req, size_t *ret_size) {
         return req->body ? req->body : "";
 }
 
-const char *http_request_id(const HttpRequest *req, char buf[HTTP_REQUEST_ID_MAX + 1]) {
-        if (req->client_request_id)
-                return req->client_request_id;
-        snprintf(buf, HTTP_REQUEST_ID_MAX + 1, "%s-%06" PRIx64, req->server->request_id_prefix, req->seq);
-        return buf;
-}
-
 /* An id from the client (nginx: proxy_set_header X-Request-ID $request_id)
  * ties its log line to ours; it goes into the journal, so only plain ones. */
 static bool request_id_usable(const char *id) {
@@ -424,12 +416,20 @@ static bool request_id_usable(const char *id) {
         return n > 0 && n <= HTTP_REQUEST_ID_MAX && id[n] == '\0';
 }
 
-static void request_take_client_id(HttpRequest *req) {
-        const char *id = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "X-Request-ID");
+/* Looked up only when needed (an answer built for this request, a log
+ * record): most requests never need it. MHD keeps the headers until after
+ * the completion callback, where the access log asks. */
+const char *http_request_id(const HttpRequest *req, char buf[HTTP_REQUEST_ID_MAX + 1]) {
+        const char *client = req->connection
+                ? MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "X-Request-ID")
+                : NULL;
 
-        if (id && request_id_usable(id))
-                req->client_request_id = strdup(id);    /* NULL on failure: our own id then */
+        if (client && request_id_usable(client))
+                return client;
+        snprintf(buf, HTTP_REQUEST_ID_MAX + 1, "%s-%06" PRIx64, req->server->request_id_prefix, req->seq);
+        return buf;
 }
+
 
 /* --- the request state machine, driven by MHD --- */
 
@@ -484,7 +484,6 @@ static enum MHD_Result request_begin(HttpRequest *req) {
         char allow[64];
         int r;
 
-        request_take_client_id(req);
         info = MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
         if (info && info->header_size > s->limits.max_header_bytes) {
                 http_respond_error(req, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, "header_too_large",
@@ -659,14 +658,13 @@ static void request_observe(HttpRequest *req) {
          * when it sees the close), which would time the client instead. */
         usec_t end = req->answered_usec ? req->answered_usec : now_usec(CLOCK_MONOTONIC);
         usec_t duration = end > req->started_usec ? end - req->started_usec : 0;
-        char id[HTTP_REQUEST_ID_MAX + 1];
 
         request_metrics_observe(&s->metrics, route ? (size_t) (route - s->routes) : SIZE_MAX,
                                 req->method, req->status, duration);
         if (!s->log_cb)
                 return;
         HttpRequestRecord record = {
-                .request_id = http_request_id(req, id),
+                .request = req,
                 .route = route ? route->name : METRICS_UNMATCHED,
                 .route_flags = route ? route->flags : 0,
                 .method = metrics_method_label(metrics_method_index(req->method)),
@@ -706,7 +704,6 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
                 s->counters.active_requests--;
         s->counters.requests_total++;
         free(req->body);
-        free(req->client_request_id);
         free(req);
 
         if (s->done_cb)

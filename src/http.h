@@ -44,7 +44,7 @@ typedef void (*HttpRequestDoneCallback)(HttpServer *server, void *userdata);
 
 /* What the access log needs of a finished request. */
 typedef struct HttpRequestRecord {
-        const char *request_id;
+        const HttpRequest *request;     /* for http_request_id(), formatted only when logged */
         const char *route;              /* the route's name, or "unmatched" */
         unsigned route_flags;
         const char *method;

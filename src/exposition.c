@@ -133,6 +133,11 @@ void exposition_family(Exposition *e, const char *name, MetricType type, const c
         }
 }
 
+void exposition_scalar(Exposition *e, const char *name, MetricType type, const char *help, double value) {
+        exposition_family(e, name, type, help);
+        exposition_sample(e, NULL, value);
+}
+
 static json_t *labels_to_json(const char *const *labels) {
         json_t *o = json_object();
 

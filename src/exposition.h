@@ -44,6 +44,9 @@ void exposition_family(Exposition *e, const char *name, MetricType type, const c
 void exposition_sample(Exposition *e, const char *const *labels, double value);
 void exposition_histogram(Exposition *e, const char *const *labels, const Histogram *h);
 
+/* A family of one unlabelled sample: most gauges and counters. */
+void exposition_scalar(Exposition *e, const char *name, MetricType type, const char *help, double value);
+
 /* The serialised result (malloc()ed, NUL-terminated); -ENOMEM if anything
  * failed on the way. */
 int exposition_finish(Exposition *e, char **ret_text, size_t *ret_size);

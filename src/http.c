@@ -430,7 +430,6 @@ const char *http_request_id(const HttpRequest *req, char buf[HTTP_REQUEST_ID_MAX
         return buf;
 }
 
-
 /* --- the request state machine, driven by MHD --- */
 
 static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind, const char *key,

@@ -39,39 +39,39 @@ static void collect_requests(Manager *m, Exposition *e) {
                 if (rm->stats[l].duration.count > 0)
                         exposition_histogram(e, LABELS("route", rm->labels[l]), &rm->stats[l].duration);
 
-        exposition_family(e, "baton_http_requests_in_flight", METRIC_GAUGE,
-                          "Requests being handled now (streams not included).");
-        exposition_sample(e, NULL, (double) c.active_requests);
-        exposition_family(e, "baton_http_connections", METRIC_GAUGE, "Open client connections.");
-        exposition_sample(e, NULL, (double) c.active_connections);
-        exposition_family(e, "baton_streams_active", METRIC_GAUGE,
-                          "Open Server-Sent-Event streams (topic streams and /stream/test).");
-        exposition_sample(e, NULL, (double) c.active_streams);
+        exposition_scalar(e, "baton_http_requests_in_flight", METRIC_GAUGE,
+                          "Requests being handled now (streams not included).",
+                          (double) c.active_requests);
+        exposition_scalar(e, "baton_http_connections", METRIC_GAUGE,
+                          "Open client connections.", (double) c.active_connections);
+        exposition_scalar(e, "baton_streams_active", METRIC_GAUGE,
+                          "Open Server-Sent-Event streams (topic streams and /stream/test).",
+                          (double) c.active_streams);
 }
 
 static void collect_events(Manager *m, Exposition *e) {
         PublisherCounters p = publisher_counters(m->publisher);
         FanoutCounters f = fanout_counters(m->fanout);
 
-        exposition_family(e, "baton_events_published_total", METRIC_COUNTER,
-                          "Events committed to PostgreSQL through this instance (answered 201).");
-        exposition_sample(e, NULL, (double) p.published);
-        exposition_family(e, "baton_events_publish_failures_total", METRIC_COUNTER,
-                          "Publishes answered with an error (503) because the database failed.");
-        exposition_sample(e, NULL, (double) p.failed);
-        exposition_family(e, "baton_events_delivered_total", METRIC_COUNTER,
-                          "Events handed to subscribers' streams (one per event and subscriber).");
-        exposition_sample(e, NULL, (double) f.delivered);
-        exposition_family(e, "baton_events_fetched_total", METRIC_COUNTER,
-                          "Events read back from PostgreSQL to fill gaps the bus left.");
-        exposition_sample(e, NULL, (double) f.fetched);
-        exposition_family(e, "baton_stream_subscribers_cut_total", METRIC_COUNTER,
-                          "Subscribers ended with a reconnect event because they fell too far behind.");
-        exposition_sample(e, NULL, (double) f.cut);
-        exposition_family(e, "baton_stream_subscribers", METRIC_GAUGE, "Subscribers of topic streams.");
-        exposition_sample(e, NULL, (double) f.subscribers);
-        exposition_family(e, "baton_stream_topics", METRIC_GAUGE, "Topics with at least one subscriber.");
-        exposition_sample(e, NULL, (double) f.channels);
+        exposition_scalar(e, "baton_events_published_total", METRIC_COUNTER,
+                          "Events committed to PostgreSQL through this instance (answered 201).",
+                          (double) p.published);
+        exposition_scalar(e, "baton_events_publish_failures_total", METRIC_COUNTER,
+                          "Publishes answered with an error (503) because the database failed.",
+                          (double) p.failed);
+        exposition_scalar(e, "baton_events_delivered_total", METRIC_COUNTER,
+                          "Events handed to subscribers' streams (one per event and subscriber).",
+                          (double) f.delivered);
+        exposition_scalar(e, "baton_events_fetched_total", METRIC_COUNTER,
+                          "Events read back from PostgreSQL to fill gaps the bus left.",
+                          (double) f.fetched);
+        exposition_scalar(e, "baton_stream_subscribers_cut_total", METRIC_COUNTER,
+                          "Subscribers ended with a reconnect event because they fell too far behind.",
+                          (double) f.cut);
+        exposition_scalar(e, "baton_stream_subscribers", METRIC_GAUGE,
+                          "Subscribers of topic streams.", (double) f.subscribers);
+        exposition_scalar(e, "baton_stream_topics", METRIC_GAUGE,
+                          "Topics with at least one subscriber.", (double) f.channels);
 }
 
 static void collect_dependencies(Manager *m, Exposition *e) {
@@ -99,10 +99,10 @@ static void collect_dependencies(Manager *m, Exposition *e) {
         if (h->nats_enabled)
                 exposition_sample(e, LABELS("dependency", "nats"), h->nats.checked && h->nats.up);
 
-        exposition_family(e, "baton_ready", METRIC_GAUGE, "1 while the ready probe answers 200.");
-        exposition_sample(e, NULL, health_ready(m->health));
-        exposition_family(e, "baton_draining", METRIC_GAUGE, "1 once a stop signal started the drain.");
-        exposition_sample(e, NULL, drain_active(m->drain));
+        exposition_scalar(e, "baton_ready", METRIC_GAUGE,
+                          "1 while the ready probe answers 200.", health_ready(m->health));
+        exposition_scalar(e, "baton_draining", METRIC_GAUGE,
+                          "1 once a stop signal started the drain.", drain_active(m->drain));
 }
 
 static void collect_process(Manager *m, Exposition *e) {
@@ -114,19 +114,19 @@ static void collect_process(Manager *m, Exposition *e) {
                 log_debug("Cannot read the process statistics: %s", strerror(-r));
                 return;
         }
-        exposition_family(e, "process_resident_memory_bytes", METRIC_GAUGE, "Resident memory size in bytes.");
-        exposition_sample(e, NULL, (double) ps.resident_bytes);
-        exposition_family(e, "process_virtual_memory_bytes", METRIC_GAUGE, "Virtual memory size in bytes.");
-        exposition_sample(e, NULL, (double) ps.virtual_bytes);
-        exposition_family(e, "process_open_fds", METRIC_GAUGE, "Number of open file descriptors.");
-        exposition_sample(e, NULL, (double) ps.open_fds);
-        exposition_family(e, "process_max_fds", METRIC_GAUGE, "Maximum number of open file descriptors.");
-        exposition_sample(e, NULL, (double) ps.max_fds);
-        exposition_family(e, "process_cpu_seconds_total", METRIC_COUNTER, "Total user and system CPU time spent in seconds.");
-        exposition_sample(e, NULL, ps.cpu_seconds);
-        exposition_family(e, "process_start_time_seconds", METRIC_GAUGE,
-                          "Start time of the process since unix epoch in seconds.");
-        exposition_sample(e, NULL, (double) m->start_realtime_usec / USEC_PER_SEC);
+        exposition_scalar(e, "process_resident_memory_bytes", METRIC_GAUGE,
+                          "Resident memory size in bytes.", (double) ps.resident_bytes);
+        exposition_scalar(e, "process_virtual_memory_bytes", METRIC_GAUGE,
+                          "Virtual memory size in bytes.", (double) ps.virtual_bytes);
+        exposition_scalar(e, "process_open_fds", METRIC_GAUGE,
+                          "Number of open file descriptors.", (double) ps.open_fds);
+        exposition_scalar(e, "process_max_fds", METRIC_GAUGE,
+                          "Maximum number of open file descriptors.", (double) ps.max_fds);
+        exposition_scalar(e, "process_cpu_seconds_total", METRIC_COUNTER,
+                          "Total user and system CPU time spent in seconds.", ps.cpu_seconds);
+        exposition_scalar(e, "process_start_time_seconds", METRIC_GAUGE,
+                          "Start time of the process since unix epoch in seconds.",
+                          (double) m->start_realtime_usec / USEC_PER_SEC);
 }
 
 int metrics_report(Manager *m, ExpositionFormat format, char **ret_text, size_t *ret_size) {

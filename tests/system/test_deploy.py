@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""The promise Baton is bought for, under real systemd: a container boots
+systemd (nspawn), the build is installed into it (meson install --destdir),
+PostgreSQL and nginx run there, and batond runs from the shipped units and
+baton-deploy, with wrk pushing load through nginx and streams open.
+
+Needs root, systemd-nspawn, an overlay mount and wrk; skips with the reason
+otherwise. BATON_BUILD_DIR names the build to install."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
+sys.path.insert(0, HERE)
+from harness import Skip, run, test  # noqa: E402
+
+BUILD = os.environ.get('BATON_BUILD_DIR', os.path.join(HERE, '..', '..', 'build'))
+NGINX = 'http://127.0.0.1:8000'
+SHARED = {}     # the one container every test here uses
+
+
+def container():
+    if 'c' in SHARED:
+        return SHARED['c']
+    if 'skip' in SHARED:
+        raise Skip(SHARED['skip'])
+    missing = [t for t in ('systemd-nspawn', 'nsenter', 'wrk', 'nginx') if not shutil.which(t)]
+    if os.geteuid() != 0 or missing:
+        SHARED['skip'] = (f'needs root and {", ".join(missing)}' if missing
+                          else 'needs root (nspawn, overlay mount)')
+        raise Skip(SHARED['skip'])
+    from container import Container
+    started = time.monotonic()
+    c = Container('baton-system')
+    SHARED['c'] = c
+    install(c)
+    print(f'# container booted and set up in {time.monotonic() - started:.1f}s')
+    return c
+
+
+def install(c):
+    subprocess.run(['meson', 'install', '-C', BUILD, '--no-rebuild', '--quiet', '--destdir', c.root],
+                   check=True, stdout=subprocess.DEVNULL)
+    c.write('/usr/local/lib/baton-test/traffic.py', open(os.path.join(HERE, 'traffic.py')).read(), 0o755)
+    # Only what this test starts: the host's own services in the image stay off.
+    c.sh('systemctl stop nats-server nginx 2>/dev/null; systemctl daemon-reload; systemd-sysusers; '
+         'systemd-tmpfiles --create /usr/local/lib/tmpfiles.d/baton.conf', check=False)
+    c.sh("su postgres -c \"psql -qc \\\"CREATE ROLE baton LOGIN PASSWORD 'pw'\\\" "
+         "-c 'CREATE DATABASE baton OWNER baton'\"")
+    c.write('/etc/baton/batond.conf',
+            'DATABASE_URL=postgres://baton:pw@127.0.0.1:5432/baton\n'
+            'HEALTH_CHECK_INTERVAL=1s\nSTREAM_HEARTBEAT_INTERVAL=2s\nDRAIN_TIMEOUT=60s\n', 0o640)
+    c.write('/etc/baton/deploy.conf', 'DRAIN_TIMEOUT=25\nPROGRESS_EVERY=3\n')
+    c.write('/etc/baton/deployment-token', 'system-test-token\n', 0o640)
+    c.sh('chgrp baton /etc/baton/batond.conf /etc/baton/deployment-token')
+    # nginx: only the example site, on port 8000, with its managed upstream.
+    site = open(os.path.join(HERE, '..', '..', 'nginx', 'baton-site.conf')).read()
+    site = site.replace('listen 80;', 'listen 127.0.0.1:8000;').replace('listen [::]:80;', '')
+    c.write('/etc/nginx/sites-enabled/baton', site)
+    c.sh('rm -f /etc/nginx/sites-enabled/default; mkdir -p /etc/nginx/baton')
+    c.write('/etc/nginx/baton/upstream.conf',
+            open(os.path.join(HERE, '..', '..', 'nginx', 'upstream.conf')).read())
+    c.run(['nginx', '-t'])
+    c.run(['systemctl', 'start', 'nginx'])
+
+
+def deploy(c, *args, check=True):
+    started = time.monotonic()
+    r = c.run(['baton-deploy'] + list(args), check=False, timeout=300)
+    elapsed = time.monotonic() - started
+    out = r.stdout + r.stderr
+    for line in out.strip().splitlines():
+        print(f'#   | {line}')
+    if check:
+        assert r.returncode == 0, f'baton-deploy {" ".join(args)} failed ({r.returncode})'
+    return r.returncode, out, elapsed
+
+
+def active_colour(c):
+    for colour in ('blue', 'green'):
+        if c.run(['systemctl', 'is-active', '--quiet', f'batond@{colour}'], check=False).returncode == 0:
+            return colour
+    return None
+
+
+def wrk_start(c, seconds, url=f'{NGINX}/api/v1/topics/load/events?limit=1', connections=8):
+    return c.popen(['wrk', '-t1', f'-c{connections}', f'-d{seconds}s', url],
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wrk_result(proc):
+    out = proc.communicate(timeout=300)[0]
+    total = int(re.search(r'(\d+) requests in', out).group(1))
+    non2xx = int(m.group(1)) if (m := re.search(r'Non-2xx or 3xx responses: (\d+)', out)) else 0
+    errors = 0
+    if m := re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', out):
+        errors = sum(int(x) for x in m.groups())
+    return {'requests': total, 'non2xx': non2xx, 'socket_errors': errors, 'raw': out}
+
+
+def assert_clean(w, what, nginx_reloads=0):
+    """wrk: no non-2xx ever. Socket errors: none, except that each nginx
+    reload may reset a request that wrk sent on an idle keep-alive
+    connection the retiring nginx worker was closing (nginx 1.22; wrk never
+    retries). The control test measures that for nginx alone."""
+    print(f'# {what}: {w["requests"]} requests, {w["non2xx"]} non-2xx, '
+          f'{w["socket_errors"]} socket errors')
+    assert w['requests'] > 0 and w['non2xx'] == 0, w['raw']
+    if nginx_reloads == 0:
+        assert w['socket_errors'] == 0, w['raw']
+
+
+def assert_reads_clean(t, what):
+    r = t['reads']
+    print(f'# {what}: keep-alive readers: {r["ok"]} ok, {r["non2xx"]} non-2xx, {r["failed"]} failed, '
+          f'{r["retried"]} resent after nginx closed an idle keep-alive connection')
+    assert r['ok'] > 0 and r['non2xx'] == 0 and r['failed'] == 0, t.get('read_errors')
+
+
+def stopped_at(c, unit):
+    """When systemd logged the unit stopped, as a unix time (the journal's
+    own microsecond timestamp)."""
+    out = c.run(['journalctl', '-u', unit, '-o', 'json', '--no-pager', '-n', '200']).stdout
+    times = [int(r['__REALTIME_TIMESTAMP']) / 1e6 for r in map(json.loads, out.splitlines())
+             if r.get('MESSAGE', '').startswith('Stopped ')]
+    assert times, f'no "Stopped" record for {unit}'
+    return times[-1]
+
+
+@test
+def control_nginx_reload_alone_under_wrk(ctx):
+    """What an nginx reload costs keep-alive clients with no deploy at all:
+    the yardstick for the wrk socket errors printed by the deploy tests."""
+    c = container()
+    if not active_colour(c):
+        deploy(c, 'deploy')
+    wrk = wrk_start(c, 8)
+    for _ in range(2):
+        time.sleep(2.5)
+        c.run(['systemctl', 'reload', 'nginx'])
+    w = wrk_result(wrk)
+    print(f'# control: wrk through nginx, 2 nginx reloads, no deploy: {w["requests"]} requests, '
+          f'{w["non2xx"]} non-2xx, {w["socket_errors"]} socket errors')
+    assert w['non2xx'] == 0, w['raw']
+
+
+@test
+def units_verify_clean_and_hardened(ctx):
+    c = container()
+    units = ['batond.socket', 'batond.service', 'batond@blue.socket', 'batond@blue.service',
+             'batond@green.socket', 'batond@green.service']
+    # Man pages are checked too once they ship (issue 6); --man=no until then.
+    r = c.run(['systemd-analyze', 'verify', '--man=no'] + units, check=False)
+    assert r.returncode == 0 and not r.stderr.strip() and not r.stdout.strip(), r.stdout + r.stderr
+    for unit in ('batond@blue.service', 'batond.service'):
+        out = c.run(['systemd-analyze', 'security', unit], check=False).stdout
+        level = float(re.search(r'Overall exposure level for \S+: ([\d.]+)', out).group(1))
+        print(f'# systemd-analyze security {unit}: {level}')
+        assert level <= 2.0, out[-2000:]
+
+
+@test
+def deploy_blue_to_green_under_load_loses_nothing(ctx):
+    c = container()
+    if not active_colour(c):
+        deploy(c, 'deploy')                  # the first deploy: blue
+    old = active_colour(c)
+    new = 'green' if old == 'blue' else 'blue'
+    wrk = wrk_start(c, 30)
+    traffic = c.popen(['python3', '/usr/local/lib/baton-test/traffic.py', NGINX, '32', '12'],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    rc, out, took = deploy(c, 'deploy')
+    print(f'# deploy {old} -> {new} took {took:.1f}s')
+    assert active_colour(c) == new
+    w = wrk_result(wrk)
+    t = json.loads(traffic.communicate(timeout=120)[0])
+    assert_clean(w, 'wrk through nginx during the deploy', nginx_reloads=2)
+    assert_reads_clean(t, 'during the deploy')
+    ts = t['test_stream']
+    print(f'# /stream/test: {len(ts["ticks"])} ticks served by {ts["colors"]}, '
+          f'ended {ts["ended_at"] - ts["started_at"]:.1f}s after it started')
+    assert ts['ticks'] == list(range(1, 13)) and ts['ended_at'], ts
+    assert ts['colors'] == [old], ts
+    blue_stopped = stopped_at(c, f'batond@{old}.service')
+    print(f'# {old} stopped {blue_stopped - ts["ended_at"]:.1f}s after the stream ended')
+    assert blue_stopped >= ts['ended_at'], (blue_stopped, ts)
+    published, seen = t['published'], t['topic_stream']['ids']
+    print(f'# topic stream: {len(published)} published, {len(seen)} received, '
+          f'{t["topic_stream"]["reconnects"]} reconnect(s); publish errors: {t.get("publish_errors")}')
+    assert not t.get('publish_errors'), t.get('publish_errors')
+    assert seen == sorted(published) and len(seen) == len(set(seen)), (published, seen)
+    assert 'Waiting [' in out or 'drained after' in out
+
+
+@test
+def deploy_back_with_a_new_release_and_roll_back(ctx):
+    c = container()
+    start = active_colour(c)
+    assert start
+    # A different build is a different release: pinned, not shared.
+    c.sh('cp /usr/local/sbin/batond /tmp/batond-next && printf x >> /tmp/batond-next')
+    wrk = wrk_start(c, 12)
+    time.sleep(2)
+    rc, out, took = deploy(c, 'deploy', '/tmp/batond-next')
+    w = wrk_result(wrk)
+    assert_clean(w, f'wrk during deploy {start} -> {active_colour(c)} ({took:.1f}s)', nginx_reloads=2)
+    now = active_colour(c)
+    assert now != start
+    exec_start = c.run(['systemctl', 'show', '-p', 'ExecStart', '--value', f'batond@{now}']).stdout
+    assert '/var/lib/baton-deploy/releases/' in exec_start, exec_start
+    status = c.run(['baton-deploy', 'status']).stdout
+    print('\n'.join(f'#   | {l}' for l in status.splitlines()))
+    releases = dict(re.findall(r'^(blue|green)\s+\S+\s+release (\S+)', status, re.M))
+    assert releases[now] != releases[start], releases
+
+    wrk = wrk_start(c, 12)
+    time.sleep(2)
+    rc, out, took = deploy(c, 'rollback')
+    w = wrk_result(wrk)
+    assert_clean(w, f'wrk during rollback to {start} ({took:.1f}s)', nginx_reloads=2)
+    assert active_colour(c) == start
+    status = c.run(['baton-deploy', 'status']).stdout
+    assert re.search(rf'^Active colour: {start}', status, re.M), status
+    assert dict(re.findall(r'^(blue|green)\s+\S+\s+release (\S+)', status, re.M))[start] == releases[start]
+
+
+@test
+def deploy_that_cannot_become_ready_leaves_everything_as_it_was(ctx):
+    c = container()
+    serving = active_colour(c)
+    idle = 'green' if serving == 'blue' else 'blue'
+    upstream_before = open(c.path('/etc/nginx/baton/upstream.conf')).read()
+    c.write(f'/etc/baton/batond-{idle}.conf', 'MAX_BODY_BYTES=lots\n')
+    try:
+        rc, out, took = deploy(c, 'deploy', check=False)
+    finally:
+        os.unlink(c.path(f'/etc/baton/batond-{idle}.conf'))
+    print(f'# failed deploy exited {rc} after {took:.1f}s')
+    assert rc == 1, out
+    assert 'MAX_BODY_BYTES' in out, out           # the reason, from the journal
+    assert open(c.path('/etc/nginx/baton/upstream.conf')).read() == upstream_before
+    assert active_colour(c) == serving
+    r = c.run(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', f'{NGINX}/api/v1/topics/x/events'])
+    assert r.stdout == '200', r.stdout
+    # A database that is not there: the same.
+    c.write(f'/etc/baton/batond-{idle}.conf', 'DATABASE_URL=postgres://baton:pw@127.0.0.1:1/baton\n')
+    try:
+        c.write('/etc/baton/deploy.conf', 'DRAIN_TIMEOUT=25\nPROGRESS_EVERY=3\nSTART_TIMEOUT=6\n')
+        rc, out, took = deploy(c, 'deploy', check=False)
+    finally:
+        os.unlink(c.path(f'/etc/baton/batond-{idle}.conf'))
+        c.write('/etc/baton/deploy.conf', 'DRAIN_TIMEOUT=25\nPROGRESS_EVERY=3\n')
+    print(f'# deploy against an unreachable database exited {rc} after {took:.1f}s')
+    assert rc == 1 and 'PostgreSQL' in out, out
+    assert open(c.path('/etc/nginx/baton/upstream.conf')).read() == upstream_before
+    assert active_colour(c) == serving
+
+
+@test
+def reload_under_load_has_no_errors(ctx):
+    c = container()
+    colour = active_colour(c)
+    wrk = wrk_start(c, 8)
+    time.sleep(2)
+    started = time.monotonic()
+    c.run(['systemctl', 'reload', f'batond@{colour}'])
+    print(f'# systemctl reload batond@{colour} returned after {time.monotonic() - started:.2f}s')
+    w = wrk_result(wrk)
+    assert_clean(w, 'wrk through nginx during a reload')
+    log = c.run(['journalctl', '-u', f'batond@{colour}', '-o', 'cat', '--no-pager']).stdout
+    assert 'Reloaded configuration' in log
+
+
+@test
+def restart_of_the_socket_activated_instance_refuses_nothing(ctx):
+    c = container()
+    c.write('/etc/systemd/system/batond.socket.d/port.conf', '[Socket]\nListenStream=\nListenStream=127.0.0.1:8090\n')
+    c.run(['systemctl', 'daemon-reload'])
+    c.run(['systemctl', 'start', 'batond.socket'])
+    c.run(['curl', '-sf', 'http://127.0.0.1:8090/_/health/live'])
+    c.sh('until curl -sf http://127.0.0.1:8090/_/health/ready >/dev/null; do sleep 0.2; done', timeout=30)
+    wrk = wrk_start(c, 10, url='http://127.0.0.1:8090/_/health/live', connections=16)
+    for delay in (2, 3):
+        time.sleep(delay)
+        pid = c.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'batond']).stdout.strip()
+        c.run(['systemctl', 'restart', 'batond.service'])
+        print(f'# restarted batond.service (was pid {pid})')
+    w = wrk_result(wrk)
+    assert_clean(w, 'wrk straight at the single instance across two restarts')
+
+
+@test
+def frozen_process_is_killed_by_the_watchdog_and_restarted(ctx):
+    c = container()
+    c.write('/etc/systemd/system/batond.service.d/watchdog.conf',
+            '[Service]\nWatchdogSec=2s\nTimeoutAbortSec=5s\n')
+    c.run(['systemctl', 'daemon-reload'])
+    c.run(['systemctl', 'restart', 'batond.service'])
+    pid = c.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'batond']).stdout.strip()
+    c.run(['kill', '-STOP', pid])
+    frozen = time.monotonic()
+    new_pid = None
+    while time.monotonic() - frozen < 30:
+        p = c.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'batond']).stdout.strip()
+        if p not in ('0', pid) and c.run(['systemctl', 'is-active', '--quiet', 'batond'],
+                                          check=False).returncode == 0:
+            new_pid = p
+            break
+        time.sleep(0.2)
+    assert new_pid, 'batond was not restarted within 30s of freezing'
+    print(f'# frozen pid {pid} replaced by {new_pid} after {time.monotonic() - frozen:.1f}s')
+    log = c.run(['journalctl', '-u', 'batond', '--no-pager', '-o', 'cat']).stdout
+    assert re.search(r'[Ww]atchdog timeout', log), log[-2000:]
+    os.unlink(c.path('/etc/systemd/system/batond.service.d/watchdog.conf'))
+    c.run(['systemctl', 'daemon-reload'])
+    c.run(['systemctl', 'stop', 'batond.service', 'batond.socket'])
+
+
+@test
+def journal_shows_the_structured_fields(ctx):
+    c = container()
+    colour = active_colour(c)
+    with open(c.path('/etc/baton/batond.conf'), 'a') as f:
+        f.write('ACCESS_LOG=true\n')
+    c.run(['systemctl', 'reload', f'batond@{colour}'])
+    c.run(['curl', '-s', '-H', 'X-Request-ID: system-test-42', f'{NGINX}/api/v1/topics/x/events'])
+    time.sleep(1)
+    out = c.run(['journalctl', '-u', f'batond@{colour}', '-o', 'json', '--no-pager',
+                 'BATON_REQUEST_ID=system-test-42']).stdout
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert records, 'no journal record for the request'
+    r = records[-1]
+    print(f'# journalctl -u batond@{colour} BATON_REQUEST_ID=system-test-42: '
+          + ' '.join(f'{k}={r[k]}' for k in sorted(r) if k.startswith('BATON_')))
+    assert r['BATON_COLOR'] == colour and r['BATON_ROUTE'] == 'events_history'
+    assert r['BATON_STATUS'] == '200' and r['BATON_EVENT'] == 'http_request'
+    assert float(r['BATON_DURATION_MS']) >= 0
+    ready = c.run(['journalctl', '-u', f'batond@{colour}', '-o', 'json', '--no-pager',
+                   'BATON_EVENT=ready']).stdout
+    assert ready.strip(), 'no BATON_EVENT=ready record'
+
+
+if __name__ == '__main__':
+    try:
+        run()
+    finally:
+        if 'c' in SHARED:
+            SHARED['c'].destroy()

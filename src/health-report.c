@@ -153,7 +153,7 @@ static json_t *server_to_json(const ServerCheck *s) {
                          "activeStreams", (json_int_t) s->streams);
 }
 
-json_t *full_health_to_json(const FullHealth *h) {
+json_t *full_health_to_json(const FullHealth *h, OverallHealth *ret_overall) {
         char reason[CHECK_ERROR_MAX + 64];
         OverallHealth overall = full_health_overall(h, reason, sizeof(reason));
         json_t *nats = h->snapshot->nats_enabled ? dependency_to_json(&h->snapshot->nats)
@@ -175,6 +175,8 @@ json_t *full_health_to_json(const FullHealth *h) {
                 json_decref(root);
                 return NULL;
         }
+        if (ret_overall)
+                *ret_overall = overall;
         return root;
 }
 

@@ -80,8 +80,9 @@ typedef struct FullHealth {
 OverallHealth full_health_overall(const FullHealth *h, char *reason, size_t reason_size);
 
 /* {"status":"healthy"|"degraded"|"unhealthy", ["reason":...,] "version", "color",
- *  "uptimeSeconds", "checks":{"database","nats","memory","server"}} */
-json_t *full_health_to_json(const FullHealth *h);
+ *  "uptimeSeconds", "checks":{"database","nats","memory","server"}}; the
+ * verdict in *ret_overall (may be NULL), so callers need not decide twice. */
+json_t *full_health_to_json(const FullHealth *h, OverallHealth *ret_overall);
 
 /* GET /health/db: the database check alone ({"status":"UP","responseTimeMs":...}). */
 json_t *health_database_to_json(const HealthSnapshot *s);

@@ -58,11 +58,11 @@ void ops_handle_health(Manager *m, HttpRequest *req) {
                 .color = m->config->deployment_color,
                 .uptime_usec = uptime_usec(m),
         };
-        char reason[CHECK_ERROR_MAX + 64];
-        OverallHealth overall = full_health_overall(&h, reason, sizeof(reason));
+        OverallHealth overall = OVERALL_UNHEALTHY;
+        json_t *body = full_health_to_json(&h, &overall);
 
         http_respond_json(req, overall == OVERALL_UNHEALTHY ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK,
-                          full_health_to_json(&h));
+                          body);
 }
 
 void ops_handle_health_db(Manager *m, HttpRequest *req) {

@@ -15,7 +15,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Skip, http_get, publish, raw_request, run, test, wait_until)  # noqa: E402
+from harness import (Skip, free_port, http_get, publish, run, test, wait_until)  # noqa: E402
 
 import http.client  # noqa: E402
 
@@ -290,7 +290,6 @@ def metrics_socket_serves_ops_only_and_public_can_hide_them(ctx):
 @test
 def metrics_port_binds_its_own_socket(ctx):
     pg = ctx.postgres()
-    from harness import free_port
     mport = free_port()
     b = ctx.batond({'DATABASE_URL': pg.url(), 'METRICS_PORT': str(mport)},
                    socket_activate=False).start()

@@ -23,6 +23,8 @@ from harness import Skip, run, test  # noqa: E402
 BUILD = os.environ.get('BATON_BUILD_DIR', os.path.join(HERE, '..', '..', 'build'))
 NGINX = 'http://127.0.0.1:8000'
 SHARED = {}     # the one container every test here uses
+# baton-deploy's settings in the container: a short drain wait for tests.
+DEPLOY_CONF = 'DRAIN_TIMEOUT=25\nPROGRESS_EVERY=3\n'
 
 
 def container():
@@ -56,7 +58,7 @@ def install(c):
     c.write('/etc/baton/batond.conf',
             'DATABASE_URL=postgres://baton:pw@127.0.0.1:5432/baton\n'
             'HEALTH_CHECK_INTERVAL=1s\nSTREAM_HEARTBEAT_INTERVAL=2s\nDRAIN_TIMEOUT=60s\n', 0o640)
-    c.write('/etc/baton/deploy.conf', 'DRAIN_TIMEOUT=25\nPROGRESS_EVERY=3\n')
+    c.write('/etc/baton/deploy.conf', DEPLOY_CONF)
     c.write('/etc/baton/deployment-token', 'system-test-token\n', 0o640)
     c.sh('chgrp baton /etc/baton/batond.conf /etc/baton/deployment-token')
     # nginx: only the example site, on port 8000, with its managed upstream.
@@ -252,11 +254,11 @@ def deploy_that_cannot_become_ready_leaves_everything_as_it_was(ctx):
     # A database that is not there: the same.
     c.write(f'/etc/baton/batond-{idle}.conf', 'DATABASE_URL=postgres://baton:pw@127.0.0.1:1/baton\n')
     try:
-        c.write('/etc/baton/deploy.conf', 'DRAIN_TIMEOUT=25\nPROGRESS_EVERY=3\nSTART_TIMEOUT=6\n')
+        c.write('/etc/baton/deploy.conf', DEPLOY_CONF + 'START_TIMEOUT=6\n')
         rc, out, took = deploy(c, 'deploy', check=False)
     finally:
         os.unlink(c.path(f'/etc/baton/batond-{idle}.conf'))
-        c.write('/etc/baton/deploy.conf', 'DRAIN_TIMEOUT=25\nPROGRESS_EVERY=3\n')
+        c.write('/etc/baton/deploy.conf', DEPLOY_CONF)
     print(f'# deploy against an unreachable database exited {rc} after {took:.1f}s')
     assert rc == 1 and 'PostgreSQL' in out, out
     assert open(c.path('/etc/nginx/baton/upstream.conf')).read() == upstream_before

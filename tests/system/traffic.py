@@ -137,18 +137,13 @@ def reader():
                     conn.close()
                     conn = None
                 break
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
+            except OSError as e:        # RemoteDisconnected is a ConnectionResetError
                 conn.close()
                 conn = None
-                if reused and attempt == 1:
+                closed_under_us = isinstance(e, (ConnectionResetError, BrokenPipeError))
+                if closed_under_us and reused and attempt == 1:
                     count('retried')
                     continue
-                count('failed')
-                result.setdefault('read_errors', []).append(str(e))
-                break
-            except OSError as e:
-                conn.close()
-                conn = None
                 count('failed')
                 result.setdefault('read_errors', []).append(str(e))
                 break

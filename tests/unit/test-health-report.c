@@ -172,10 +172,12 @@ static void test_full_report_rules(void **state) {
 static void test_full_report_json(void **state) {
         HealthSnapshot s = running(false, false, false);
         FullHealth h = full(&s, 950, 1000);
-        json_t *j = full_health_to_json(&h);
+        OverallHealth overall = OVERALL_HEALTHY;
+        json_t *j = full_health_to_json(&h, &overall);
 
         assert_non_null(j);
         assert_string_equal(get_str(j, "status"), "degraded");
+        assert_int_equal(overall, OVERALL_DEGRADED);
         assert_string_equal(get_str(j, "reason"), "database is down");
         assert_string_equal(get_str(j, "version"), "1.2.3");
         assert_string_equal(get_str(j, "color"), "blue");
@@ -195,7 +197,7 @@ static void test_full_report_json(void **state) {
 
         s = running(true, false, false);
         h = full(&s, 1, 1000);
-        j = full_health_to_json(&h);
+        j = full_health_to_json(&h, &overall);
         assert_string_equal(get_str(j, "status"), "healthy");
         assert_null(get(j, "reason"));
         json_decref(j);

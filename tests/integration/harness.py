@@ -566,6 +566,27 @@ class Context:
             self.tmp.cleanup()
 
 
+# Extra context for failure reports: callables returning text (the system
+# test adds the container's failed units and journal).
+failure_notes = []
+
+
+def report_failure(name, ctx):
+    """Why a case failed, on stderr as well as in TAP comments: meson's
+    --print-errorlogs (and so CI's log) shows a TAP test's stderr only."""
+    lines = traceback.format_exc().splitlines()
+    for obj, _ in ctx._cleanups:
+        if isinstance(obj, Batond):
+            lines.append(f'--- log of batond on port {obj.port} ---')
+            lines += [f'  {line}' for line in obj.log().splitlines()[-40:]]
+            lines.append(f'--- sd_notify: {obj.notify.texts()[-15:]}')
+    for note in failure_notes:
+        lines += note().splitlines()
+    for line in lines:
+        print(f'# {line}', flush=True)
+    print(f'=== {name} failed:', *lines, sep='\n', file=sys.stderr, flush=True)
+
+
 def run():
     only = [a for a in sys.argv[1:] if not a.startswith('-')]
     tests = [t for t in _tests if not only or t.__name__ in only]
@@ -583,14 +604,7 @@ def run():
         except Exception:
             status = 'not ok'
             failed += 1
-            for line in traceback.format_exc().splitlines():
-                print(f'# {line}', flush=True)
-            for obj, _ in ctx._cleanups:
-                if isinstance(obj, Batond):
-                    print(f'# --- log of batond on port {obj.port} ---')
-                    for line in obj.log().splitlines()[-40:]:
-                        print(f'#   {line}')
-                    print(f'# --- sd_notify: {obj.notify.texts()[-15:]}')
+            report_failure(fn.__name__, ctx)
         finally:
             ctx.close(keep=status != 'ok' and VERBOSE)
         elapsed = time.monotonic() - started

@@ -9,35 +9,94 @@ import tempfile
 import time
 
 
+class Unavailable(Exception):
+    """This machine cannot boot systemd in a container (no overlay, no
+    nspawn, systemd never came up): an environment limit, not a failure of
+    what is under test. The message carries the boot log's tail."""
+
+
 class Container:
     def __init__(self, name='baton-test'):
         self.name = name
+        self.leader = None
+        self.proc = None
         self.dir = tempfile.mkdtemp(prefix='baton-nspawn-')
         self.root = os.path.join(self.dir, 'root')
-        for d in ('upper', 'work', 'root'):
-            os.makedirs(os.path.join(self.dir, d))
-        subprocess.run(['mount', '-t', 'overlay', 'overlay', '-o',
-                        f'lowerdir=/,upperdir={self.dir}/upper,workdir={self.dir}/work', self.root],
-                       check=True)
         self.log = open(os.path.join(self.dir, 'boot.log'), 'w')
+        try:
+            self._boot(name)
+        except BaseException:
+            self.destroy()
+            raise
+
+    def _boot(self, name):
+        # The overlay's upper layer on a tmpfs of its own: whatever /tmp is
+        # on this machine (overlayfs cannot be an upper layer), tmpfs can.
+        scratch = os.path.join(self.dir, 'scratch')
+        os.makedirs(scratch)
+        self._mount(['-t', 'tmpfs', '-o', 'mode=0755', 'baton-scratch', scratch])
+        for d in ('scratch/upper', 'scratch/work', 'root'):
+            os.makedirs(os.path.join(self.dir, d))
+        self._mount(['-t', 'overlay', 'overlay', '-o',
+                     f'lowerdir=/,upperdir={scratch}/upper,workdir={scratch}/work', self.root])
         self.proc = subprocess.Popen(
             ['systemd-nspawn', '-D', self.root, '--register=no', '--keep-unit',
              '--link-journal=no', '--private-network', '--console=pipe', '-b',
              f'--machine={name}'],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
-        self.leader = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and self.leader is None:
+        self.leader = self._find_leader(30)
+        self.state = self._wait_booted(120)
+
+    def _mount(self, args):
+        r = subprocess.run(['mount'] + args, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise Unavailable(f'mount {" ".join(args)}: {r.stderr.strip()}')
+
+    def _find_leader(self, timeout):
+        """The container's PID 1: the nspawn process's child."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
             kids = subprocess.run(['pgrep', '-P', str(self.proc.pid)], capture_output=True,
                                   text=True).stdout.split()
             if kids:
-                self.leader = int(kids[0])
-            else:
-                time.sleep(0.1)
-        if self.leader is None:
-            raise RuntimeError(f'the container did not boot: {self.boot_log()[-2000:]}')
-        # "degraded" is fine (host services that fail inside); we want it up.
-        self.run(['systemctl', 'is-system-running', '--wait'], check=False, timeout=90)
+                return int(kids[0])
+            time.sleep(0.1)
+        raise Unavailable(f'systemd-nspawn started no container: {self.boot_log()[-2000:]}')
+
+    def _wait_booted(self, timeout):
+        """Waits for systemd inside to finish booting. "degraded" is fine
+        (host services that cannot run inside); anything else after the
+        timeout, or nspawn exiting, means no usable container."""
+        deadline = time.monotonic() + timeout
+        state = ''
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                state = self.run(['systemctl', 'is-system-running'], check=False,
+                                 timeout=10).stdout.strip()
+            except subprocess.TimeoutExpired:
+                state = 'no answer'
+            if state in ('running', 'degraded'):
+                return state
+            time.sleep(0.2)
+        exited = self.proc.poll()
+        raise Unavailable(f'systemd in the container did not boot (state "{state}"'
+                          + (f', nspawn exited {exited}' if exited is not None else '')
+                          + f'): {self.boot_log()[-2000:]}')
+
+    def diagnostics(self):
+        """What to read when something inside went wrong: failed units and
+        the journal's tail."""
+        if self.proc is None or self.proc.poll() is not None:
+            return f'the container is gone; boot log:\n{self.boot_log()[-3000:]}'
+        out = []
+        for argv in (['systemctl', '--failed', '--no-pager'],
+                     ['journalctl', '-b', '--no-pager', '-n', '60', '-p', 'warning']):
+            try:
+                r = self.run(argv, check=False, timeout=20)
+                out.append(f'$ {" ".join(argv)}\n{r.stdout}{r.stderr}')
+            except Exception as e:  # diagnostics must not hide the failure
+                out.append(f'$ {" ".join(argv)}: {e}')
+        return '\n'.join(out)
 
     def boot_log(self):
         with open(os.path.join(self.dir, 'boot.log'), errors='replace') as f:
@@ -69,14 +128,17 @@ class Container:
         os.chmod(p, mode)
 
     def destroy(self):
-        if self.leader:
-            subprocess.run(['nsenter', '-t', str(self.leader), '-a', 'systemctl', 'poweroff'],
-                           capture_output=True, timeout=30)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            if self.leader and self.proc.poll() is None:
+                subprocess.run(['nsenter', '-t', str(self.leader), '-a', 'systemctl', 'poweroff'],
+                               capture_output=True, timeout=30)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.log.close()
-        subprocess.run(['umount', '-l', self.root], check=False)
+        subprocess.run(['umount', '-l', self.root], capture_output=True, check=False)
+        subprocess.run(['umount', '-l', os.path.join(self.dir, 'scratch')], capture_output=True,
+                       check=False)
         subprocess.run(['rm', '-rf', self.dir], check=False)

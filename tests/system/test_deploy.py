@@ -18,7 +18,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 sys.path.insert(0, HERE)
-from harness import Skip, run, test  # noqa: E402
+from harness import Skip, failure_notes, run, test  # noqa: E402
 
 BUILD = os.environ.get('BATON_BUILD_DIR', os.path.join(HERE, '..', '..', 'build'))
 NGINX = 'http://127.0.0.1:8000'
@@ -28,21 +28,39 @@ DEPLOY_CONF = 'DRAIN_TIMEOUT=25\nPROGRESS_EVERY=3\n'
 
 
 def container():
+    """The one container every case here shares, booted and set up once.
+    A machine that cannot boot one skips (with the reason and the boot
+    log); a setup that fails after the boot fails every case, with the
+    reason, instead of running them against half a setup."""
     if 'c' in SHARED:
         return SHARED['c']
     if 'skip' in SHARED:
         raise Skip(SHARED['skip'])
+    if 'error' in SHARED:
+        raise AssertionError(f'the container setup failed earlier: {SHARED["error"]}')
     missing = [t for t in ('systemd-nspawn', 'nsenter', 'wrk', 'nginx') if not shutil.which(t)]
     if os.geteuid() != 0 or missing:
         SHARED['skip'] = (f'needs root and {", ".join(missing)}' if missing
                           else 'needs root (nspawn, overlay mount)')
         raise Skip(SHARED['skip'])
-    from container import Container
+    from container import Container, Unavailable
     started = time.monotonic()
-    c = Container('baton-system')
+    try:
+        c = Container('baton-system')
+    except Unavailable as e:
+        print(f'system test: no container on this machine: {e}', file=sys.stderr, flush=True)
+        SHARED['skip'] = f'cannot boot systemd in a container here: {str(e).splitlines()[0][:200]}'
+        raise Skip(SHARED['skip'])
+    SHARED['container'] = c         # destroyed at exit, set up or not
+    try:
+        install(c)
+    except Exception as e:
+        SHARED['error'] = str(e)[:2000]
+        print(f'system test: setup failed: {e}\n{c.diagnostics()}', file=sys.stderr, flush=True)
+        raise
     SHARED['c'] = c
-    install(c)
-    print(f'# container booted and set up in {time.monotonic() - started:.1f}s')
+    failure_notes.append(c.diagnostics)
+    print(f'# container booted ({c.state}) and set up in {time.monotonic() - started:.1f}s')
     return c
 
 
@@ -353,5 +371,5 @@ if __name__ == '__main__':
     try:
         run()
     finally:
-        if 'c' in SHARED:
-            SHARED['c'].destroy()
+        if 'container' in SHARED:
+            SHARED['container'].destroy()

@@ -1,0 +1,356 @@
+#!/usr/bin/env python3
+"""The packages, as an operator meets them: the .deb built by
+tools/package is installed with apt into a container booted with real
+systemd, serves through nginx, is upgraded to a rebuild with a higher
+version while a colour carries a stream, then removed and purged. The rpm
+built from rpm/baton.spec is compared with the .deb: files, configuration
+markings and what the scriptlets do.
+
+Needs root, systemd-nspawn, dpkg-buildpackage and rpmbuild; skips with the
+reason otherwise."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, '..', '..')
+sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
+sys.path.insert(0, HERE)
+from harness import Skip, failure_notes, run, test  # noqa: E402
+
+NGINX = 'http://127.0.0.1:8000'
+UPGRADE_VERSION = '0.1.0+rebuild1'
+SHARED = {}
+
+
+def packages():
+    """Builds the .deb and .rpm once, and a .deb with a higher version."""
+    if 'pkg' in SHARED:
+        return SHARED['pkg']
+    if 'skip' in SHARED:
+        raise Skip(SHARED['skip'])
+    missing = [t for t in ('dpkg-buildpackage', 'lintian', 'rpmbuild', 'rpmlint')
+               if not shutil.which(t)]
+    if os.geteuid() != 0 or missing:
+        SHARED['skip'] = f'needs root and {", ".join(missing) or "nothing else"}'
+        raise Skip(SHARED['skip'])
+    out = tempfile.mkdtemp(prefix='baton-pkg-')
+    SHARED['out'] = out
+    started = time.monotonic()
+    for args in (['--out', f'{out}/first', 'all'],
+                 ['--out', f'{out}/next', '--version', UPGRADE_VERSION, 'deb']):
+        r = subprocess.run([os.path.join(ROOT, 'tools', 'package')] + args,
+                           capture_output=True, text=True, env=dict(os.environ, DEB_BUILD_OPTIONS='nocheck')
+                           if '--version' in args else None)
+        assert r.returncode == 0, f'tools/package {" ".join(args)}: {r.stderr[-3000:]}'
+        for line in r.stdout.splitlines() + r.stderr.splitlines():
+            if re.match(r'^[EW]: ', line):
+                print(f'# lintian/rpmlint: {line}')
+    pkg = {
+        'deb': only(f'{out}/first', r'baton_[^_]+_\w+\.deb$'),
+        'dbgsym': only(f'{out}/first', r'baton-dbgsym_.*\.deb$'),
+        'rpm': only(f'{out}/first', r'baton-\d[^/]*\.x86_64\.rpm$|baton-\d[^/]*\.\w+\.rpm$'),
+        'next': only(f'{out}/next', r'baton_[^_]+_\w+\.deb$'),
+    }
+    print(f'# built .deb, dbgsym .deb, .rpm and the {UPGRADE_VERSION} .deb '
+          f'in {time.monotonic() - started:.0f}s')
+    SHARED['pkg'] = pkg
+    return pkg
+
+
+def only(directory, pattern):
+    found = [f for f in os.listdir(directory) if re.search(pattern, f) and 'debuginfo' not in f
+             and 'debugsource' not in f]
+    assert len(found) == 1, (directory, pattern, os.listdir(directory))
+    return os.path.join(directory, found[0])
+
+
+def container():
+    if 'c' in SHARED:
+        return SHARED['c']
+    if 'container_skip' in SHARED:
+        raise Skip(SHARED['container_skip'])
+    pkg = packages()
+    if not shutil.which('systemd-nspawn'):
+        SHARED['container_skip'] = 'needs systemd-nspawn (systemd-container)'
+        raise Skip(SHARED['container_skip'])
+    from container import Container, Unavailable
+    try:
+        c = Container('baton-package')
+    except Unavailable as e:
+        print(f'package test: no container on this machine: {e}', file=sys.stderr, flush=True)
+        SHARED['container_skip'] = f'cannot boot systemd in a container here: {str(e).splitlines()[0][:200]}'
+        raise Skip(SHARED['container_skip'])
+    SHARED['c'] = c
+    failure_notes.append(c.diagnostics)
+    # Only what this test starts: the host's services in the image stay off.
+    c.sh('systemctl stop nats-server nginx 2>/dev/null; true', check=False)
+    for key in ('deb', 'next'):
+        with open(pkg[key], 'rb') as src, open(c.path(f'/root/{os.path.basename(pkg[key])}'), 'wb') as dst:
+            shutil.copyfileobj(src, dst)
+    return c
+
+
+def apt(c, *args):
+    r = c.run(['env', 'DEBIAN_FRONTEND=noninteractive', 'apt-get', '-y', '-q',
+               '-o', 'Dpkg::Options::=--force-confold'] + list(args), check=False, timeout=300)
+    assert r.returncode == 0, f'apt-get {" ".join(args)}: {r.stdout[-2000:]} {r.stderr[-2000:]}'
+    return r.stdout + r.stderr
+
+
+def main_pid(c, unit):
+    return c.run(['systemctl', 'show', '-p', 'MainPID', '--value', unit]).stdout.strip()
+
+
+@test
+def deb_installs_with_apt_and_starts_nothing(ctx):
+    c = container()
+    deb = os.path.basename(packages()['deb'])
+    started = time.monotonic()
+    apt('install', f'/root/{deb}')
+    print(f'# apt-get install ./{deb}: {time.monotonic() - started:.1f}s')
+    assert c.run(['dpkg-query', '-W', '-f=${Status} ${Version}', 'baton']).stdout == \
+        'install ok installed 0.1.0'
+    for unit in ('batond.socket', 'batond.service', 'batond@blue.socket', 'batond@green.socket'):
+        enabled = c.run(['systemctl', 'is-enabled', unit], check=False).stdout.strip()
+        active = c.run(['systemctl', 'is-active', unit], check=False).stdout.strip()
+        assert active == 'inactive' and enabled in ('disabled', 'indirect', 'static', ''), \
+            (unit, enabled, active)
+    assert c.run(['pgrep', '-x', 'batond'], check=False).returncode == 1, 'batond runs after install'
+    # The user, and its directories from tmpfiles.d.
+    assert c.run(['getent', 'passwd', 'baton']).stdout.split(':')[5] == '/var/lib/baton'
+    assert c.run(['stat', '-c', '%a %U %G', '/etc/baton']).stdout.split() == ['750', 'root', 'baton']
+    assert c.run(['stat', '-c', '%a %U %G', '/var/lib/baton']).stdout.split() == ['750', 'baton', 'baton']
+    conffiles = c.run(['dpkg-query', '-W', '-f=${Conffiles}', 'baton']).stdout
+    assert '/etc/baton/batond.conf' in conffiles, conffiles
+    # The shipped configuration parses as it is: every key commented out.
+    r = c.run(['batond', '--config', '/etc/baton/batond.conf', '--check-config'], check=False)
+    keys_named = re.findall(r'\b[A-Z][A-Z_]{3,}\b', r.stdout + r.stderr)
+    assert set(keys_named) <= {'DATABASE_URL'}, r.stdout + r.stderr
+    # Man pages, found by man, and units verified with them (--man=yes).
+    pages = c.run(['man', '-w', 'batond', 'batond.conf', 'baton-deploy']).stdout.split()
+    assert len(pages) == 3, pages
+    units = ['batond.socket', 'batond.service', 'batond@blue.socket', 'batond@blue.service',
+             'batond@green.socket', 'batond@green.service']
+    r = c.run(['systemd-analyze', 'verify'] + units, check=False)
+    assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
+
+
+@test
+def single_instance_answers_ready_through_nginx(ctx):
+    c = container()
+    c.sh("su postgres -c \"psql -qc \\\"CREATE ROLE baton LOGIN PASSWORD 'pw'\\\" "
+         "-c 'CREATE DATABASE baton OWNER baton'\"")
+    with open(c.path('/etc/baton/batond.conf'), 'a') as f:
+        f.write('\n# Added by the package test.\n'
+                'DATABASE_URL=postgres://baton:pw@127.0.0.1:5432/baton\n'
+                'HEALTH_CHECK_INTERVAL=1s\nSTREAM_HEARTBEAT_INTERVAL=2s\n')
+    c.write('/etc/baton/deploy.conf', 'DRAIN_TIMEOUT=60\nPROGRESS_EVERY=3\n')
+    # nginx from the package's own examples.
+    site = open(c.path('/usr/share/doc/baton/examples/nginx/baton-site.conf')).read()
+    site = site.replace('listen 80;', 'listen 127.0.0.1:8000;').replace('listen [::]:80;', '')
+    c.write('/etc/nginx/sites-enabled/baton', site)
+    c.sh('rm -f /etc/nginx/sites-enabled/default && mkdir -p /etc/nginx/baton && '
+         'cp /usr/share/doc/baton/examples/nginx/upstream.conf /etc/nginx/baton/upstream.conf')
+    c.run(['nginx', '-t'])
+    c.run(['systemctl', 'start', 'nginx'])
+
+    c.run(['systemctl', 'start', 'batond.socket'])
+    started = time.monotonic()
+    # The first request through nginx starts batond (socket activation).
+    r = c.run(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '30',
+               f'{NGINX}/api/v1/topics/package/events'])
+    assert r.stdout == '200', r.stdout
+    print(f'# first request through nginx answered 200 after {time.monotonic() - started:.1f}s '
+          f'(socket activation, migrations, checks)')
+    assert c.run(['curl', '-sf', 'http://127.0.0.1:8080/_/health/ready']).returncode == 0
+    assert c.run(['systemctl', 'is-active', 'batond.service']).stdout.strip() == 'active'
+    user = c.run(['ps', '-o', 'user=', '-p', main_pid(c, 'batond.service')]).stdout.strip()
+    assert user == 'baton', user
+
+
+@test
+def upgrade_keeps_a_running_colour_and_its_stream(ctx):
+    c = container()
+    next_deb = os.path.basename(packages()['next'])
+    # The single instance moves to 8090 so that blue can have 8080.
+    c.run(['systemctl', 'stop', 'batond.socket', 'batond.service'])
+    c.write('/etc/systemd/system/batond.socket.d/port.conf',
+            '[Socket]\nListenStream=\nListenStream=127.0.0.1:8090\n')
+    c.run(['systemctl', 'daemon-reload'])
+    c.run(['systemctl', 'start', 'batond.socket'])
+    c.sh('until curl -sf http://127.0.0.1:8090/_/health/ready >/dev/null; do sleep 0.2; done', timeout=30)
+    r = c.run(['baton-deploy', 'deploy'], check=False, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert c.run(['systemctl', 'is-active', 'batond@blue']).stdout.strip() == 'active'
+    blue_pid, single_pid = main_pid(c, 'batond@blue'), main_pid(c, 'batond.service')
+
+    stream = c.popen(['curl', '-sN', '--max-time', '60', f'{NGINX}/stream/test?duration=15'],
+                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # Requests at the single instance all through the upgrade: its restart
+    # must refuse none (systemd keeps the socket).
+    probes = c.popen(['sh', '-c', 'for i in $(seq 150); do curl -s -o /dev/null -w "%{http_code}\\n" '
+                      '--max-time 10 http://127.0.0.1:8090/_/health/live; sleep 0.05; done'],
+                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(3)
+    started = time.monotonic()
+    out = apt('install', f'/root/{next_deb}')
+    print(f'# upgrade to {UPGRADE_VERSION} took {time.monotonic() - started:.1f}s')
+    assert c.run(['dpkg-query', '-W', '-f=${Version}', 'baton']).stdout == UPGRADE_VERSION, out
+
+    codes = probes.communicate(timeout=120)[0].split()
+    text = stream.communicate(timeout=90)[0]
+    ticks = [int(t) for t in re.findall(r'^id: (\d+)$', text, re.M)]
+    print(f'# blue stream across the upgrade: {len(ticks)} ticks, '
+          f'ended cleanly: {"event: end" in text}; blue pid {blue_pid} -> {main_pid(c, "batond@blue")}')
+    assert ticks == list(range(1, 16)) and 'event: end' in text, text[-500:]
+    assert main_pid(c, 'batond@blue') == blue_pid, 'the upgrade restarted blue'
+    assert c.run(['systemctl', 'is-active', 'batond@blue']).stdout.strip() == 'active'
+    assert '/var/lib/baton-deploy/releases/' in c.run(
+        ['systemctl', 'show', '-p', 'ExecStart', '--value', 'batond@blue']).stdout
+
+    bad = [code for code in codes if code != '200']
+    new_single = main_pid(c, 'batond.service')
+    print(f'# single instance across the upgrade: {len(codes)} requests, {len(bad)} not 200; '
+          f'pid {single_pid} -> {new_single}')
+    assert len(codes) == 150 and not bad, codes
+    assert new_single not in ('0', single_pid), 'batond.service was not restarted by the upgrade'
+    # The operator's edits survive in the conffile.
+    assert 'DATABASE_URL=postgres://baton' in open(c.path('/etc/baton/batond.conf')).read()
+
+
+@test
+def remove_then_purge_leaves_nothing(ctx):
+    c = container()
+    apt('remove', 'baton')
+    assert c.run(['pgrep', '-x', 'batond'], check=False).returncode == 1, \
+        c.run(['pgrep', '-a', 'batond'], check=False).stdout
+    loaded = c.run(['systemctl', 'list-units', '--all', '--plain', '--no-legend', 'batond*']).stdout
+    assert not loaded.strip(), loaded
+    assert os.path.exists(c.path('/etc/baton/batond.conf')), 'remove must keep the configuration'
+    assert c.run(['getent', 'passwd', 'baton'], check=False).returncode == 0
+
+    apt('purge', 'baton')
+    left = [p for p in ('/etc/baton', '/var/lib/baton', '/var/lib/baton-deploy',
+                        '/etc/systemd/system/batond@blue.service.d', '/usr/sbin/batond',
+                        '/lib/systemd/system/batond@.service', '/usr/lib/sysusers.d/baton.conf')
+            if os.path.lexists(c.path(p))]
+    assert not left, left
+    assert c.run(['getent', 'passwd', 'baton'], check=False).returncode == 2, 'user baton left'
+    assert c.run(['getent', 'group', 'baton'], check=False).returncode == 2, 'group baton left'
+    files = c.run(['systemctl', 'list-unit-files', '--no-legend', 'batond*']).stdout
+    assert not files.strip(), files
+    assert c.run(['dpkg-query', '-W', 'baton'], check=False).returncode != 0
+    print('# after purge: no process, unit, file, user or group named baton')
+
+
+# --- the rpm against the deb -------------------------------------------------
+
+def deb_files(deb):
+    out = subprocess.run(['dpkg-deb', '-c', deb], capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1].lstrip('.') for line in out.splitlines() if not line.startswith('d')}
+
+
+def rpm_files(rpm):
+    out = subprocess.run(['rpm', '-qp', '--qf', '[%{FILEMODES:perms} %{FILENAMES}\n]', rpm],
+                         capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if not line.startswith('d')}
+
+
+def normalised(paths):
+    """The same file under each distribution's conventions: units in /lib on
+    Debian 12 and /usr/lib on Fedora; compression of docs and man pages."""
+    return {re.sub(r'\.gz$', '', re.sub(r'^/lib/systemd/', '/usr/lib/systemd/', p)) for p in paths}
+
+
+def deb_scripts(deb):
+    d = tempfile.mkdtemp(prefix='baton-debctl-')
+    subprocess.run(['dpkg-deb', '-e', deb, d], check=True)
+    scripts = {}
+    for name in ('preinst', 'postinst', 'prerm', 'postrm'):
+        p = os.path.join(d, name)
+        scripts[name] = open(p).read() if os.path.exists(p) else ''
+    conffiles = open(os.path.join(d, 'conffiles')).read().split() if os.path.exists(
+        os.path.join(d, 'conffiles')) else []
+    shutil.rmtree(d)
+    return scripts, conffiles
+
+
+def rpm_scripts(rpm):
+    out = subprocess.run(['rpm', '-qp', '--scripts', rpm], capture_output=True, text=True,
+                         check=True).stdout
+    scripts, current = {}, None
+    for line in out.splitlines():
+        m = re.match(r'^(\w+) scriptlet', line)
+        if m:
+            current = m.group(1)
+            scripts[current] = ''
+        elif current:
+            scripts[current] += line + '\n'
+    return scripts
+
+
+@test
+def rpm_matches_the_deb(ctx):
+    pkg = packages()
+    deb, rpm = deb_files(pkg['deb']), rpm_files(pkg['rpm'])
+    # Debian's own: its changelog and copyright; rpm's: the licence file.
+    deb_only_ok = {'/usr/share/doc/baton/changelog', '/usr/share/doc/baton/copyright'}
+    d, r = normalised(deb) - deb_only_ok, normalised(rpm)
+    r = {p for p in r if not p.startswith('/usr/share/licenses/')}
+    print(f'# files: .deb {len(deb)}, .rpm {len(rpm)}; compared {len(d)} after normalising')
+    assert d == r, f'only in the deb: {sorted(d - r)}; only in the rpm: {sorted(r - d)}'
+
+    debs, conffiles = deb_scripts(pkg['deb'])
+    rpms = rpm_scripts(pkg['rpm'])
+    rpm_config = subprocess.run(['rpm', '-qcp', pkg['rpm']], capture_output=True, text=True,
+                                check=True).stdout.split()
+    print(f'# configuration: deb conffiles {conffiles}, rpm %config {rpm_config}')
+    assert conffiles == rpm_config == ['/etc/baton/batond.conf']
+    noreplace = subprocess.run(['rpm', '-qp', '--qf', '[%{FILEFLAGS:fflags} %{FILENAMES}\n]', pkg['rpm']],
+                               capture_output=True, text=True, check=True).stdout
+    assert re.search(r'^cn \S*/etc/baton/batond.conf$|^c?n?c \S*/etc/baton/batond.conf$', noreplace, re.M) \
+        or 'n /etc/baton/batond.conf' in noreplace, noreplace
+
+    deb_all = '\n'.join(debs.values())
+    rpm_all = '\n'.join(rpms.values())
+    # What each package does, as a user of it would put it: (what, deb
+    # evidence, rpm evidence). Both must show it, or neither.
+    behaviours = [
+        ('creates the user from sysusers.d',
+         r'systemd-sysusers\b.*baton\.conf', r'systemd-sysusers\b|useradd\b.*baton'),
+        ('creates /etc/baton, /var/lib/baton from tmpfiles.d',
+         r'systemd-tmpfiles\b.*--create\b.*baton\.conf', r'systemd-tmpfiles\b.*--create\b.*baton\.conf'),
+        ('reloads systemd', r'daemon-reload', r'daemon-reload'),
+        ('try-restarts the single instance on upgrade',
+         r"try-restart 'batond\.service'", r'try-restart\b[^\n]*batond\.service'),
+        ('stops the colours on removal',
+         r"stop batond\.socket batond\.service[^\n]*\n?[^\n]*'batond@\*\.service'",
+         r"stop[^\n]*'?batond@\*\.service"),
+    ]
+    for what, deb_re, rpm_re in behaviours:
+        in_deb, in_rpm = bool(re.search(deb_re, deb_all)), bool(re.search(rpm_re, rpm_all))
+        print(f'# {what}: deb {in_deb}, rpm {in_rpm}')
+        assert in_deb and in_rpm, (what, in_deb, in_rpm)
+    # Never: enabling or starting anything, restarting a socket or a colour.
+    for name, text in (('deb', deb_all), ('rpm', rpm_all)):
+        assert not re.search(r'(deb-systemd-invoke|systemctl)[^\n]*\b(start|restart)\b[^\n]*(batond\.socket|batond@)',
+                             text), f'{name} restarts a socket or a colour'
+        assert not re.search(r'(deb-systemd-helper|systemctl)[^\n]*\benable\b[^\n]*batond', text) \
+            or re.search(r'was-enabled', text), f'{name} enables a unit'
+    assert 'preset' in rpm_all or '%systemd_post' in rpm_all or rpms.get('postinstall'), rpms.keys()
+
+
+if __name__ == '__main__':
+    try:
+        run()
+    finally:
+        if 'c' in SHARED:
+            SHARED['c'].destroy()
+        if 'out' in SHARED:
+            shutil.rmtree(SHARED['out'], ignore_errors=True)

@@ -786,7 +786,9 @@ static int on_run(sd_event_source *source, void *userdata) {
 
 void http_server_schedule_run(HttpServer *s) {
         int r = sd_event_source_set_enabled(s->run_source, SD_EVENT_ONESHOT);
-        if (r < 0)
+        /* -ESTALE: the loop has finished (shutdown resumes the last
+         * suspended streams after it); nothing is left to run. */
+        if (r < 0 && r != -ESTALE)
                 log_error_errno(r, "Failed to schedule HTTP processing: %s", strerror(abs(r)));
 }
 

@@ -21,7 +21,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import traceback
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'integration'))
+from harness import Skip, run, test  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 VERBOSE = '-v' in sys.argv
@@ -36,10 +38,6 @@ def read(rel):
 def log(message):
     if VERBOSE:
         print(f'# {message}', flush=True)
-
-
-class Skip(Exception):
-    pass
 
 
 class Problems:
@@ -269,16 +267,8 @@ def contains_word(text, word):
 
 # --- cases --------------------------------------------------------------------
 
-_tests = []
-
-
-def test(fn):
-    _tests.append(fn)
-    return fn
-
-
 @test
-def config_keys_documented():
+def config_keys_documented(ctx):
     """(a) units/batond.conf, (b) batond.conf(5), (c) README.md, per key."""
     keys = config_keys()
     names = {k['name'] for k in keys}
@@ -396,7 +386,7 @@ def run_quiet(argv, env=None):
 
 
 @test
-def man_pages_lint():
+def man_pages_lint(ctx):
     """mandoc -T lint, groff -ww and man --warnings print nothing."""
     p = Problems()
     missing = [tool for tool in ('mandoc', 'groff', 'man') if not shutil.which(tool)]
@@ -423,7 +413,7 @@ def man_pages_lint():
 
 
 @test
-def man_pages_well_formed():
+def man_pages_well_formed(ctx):
     """ASCII source, the project's version in .TH, every page installed,
     every page naming the others."""
     p = Problems()
@@ -460,7 +450,7 @@ def exit_status_codes(page):
 
 
 @test
-def batond_command_line_documented():
+def batond_command_line_documented(ctx):
     """Options, the migrate command and exit codes of src/main.c in batond(8)
     (and the exit codes in README.md)."""
     p = Problems()
@@ -511,7 +501,7 @@ def batond_command_line_documented():
 
 
 @test
-def batond_endpoints_and_journal_fields_documented():
+def batond_endpoints_and_journal_fields_documented(ctx):
     """Every path of the route table and every journal field and BATON_EVENT
     value in batond(8)."""
     p = Problems()
@@ -543,7 +533,7 @@ def batond_endpoints_and_journal_fields_documented():
 
 
 @test
-def baton_deploy_documented():
+def baton_deploy_documented(ctx):
     """Commands, settings, files and exit codes of tools/baton-deploy in
     baton-deploy(8)."""
     p = Problems()
@@ -632,7 +622,7 @@ def check_config(binary, path, env):
 
 
 @test
-def shipped_config_parses():
+def shipped_config_parses(ctx):
     """units/batond.conf as shipped sets nothing, and every value it shows
     (the defaults and the DATABASE_URL example) parses when uncommented."""
     binary = os.environ.get('BATOND')
@@ -669,27 +659,5 @@ def shipped_config_parses():
     p.done()
 
 
-def main():
-    only = [a for a in sys.argv[1:] if not a.startswith('-')]
-    tests = [t for t in _tests if not only or t.__name__ in only]
-    print(f'1..{len(tests)}', flush=True)
-    failed = 0
-    for n, fn in enumerate(tests, 1):
-        try:
-            fn()
-            print(f'ok {n} - {fn.__name__}', flush=True)
-        except Skip as e:
-            print(f'ok {n} - {fn.__name__} # SKIP {e}', flush=True)
-        except Exception:
-            failed += 1
-            lines = traceback.format_exc().splitlines()
-            for line in lines:
-                print(f'# {line}', flush=True)
-            # meson's --print-errorlogs shows a TAP test's stderr only.
-            print(f'=== {fn.__name__} failed:', *lines, sep='\n', file=sys.stderr, flush=True)
-            print(f'not ok {n} - {fn.__name__}', flush=True)
-    sys.exit(1 if failed else 0)
-
-
 if __name__ == '__main__':
-    main()
+    run()

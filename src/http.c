@@ -89,6 +89,7 @@ struct HttpRequest {
         bool suspended;
         bool is_stream;
         bool failed;                    /* no response possible: close */
+        bool shed;                      /* answered 503 at the connection limit */
 
         uint64_t seq;
         usec_t started_usec;
@@ -471,6 +472,30 @@ static bool route_hidden(const HttpListener *l, const Route *route) {
         return ops && !l->server->public_ops;
 }
 
+/* Past MAX_CONNECTIONS on this socket: the connection came out of the
+ * shedding reserve (HTTP_SHED_RESERVE). */
+static bool listener_over_limit(const HttpListener *l) {
+        const union MHD_DaemonInfo *info = MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+
+        return info && info->num_connections > l->server->limits.max_connections;
+}
+
+/* Overload gets a fast, honest answer: the client (or nginx, with
+ * proxy_next_upstream http_503) can go elsewhere or retry, rather than
+ * time out on a connection nobody reads. Probes are exempt, so that
+ * systemd and the balancer still see a live, ready instance. */
+static void respond_overloaded(HttpRequest *req) {
+        HttpServer *s = req->server;
+
+        s->counters.requests_shed++;
+        req->shed = true;
+        http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "overloaded",
+                           "the service is at its connection limit (%" PRIu64 "); retry shortly",
+                           s->limits.max_connections);
+        if (req->response && MHD_add_response_header(req->response, MHD_HTTP_HEADER_RETRY_AFTER, "1") != MHD_YES)
+                log_debug("Failed to add Retry-After header, ignoring.");
+}
+
 /* Decides what we can from the request line and headers. Errors that mean
  * we will not read the body (413, 431) are queued at once, which makes MHD
  * close the connection afterwards; the rest wait for the final call so the
@@ -522,7 +547,9 @@ static enum MHD_Result request_begin(HttpRequest *req) {
                 response = req->response;
                 if (response && MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES)
                         log_debug("Failed to add Allow header, ignoring.");
-        } else if ((req->match.route->flags & ROUTE_NEEDS_READY) && !s->ready)
+        } else if (!(req->match.route->flags & ROUTE_OPS) && listener_over_limit(req->listener))
+                respond_overloaded(req);
+        else if ((req->match.route->flags & ROUTE_NEEDS_READY) && !s->ready)
                 http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "not_ready",
                                    "the service is starting; retry shortly");
         return MHD_YES;
@@ -599,10 +626,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
                 req->method = http_method_from_string(method);
                 request_begin(req);
                 /* Queueing on the first call costs keep-alive in MHD 0.9.75;
-                 * do it only for answers that mean "stop sending". */
+                 * do it only for answers that mean "stop sending" (a shed
+                 * connection should close, to free its slot). */
                 if (request_has_response(req) && (req->status == MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE ||
                                                   req->status == MHD_HTTP_CONTENT_TOO_LARGE ||
-                                                  req->status == MHD_HTTP_BAD_REQUEST))
+                                                  req->status == MHD_HTTP_BAD_REQUEST || req->shed))
                         return request_queue(req);
                 return MHD_YES;
         }
@@ -809,7 +837,8 @@ static int listener_start(HttpServer *s, HttpListener *l, ListenSocket *sock) {
                 MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO,
                 0, NULL, NULL, on_access, s,
                 MHD_OPTION_LISTEN_SOCKET, sock->fd,
-                MHD_OPTION_CONNECTION_LIMIT, (unsigned) s->limits.max_connections,
+                MHD_OPTION_CONNECTION_LIMIT,
+                (unsigned) (s->limits.max_connections + HTTP_SHED_RESERVE(s->limits.max_connections)),
                 MHD_OPTION_CONNECTION_TIMEOUT, timeout_sec,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
                 MHD_OPTION_URI_LOG_CALLBACK, on_uri, l,

@@ -23,8 +23,15 @@
 
 typedef struct HttpServer HttpServer;
 
+/* Connections past MAX_CONNECTIONS that are still accepted, each to be told
+ * 503 at once (probes are still served on them) instead of waiting unseen
+ * in the kernel's backlog: a sixteenth, between 4 and 256. Past that MHD
+ * stops accepting until a connection closes. */
+#define HTTP_SHED_RESERVE(max_connections) \
+        ((max_connections) / 16 < 4 ? 4 : (max_connections) / 16 > 256 ? 256 : (max_connections) / 16)
+
 typedef struct HttpLimits {
-        uint64_t max_connections;
+        uint64_t max_connections;       /* served; HTTP_SHED_RESERVE() more get 503 */
         usec_t connection_timeout_usec;
         uint64_t max_header_bytes;
         uint64_t max_body_bytes;
@@ -36,6 +43,7 @@ typedef struct HttpCounters {
         uint64_t active_requests;       /* in flight, streams excluded */
         uint64_t active_streams;
         uint64_t requests_total;        /* completed, for progress checks */
+        uint64_t requests_shed;         /* answered 503 at the connection limit */
 } HttpCounters;
 
 /* Called on the loop after every request ends and every connection closes

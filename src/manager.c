@@ -318,10 +318,12 @@ static int on_sighup(sd_event_source *source, const struct signalfd_siginfo *si,
 /* --- setup --- */
 
 /* Lifts the soft descriptor limit to the hard one (epoll has no FD_SETSIZE
- * ceiling) and lowers MAX_CONNECTIONS if even that cannot hold them. */
+ * ceiling) and lowers MAX_CONNECTIONS if even that cannot hold them and
+ * their shedding reserve: running out of descriptors would stall accepting
+ * where the reserve answers 503. */
 static uint64_t fit_connections_to_fd_limit(uint64_t wanted, size_t n_sockets) {
         struct rlimit rl;
-        uint64_t budget;
+        uint64_t budget, fits;
 
         if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
                 return wanted;
@@ -330,13 +332,14 @@ static uint64_t fit_connections_to_fd_limit(uint64_t wanted, size_t n_sockets) {
                 if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
                         (void) getrlimit(RLIMIT_NOFILE, &rl);
         }
-        budget = rl.rlim_cur > FD_RESERVE ? (rl.rlim_cur - FD_RESERVE) / (n_sockets ? n_sockets : 1) : 16;
-        if (wanted <= budget)
+        budget = rl.rlim_cur > FD_RESERVE + 32 ? (rl.rlim_cur - FD_RESERVE) / (n_sockets ? n_sockets : 1) : 32;
+        if (wanted + HTTP_SHED_RESERVE(wanted) <= budget)
                 return wanted;
+        fits = budget - HTTP_SHED_RESERVE(budget);
         log_warning("MAX_CONNECTIONS=%" PRIu64 " does not fit the open-file limit (%ju) with %zu "
                     "socket(s); using %" PRIu64 ". Raise LimitNOFILE= to serve more.",
-                    wanted, (uintmax_t) rl.rlim_cur, n_sockets, budget);
-        return budget;
+                    wanted, (uintmax_t) rl.rlim_cur, n_sockets, fits);
+        return fits;
 }
 
 static char *listen_summary(const ListenSet *set) {

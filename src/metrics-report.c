@@ -42,6 +42,9 @@ static void collect_requests(Manager *m, Exposition *e) {
         exposition_scalar(e, "baton_http_requests_in_flight", METRIC_GAUGE,
                           "Requests being handled now (streams not included).",
                           (double) c.active_requests);
+        exposition_scalar(e, "baton_http_requests_shed_total", METRIC_COUNTER,
+                          "Requests answered 503 because their socket was past MAX_CONNECTIONS.",
+                          (double) c.requests_shed);
         exposition_scalar(e, "baton_http_connections", METRIC_GAUGE,
                           "Open client connections.", (double) c.active_connections);
         exposition_scalar(e, "baton_streams_active", METRIC_GAUGE,

@@ -3,10 +3,13 @@
 timeouts."""
 
 import http.client
+import os
+import re
 import socket
+import threading
 import time
 
-from harness import raw_request, run, test
+from harness import SseClient, http_get, publish, raw_request, run, test, wait_until
 
 
 def ready_batond(ctx, **env):
@@ -150,10 +153,12 @@ def idle_connections_time_out(ctx):
 @test
 def idle_clients_hold_connection_slots_only_until_the_timeout(ctx):
     b = ready_batond(ctx, MAX_CONNECTIONS='16', CONNECTION_TIMEOUT='2s')
-    idle = [socket.create_connection(('127.0.0.1', b.port), timeout=10) for _ in range(16)]
+    # 16 served and the shedding reserve: every slot taken.
+    idle = [socket.create_connection(('127.0.0.1', b.port), timeout=10)
+            for _ in range(16 + shed_reserve(16))]
     time.sleep(0.3)
     started = time.monotonic()
-    # The 17th client waits in the backlog until idle ones are evicted.
+    # The next client waits in the backlog until idle ones are evicted.
     r = b.get('/_/health/live', timeout=10)
     waited = time.monotonic() - started
     assert r.status == 200
@@ -176,6 +181,83 @@ def stream_test_validates_its_parameters(ctx):
     assert 'retry: 2000' in text
     assert 'id: 1\n' not in text and 'id: 2\nevent: tick\n' in text, text
     assert 'event: end' in text
+
+
+
+def shed_reserve(served):
+    """HTTP_SHED_RESERVE() in src/http.h."""
+    return min(256, max(4, served // 16))
+
+
+@test
+def connection_flood_is_shed_with_503_and_recovers(ctx):
+    """A low open-file limit makes MAX_CONNECTIONS shrink to fit; a flood of
+    streams past it is answered 503 at once (not left hanging), probes on
+    both sockets keep answering, and everything recovers when it ends."""
+    pg = ctx.postgres()
+    # Heartbeats are how a suspended stream learns its client left.
+    b = ctx.batond({'DATABASE_URL': pg.url(), 'STREAM_HEARTBEAT_INTERVAL': '1s'},
+                   fdnames=['http', 'metrics'],
+                   wrap=['prlimit', '--nofile=160:160', '--']).start(trigger=False)
+    public, ops = b.ports
+    wait_until(lambda: http_get(ops, '/_/health/live', timeout=2).status == 200, 10, interval=0.1,
+               what='batond to start')
+    b.wait_ready()
+    served = int(b.wait_log(r'MAX_CONNECTIONS=10000 does not fit the open-file limit \(160\) '
+                            r'with 2 socket\(s\); using (\d+)').group(1))
+    fds_before = len(os.listdir(f'/proc/{b.pid}/fd'))
+
+    streams = [SseClient(public, '/api/v1/topics/flood/stream') for _ in range(served)]
+    wait_until(lambda: all(s.status == 200 for s in streams), 30, what='every stream to start')
+
+    extra = shed_reserve(served) + 150    # far past what batond may accept at once
+    answers = [None] * extra
+    took = [0.0] * extra
+
+    def knock(i):
+        started = time.monotonic()
+        try:
+            answers[i] = raw_request(public, b'GET /api/v1/topics/flood/stream HTTP/1.1\r\nHost: t\r\n\r\n',
+                                     timeout=20)
+        except OSError as e:
+            answers[i] = repr(e).encode()
+        took[i] = time.monotonic() - started
+
+    knocks = [threading.Thread(target=knock, args=(i,)) for i in range(extra)]
+    for t in knocks:
+        t.start()
+    # Health keeps answering during the flood, on the metrics socket and,
+    # through the shedding reserve, on the public one.
+    probe_started = time.monotonic()
+    assert http_get(ops, '/_/health/ready', timeout=5).status == 200
+    assert http_get(public, '/_/health/live', timeout=5).status == 200
+    probe_time = time.monotonic() - probe_started
+    for t in knocks:
+        t.join(30)
+    shed = [a for a in answers if a.startswith(b'HTTP/1.1 503')]
+    assert len(shed) == extra, [a[:100] for a in answers if not a.startswith(b'HTTP/1.1 503')]
+    for a in shed:
+        assert b'"error":"overloaded"' in a and b'Retry-After: 1' in a, a
+    assert all(s.status == 200 and not s.ended for s in streams)
+    print(f'# open-file limit 160: {served} connections served, reserve {shed_reserve(served)}; '
+          f'{extra} more streams all answered 503 (slowest after {max(took) * 1000:.0f} ms); '
+          f'both probes answered in {probe_time:.2f}s during the flood', flush=True)
+
+    for s in streams:
+        s.close()
+    # The scrape's own connection is the one left.
+    wait_until(lambda: re.search(r'^baton_http_connections 1$', http_get(ops, '/metrics').body, re.M), 15,
+               what='the flood connections to close')
+    metrics = http_get(ops, '/metrics').body
+    assert re.search(rf'^baton_http_requests_shed_total {extra}$', metrics, re.M), \
+        re.findall(r'^baton_http_requests_shed_total.*$', metrics, re.M)
+    assert publish(public, 'flood', {'after': 'flood'}).status == 201
+    after = SseClient(public, '/api/v1/topics/flood/stream', last_event_id=0)
+    wait_until(lambda: after.ids() != [], 10, what='a stream after the flood')
+    after.close()
+    wait_until(lambda: len(os.listdir(f'/proc/{b.pid}/fd')) <= fds_before + 2, 10,
+               what=f'descriptors back to {fds_before}')
+    assert b.running()
 
 
 if __name__ == '__main__':

@@ -10,7 +10,6 @@ otherwise. BATON_BUILD_DIR names the build to install."""
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -18,50 +17,17 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 sys.path.insert(0, HERE)
-from harness import Skip, failure_notes, run, test  # noqa: E402
+from harness import run, test  # noqa: E402
+from container import Shared  # noqa: E402
 
 BUILD = os.environ.get('BATON_BUILD_DIR', os.path.join(HERE, '..', '..', 'build'))
 NGINX = 'http://127.0.0.1:8000'
-SHARED = {}     # the one container every test here uses
 # baton-deploy's settings in the container: a short drain wait for tests.
 DEPLOY_CONF = 'DRAIN_TIMEOUT=25\nPROGRESS_EVERY=3\n'
 
 
 def container():
-    """The one container every case here shares, booted and set up once.
-    A machine that cannot boot one skips (with the reason and the boot
-    log); a setup that fails after the boot fails every case, with the
-    reason, instead of running them against half a setup."""
-    if 'c' in SHARED:
-        return SHARED['c']
-    if 'skip' in SHARED:
-        raise Skip(SHARED['skip'])
-    if 'error' in SHARED:
-        raise AssertionError(f'the container setup failed earlier: {SHARED["error"]}')
-    missing = [t for t in ('systemd-nspawn', 'nsenter', 'wrk', 'nginx') if not shutil.which(t)]
-    if os.geteuid() != 0 or missing:
-        SHARED['skip'] = (f'needs root and {", ".join(missing)}' if missing
-                          else 'needs root (nspawn, overlay mount)')
-        raise Skip(SHARED['skip'])
-    from container import Container, Unavailable
-    started = time.monotonic()
-    try:
-        c = Container('baton-system')
-    except Unavailable as e:
-        print(f'system test: no container on this machine: {e}', file=sys.stderr, flush=True)
-        SHARED['skip'] = f'cannot boot systemd in a container here: {str(e).splitlines()[0][:200]}'
-        raise Skip(SHARED['skip'])
-    SHARED['container'] = c         # destroyed at exit, set up or not
-    try:
-        install(c)
-    except Exception as e:
-        SHARED['error'] = str(e)[:2000]
-        print(f'system test: setup failed: {e}\n{c.diagnostics()}', file=sys.stderr, flush=True)
-        raise
-    SHARED['c'] = c
-    failure_notes.append(c.diagnostics)
-    print(f'# container booted ({c.state}) and set up in {time.monotonic() - started:.1f}s')
-    return c
+    return CONTAINER.get()
 
 
 def install(c):
@@ -89,6 +55,10 @@ def install(c):
     c.run(['nginx', '-t'])
     c.run(['systemctl', 'start', 'nginx'])
 
+
+
+# The one container every case here shares: boots and installs once.
+CONTAINER = Shared('baton-system', ('systemd-nspawn', 'nsenter', 'wrk', 'nginx'), install)
 
 def deploy(c, *args, check=True):
     started = time.monotonic()
@@ -371,5 +341,4 @@ if __name__ == '__main__':
     try:
         run()
     finally:
-        if 'container' in SHARED:
-            SHARED['container'].destroy()
+        CONTAINER.destroy()

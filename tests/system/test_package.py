@@ -21,7 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, '..', '..')
 sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
 sys.path.insert(0, HERE)
-from harness import Skip, failure_notes, run, test  # noqa: E402
+from harness import Skip, run, test  # noqa: E402
+from container import Shared  # noqa: E402
 
 NGINX = 'http://127.0.0.1:8000'
 UPGRADE_VERSION = '0.1.0+rebuild1'
@@ -75,23 +76,12 @@ def only(directory, pattern):
 
 
 def container():
-    if 'c' in SHARED:
-        return SHARED['c']
-    if 'container_skip' in SHARED:
-        raise Skip(SHARED['container_skip'])
+    packages()
+    return CONTAINER.get()
+
+
+def prepare(c):
     pkg = packages()
-    if not shutil.which('systemd-nspawn'):
-        SHARED['container_skip'] = 'needs systemd-nspawn (systemd-container)'
-        raise Skip(SHARED['container_skip'])
-    from container import Container, Unavailable
-    try:
-        c = Container('baton-package')
-    except Unavailable as e:
-        print(f'package test: no container on this machine: {e}', file=sys.stderr, flush=True)
-        SHARED['container_skip'] = f'cannot boot systemd in a container here: {str(e).splitlines()[0][:200]}'
-        raise Skip(SHARED['container_skip'])
-    SHARED['c'] = c
-    failure_notes.append(c.diagnostics)
     # Only what this test starts: the host's services in the image stay off.
     c.sh('systemctl stop nats-server nginx 2>/dev/null; true', check=False)
     # A build machine's policy-rc.d (Docker-style "exit 101") forbids
@@ -102,7 +92,9 @@ def container():
     for key in ('deb', 'next'):
         with open(pkg[key], 'rb') as src, open(c.path(f'/root/{os.path.basename(pkg[key])}'), 'wb') as dst:
             shutil.copyfileobj(src, dst)
-    return c
+
+
+CONTAINER = Shared('baton-package', ('systemd-nspawn', 'nsenter'), prepare)
 
 
 def apt(c, *args):
@@ -368,7 +360,6 @@ if __name__ == '__main__':
     try:
         run()
     finally:
-        if 'c' in SHARED:
-            SHARED['c'].destroy()
+        CONTAINER.destroy()
         if 'out' in SHARED:
             shutil.rmtree(SHARED['out'], ignore_errors=True)

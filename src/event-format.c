@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 
 #include "event-format.h"
@@ -35,6 +36,41 @@ int event_envelope(uint64_t id, const char *topic, const char *ts, const char *p
         s[(size_t) n + payload_size + 1] = '\0';
         *ret = s;
         *ret_size = (size_t) n + payload_size + 1;
+        return 0;
+}
+
+int event_payload_canonical(const char *body, size_t size, uint64_t max_bytes, char **ret,
+                            size_t *ret_size, char *error, size_t error_size) {
+        _cleanup_(json_decrefp) json_t *j = NULL;
+        json_error_t e;
+        char *payload;
+        size_t n;
+
+        if (size == 0) {
+                snprintf(error, error_size, "the body is empty");
+                return -EINVAL;
+        }
+        j = json_loadb(body, size, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e);
+        if (!j) {
+                snprintf(error, error_size, "invalid JSON: %s at line %d, column %d (byte %d)", e.text,
+                         e.line, e.column, e.position);
+                return -EINVAL;
+        }
+        /* Stored and delivered in one canonical form: compact. The limit
+         * applies to that form too: jansson writes 1e15 as 1000000000000000.0. */
+        payload = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!payload)
+                return -ENOMEM;
+        n = strlen(payload);
+        if (n > max_bytes) {
+                snprintf(error, error_size,
+                         "the event is %zu bytes as stored (compact JSON), the limit is %" PRIu64, n,
+                         max_bytes);
+                free(payload);
+                return -EFBIG;
+        }
+        *ret = payload;
+        *ret_size = n;
         return 0;
 }
 

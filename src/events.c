@@ -64,8 +64,13 @@ static void on_published(const PublishResult *r, void *userdata) {
 
         p->ticket = NULL;
         if (r->error) {
-                /* Never a 201 for an event that may not be stored. */
-                http_respond_error(p->req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", "%s", r->error);
+                /* Never a 201 for an event that may not be stored, and
+                 * never a plain "not stored" for one that may be. */
+                http_respond_error(p->req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", "%s%s", r->error,
+                                   r->outcome_unknown
+                                   ? "; the event may have been stored (the database got it and did "
+                                     "not answer): read the topic's history before publishing it again"
+                                   : "");
                 return;
         }
         /* Formatted directly (topic and ts need no escaping): the event is
@@ -88,31 +93,13 @@ static void on_publish_request_end(HttpRequest *req, void *userdata) {
         free(p);
 }
 
-/* Parses the body; answers 400 and returns NULL when it is not JSON. */
-static json_t *parse_body(HttpRequest *req) {
-        json_error_t error;
-        size_t size;
-        const char *body = http_request_body(req, &size);
-        json_t *j;
-
-        if (size == 0) {
-                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_json", "the body is empty");
-                return NULL;
-        }
-        j = json_loadb(body, size, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &error);
-        if (!j)
-                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_json",
-                                   "invalid JSON: %s at line %d, column %d (byte %d)", error.text,
-                                   error.line, error.column, error.position);
-        return j;
-}
-
 void events_handle_publish(Publisher *publisher, const char *api_token, uint64_t max_event_bytes,
                            HttpRequest *req) {
-        char topic[TOPIC_NAME_MAX + 1];
-        _cleanup_(json_decrefp) json_t *j = NULL;
+        char topic[TOPIC_NAME_MAX + 1], error[512];
         PublishRequest *p;
-        char *payload;
+        const char *body;
+        char *payload = NULL;
+        size_t size, payload_size;
         int r;
 
         if (!events_authorized(http_request_header(req, MHD_HTTP_HEADER_AUTHORIZATION), api_token)) {
@@ -129,27 +116,25 @@ void events_handle_publish(Publisher *publisher, const char *api_token, uint64_t
                                    "events are JSON: send Content-Type: application/json");
                 return;
         }
-        j = parse_body(req);
-        if (!j)
-                return;
-        /* Stored and delivered in one canonical form: compact. The limit
-         * applies to that form too: jansson writes 1e15 as 1000000000000000.0. */
-        payload = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (payload && strlen(payload) > max_event_bytes) {
-                http_respond_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
-                                   "the event is %zu bytes as stored (compact JSON), the limit is %" PRIu64,
-                                   strlen(payload), max_event_bytes);
-                free(payload);
+        body = http_request_body(req, &size);
+        r = event_payload_canonical(body, size, max_event_bytes, &payload, &payload_size, error,
+                                    sizeof(error));
+        if (r == -EINVAL) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_json", "%s", error);
                 return;
         }
-        p = payload ? calloc(1, sizeof(PublishRequest)) : NULL;
+        if (r == -EFBIG) {
+                http_respond_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large", "%s", error);
+                return;
+        }
+        p = r >= 0 ? calloc(1, sizeof(PublishRequest)) : NULL;
         if (!p) {
                 free(payload);
                 http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
                 return;
         }
         p->req = req;
-        r = publisher_submit(publisher, topic, payload, strlen(payload), on_published, p, &p->ticket);
+        r = publisher_submit(publisher, topic, payload, payload_size, on_published, p, &p->ticket);
         if (r < 0) {
                 free(payload);
                 free(p);

@@ -54,9 +54,13 @@ static char *mask_uri_list(const char *s) {
                         break;
                 }
                 const char *authority = scheme_end + 3;
-                /* Look for '@' past any '/': an unencoded '/' in a password must
-                 * not leak the rest of it. Over-masking is the safe mistake. */
-                size_t authority_len = strcspn(authority, "?#,");
+                /* Look for '@' past any '/', '?' and '#': an unencoded '/' in a
+                 * password must not leak the rest of it, and libpq takes
+                 * "postgres://u:pa?ss@db" as password "pa?ss". Over-masking is
+                 * the safe mistake. Only a NATS list ends a URI at ','; a
+                 * PostgreSQL password may hold one too. */
+                bool pg = strncmp(p, "postgres://", 11) == 0 || strncmp(p, "postgresql://", 13) == 0;
+                size_t authority_len = pg ? strlen(authority) : strcspn(authority, ",");
                 const char *at = NULL;
                 for (const char *c = authority; c < authority + authority_len; c++)
                         if (*c == '@')

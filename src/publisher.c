@@ -110,8 +110,8 @@ static void answer(Publisher *p, PublishTicket *t, const PublishResult *r) {
                 p->published_cb(r, p->published_userdata);
 }
 
-static void batch_fail(Publisher *p, const char *error) {
-        PublishResult r = { .error = error };
+static void batch_fail(Publisher *p, const char *error, bool outcome_unknown) {
+        PublishResult r = { .error = error, .outcome_unknown = outcome_unknown };
 
         for (PublishTicket *t = p->in_flight.head; t; t = t->next) {
                 r.topic = t->topic;
@@ -156,7 +156,9 @@ static void on_batch_done(Db *db, const DbResult *result, void *userdata) {
         if (result->error) {
                 snprintf(error, sizeof(error), "database unavailable: %s", result->error);
                 log_warning("Publishing %zu event(s) failed: %s", p->in_flight.n, result->error);
-                batch_fail(p, error);
+                /* An error from the server (it has an SQLSTATE) rolled the
+                 * statement back; anything else came after it was sent. */
+                batch_fail(p, error, !result->sqlstate);
         } else
                 batch_succeed(p, result->result);
         schedule(p);
@@ -175,7 +177,7 @@ static void send_batch(Publisher *p) {
                 /* Retrying at once would spin while memory is short: answer
                  * this batch's share of the queue now instead. */
                 log_error("Out of memory building a batch of events.");
-                batch_fail(p, "out of memory");
+                batch_fail(p, "out of memory", false);
                 schedule(p);
                 return;
         }
@@ -185,7 +187,7 @@ static void send_batch(Publisher *p) {
         if (r < 0) {
                 snprintf(error, sizeof(error), "database unavailable: %s",
                          r == -ENOTCONN ? db_last_error(p->db) : strerror(-r));
-                batch_fail(p, error);
+                batch_fail(p, error, false);
                 schedule(p);
                 return;
         }

@@ -16,6 +16,9 @@ typedef struct PublishTicket PublishTicket;
 
 typedef struct PublishResult {
         const char *error;              /* NULL on success */
+        /* On error: the batch reached the database and no answer came back
+         * (a timeout, a broken connection), so it may have committed. */
+        bool outcome_unknown;
         uint64_t id;
         const char *topic;
         const char *ts;                 /* commit time, as stored */

@@ -109,7 +109,7 @@ static void retry_later(Startup *s) {
 static void on_migrated(const MigrateResult *result, void *userdata) {
         Startup *s = userdata;
         /* result points into the migrator: free it only on the way out. */
-        _cleanup_(migrator_freep) Migrator *done = TAKE_PTR(s->migrator);
+        _cleanup_(migrator_freep) _unused_ Migrator *done = TAKE_PTR(s->migrator);
 
         switch (result->outcome) {
         case MIGRATE_OK:

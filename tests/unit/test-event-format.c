@@ -109,6 +109,41 @@ static void test_content_type(void **state) {
         assert_false(events_content_type_json("application/x-www-form-urlencoded"));
 }
 
+static void test_payload_canonical(void **state) {
+        static const struct {
+                const char *body;
+                const char *canonical;          /* NULL: refused */
+        } cases[] = {
+                { " { \"a\" : [1, 2.5, true, null] }\n", "{\"a\":[1,2.5,true,null]}" },
+                { "\"line\\nbreak\"", "\"line\\nbreak\"" },
+                { "42", "42" },
+                { "{\"a\":1,\"a\":2}", NULL },
+                { "{\"a\":", NULL },
+                { "{} {}", NULL },
+        };
+        char error[512];
+        size_t size;
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *payload = NULL;
+                int r = event_payload_canonical(cases[i].body, strlen(cases[i].body), 1024, &payload,
+                                                &size, error, sizeof(error));
+                if (!cases[i].canonical) {
+                        assert_int_equal(r, -EINVAL);
+                        assert_true(strncmp(error, "invalid JSON: ", 14) == 0);
+                        continue;
+                }
+                assert_int_equal(r, 0);
+                assert_string_equal(payload, cases[i].canonical);
+                assert_int_equal(size, strlen(payload));
+        }
+        assert_int_equal(event_payload_canonical("", 0, 1024, NULL, &size, error, sizeof(error)), -EINVAL);
+        assert_string_equal(error, "the body is empty");
+        /* The limit applies to the stored (compact) form: 1e15 grows. */
+        assert_int_equal(event_payload_canonical("1e15", 4, 10, NULL, &size, error, sizeof(error)), -EFBIG);
+        assert_string_equal(error, "the event is 18 bytes as stored (compact JSON), the limit is 10");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_topic_names),
@@ -117,6 +152,7 @@ int main(void) {
                 cmocka_unit_test(test_notify_payload),
                 cmocka_unit_test(test_authorization),
                 cmocka_unit_test(test_content_type),
+                cmocka_unit_test(test_payload_canonical),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,6 +25,11 @@ static void test_uri(void **state) {
         expect("postgres://u:p@ss@db/x", "postgres://u:***@db/x");
         /* An unencoded '/' in a password must not leak its tail. */
         expect("postgres://u:pa/ss@db/x", "postgres://u:***@db/x");
+        /* Nor a '?', '#' or ',' (libpq reads up to the '@'; found by fuzz-config). */
+        expect("postgresql://u:pa?ss@db:5432/x", "postgresql://u:***@db:5432/x");
+        expect("postgres://u:pa#ss@db/x", "postgres://u:***@db/x");
+        expect("postgres://u:pa,ss@db/x", "postgres://u:***@db/x");
+        expect("nats://a:pa?ss@h1:4222,nats://h2", "nats://a:***@h1:4222,nats://h2");
 }
 
 static void test_nats_list(void **state) {

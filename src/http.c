@@ -80,6 +80,9 @@ struct HttpRequest {
         HttpListener *listener;
         struct MHD_Connection *connection;
         const char *path;               /* MHD's, valid for the request's life */
+        const char *raw_uri;            /* the request target as received, in MHD's buffer */
+        size_t raw_uri_length;          /* strlen() of it before MHD split and decoded it */
+        bool target_encoded_nul;        /* %00 in it */
         HttpMethod method;
         RouteMatch match;
 
@@ -318,6 +321,10 @@ void http_respond_error(HttpRequest *req, unsigned status, const char *code, con
         va_start(ap, format);
         (void) vsnprintf(message, sizeof(message), format, ap);
         va_end(ap);
+        /* Messages echo the client's path, which may be any bytes (or cut
+         * inside a character by the buffer): jansson refuses strings that
+         * are not UTF-8, and that used to turn a 404 into a 500. */
+        (void) utf8_scrub(message);
         http_respond_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", message));
 }
 
@@ -454,6 +461,80 @@ static bool framing_ambiguous(struct MHD_Connection *connection) {
         return n > 1;
 }
 
+/* Headers batond acts on, each of which must come at most once: with two,
+ * batond (which sees the first) and a proxy (which may use the last) would
+ * disagree on who is asking, for what, or where the body ends. */
+static const char *const singleton_headers[] = {
+        MHD_HTTP_HEADER_HOST, MHD_HTTP_HEADER_AUTHORIZATION, MHD_HTTP_HEADER_CONTENT_TYPE,
+        MHD_HTTP_HEADER_TRANSFER_ENCODING, "Last-Event-ID", "X-Request-ID",
+};
+
+typedef struct HeaderScan {
+        const char *duplicate;          /* a singleton header seen twice */
+        const char *dirty;              /* a header with a control character */
+        const char *spaced;             /* a header name with whitespace in it */
+        unsigned seen[ELEMENTSOF(singleton_headers)];
+} HeaderScan;
+
+/* RFC 9110 5.5: a field value with CR, LF or NUL must be refused (or those
+ * replaced), and no other control character is allowed by its grammar; a
+ * bare CR reaches us inside the value. (A NUL cannot: libmicrohttpd ends
+ * the value there.) */
+static bool header_text_clean(const char *s) {
+        for (; *s; s++) {
+                unsigned char c = (unsigned char) *s;
+                if ((c < 0x20 && c != '\t') || c == 0x7f)
+                        return false;
+        }
+        return true;
+}
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value) {
+        HeaderScan *scan = cls;
+
+        if (!scan->dirty && (!header_text_clean(key) || (value && !header_text_clean(value))))
+                scan->dirty = key;
+        /* RFC 9112 5.1: no whitespace between a field name and its colon,
+         * and a server must refuse it. libmicrohttpd keeps it in the name,
+         * so "Transfer-Encoding : chunked" would escape the framing check
+         * while a lenient proxy could frame the body by it. */
+        if (!scan->spaced && key[strcspn(key, " \t")] != '\0')
+                scan->spaced = key;
+        for (size_t i = 0; i < ELEMENTSOF(singleton_headers); i++)
+                if (strcasecmp(key, singleton_headers[i]) == 0 && ++scan->seen[i] == 2 && !scan->duplicate)
+                        scan->duplicate = singleton_headers[i];
+        return MHD_YES;
+}
+
+/* libmicrohttpd 0.9.75 waits for a body that never ends when the transfer
+ * coding is not "chunked" (xchunked, "gzip, chunked"); RFC 9112 6.3 says
+ * such a request gets 400 and the connection closed. */
+static bool transfer_encoding_supported(const char *te) {
+        size_t n;
+
+        te += strspn(te, " \t");
+        n = strlen(te);
+        while (n > 0 && (te[n - 1] == ' ' || te[n - 1] == '\t'))
+                n--;
+        return n == strlen("chunked") && strncasecmp(te, "chunked", n) == 0;
+}
+
+/* A NUL in the request target, sent raw or as %00: libmicrohttpd ends the
+ * path there, so "/_/health/live%00x" would be served as the probe and a
+ * proxy's idea of the path would differ from ours. The raw one shows as a
+ * target shorter than the space MHD found for it before the version: both
+ * pointers are into the one request line (0.9.75 puts the version right
+ * after the target's terminating NUL). */
+static bool request_target_has_nul(const HttpRequest *req, const char *version) {
+        const char *p = req->raw_uri;
+
+        if (req->target_encoded_nul)
+                return true;
+        return p && !isempty(version) && version > p &&
+               (size_t) (version - p) != req->raw_uri_length + 1;
+}
+
 static uint64_t request_body_limit(const HttpRequest *req) {
         const HttpLimits *l = &req->server->limits;
 
@@ -500,10 +581,11 @@ static void respond_overloaded(HttpRequest *req) {
  * we will not read the body (413, 431) are queued at once, which makes MHD
  * close the connection afterwards; the rest wait for the final call so the
  * connection stays usable. */
-static enum MHD_Result request_begin(HttpRequest *req) {
+static enum MHD_Result request_begin(HttpRequest *req, const char *version) {
         HttpServer *s = req->server;
         const union MHD_ConnectionInfo *info;
-        const char *content_length;
+        const char *content_length, *transfer_encoding;
+        HeaderScan scan = { 0 };
         uint64_t length;
         char allow[64];
         int r;
@@ -522,10 +604,40 @@ static enum MHD_Result request_begin(HttpRequest *req) {
         }
         content_length = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
+        transfer_encoding = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND,
+                                                        MHD_HTTP_HEADER_TRANSFER_ENCODING);
+        (void) MHD_get_connection_values(req->connection, MHD_HEADER_KIND, scan_header, &scan);
+        /* Refused before anything else looks at them: each is a way to make
+         * batond and a proxy in front of it read one request differently. */
+        if (request_target_has_nul(req, version)) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                   "the request target contains a NUL byte");
+                return MHD_YES;
+        }
+        if (scan.spaced) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                   "whitespace in the header name '%s'", scan.spaced);
+                return MHD_YES;
+        }
+        if (scan.dirty) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                   "the %s header contains a control character", scan.dirty);
+                return MHD_YES;
+        }
         if (content_length && framing_ambiguous(req->connection)) {
                 http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
                                    "ambiguous body length: Content-Length with Transfer-Encoding, "
                                    "or more than one Content-Length");
+                return MHD_YES;
+        }
+        if (transfer_encoding && !transfer_encoding_supported(transfer_encoding)) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                   "unsupported Transfer-Encoding: only chunked is accepted");
+                return MHD_YES;
+        }
+        if (scan.duplicate) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                   "more than one %s header", scan.duplicate);
                 return MHD_YES;
         }
         if (content_length && parse_uint64(content_length, &length) == 0 &&
@@ -624,7 +736,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
                 req->connection = connection;
                 req->path = url;
                 req->method = http_method_from_string(method);
-                request_begin(req);
+                request_begin(req, version);
                 /* Queueing on the first call costs keep-alive in MHD 0.9.75;
                  * do it only for answers that mean "stop sending" (a shed
                  * connection should close, to free its slot). */
@@ -670,6 +782,12 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
         req->server = s;
         req->listener = l;
         req->path = "";
+        /* Seen as sent: MHD splits off the query and decodes the path in
+         * place right after this call. */
+        req->raw_uri = uri;
+        req->raw_uri_length = uri ? strlen(uri) : 0;
+        for (const char *p = uri ? strchr(uri, '%') : NULL; p && !req->target_encoded_nul; p = strchr(p + 1, '%'))
+                req->target_encoded_nul = p[1] == '0' && p[2] == '0';
         req->seq = ++s->request_seq;
         req->started_usec = now_usec(CLOCK_MONOTONIC);
         s->counters.active_requests++;
@@ -758,7 +876,7 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
         }
 }
 
-static void on_mhd_log(void *cls, const char *format, va_list ap) {
+_printf_(2, 0) static void on_mhd_log(void *cls, const char *format, va_list ap) {
         char message[512];
         size_t n;
 

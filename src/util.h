@@ -106,3 +106,10 @@ static inline double usec_to_msec(usec_t u) {
 /* Compares two strings of possibly different lengths in time that depends
  * only on the length of 'secret', so tokens cannot be guessed byte by byte. */
 bool streq_constant_time(const char *given, const char *secret);
+
+/* Replaces, in place, every byte of s that is not part of a well-formed
+ * UTF-8 sequence (stray continuation bytes, overlong forms, surrogates,
+ * code points past U+10FFFF, a sequence cut short) with '?'. Error
+ * messages echo client input (a path) into JSON, which must be UTF-8:
+ * jansson refuses anything else. Returns the number of bytes replaced. */
+size_t utf8_scrub(char *s);

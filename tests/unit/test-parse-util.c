@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <stdio.h>
 
 #include "parse-util.h"
 
@@ -107,6 +108,32 @@ static void test_constant_time_compare(void **state) {
         assert_false(streq_constant_time("", ""));
 }
 
+static void test_utf8_scrub(void **state) {
+        static const struct {
+                const char *in, *out;
+                size_t replaced;
+        } cases[] = {
+                { "/api/v1/topics/orders", "/api/v1/topics/orders", 0 },
+                { "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8e\x89", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x8e\x89", 0 },
+                { "/\xff\xfe", "/??", 2 },
+                { "/\xc0\xae\xc0\xae", "/????", 4 },           /* overlong '.' */
+                { "\xe0\x80\xaf", "???", 3 },                   /* overlong '/' */
+                { "\xed\xa0\x80", "???", 3 },                   /* a surrogate */
+                { "\xf4\x90\x80\x80", "????", 4 },             /* past U+10FFFF */
+                { "\x80x", "?x", 1 },                             /* stray continuation */
+                { "ab\xc3", "ab?", 1 },                           /* cut short at the end */
+                { "\xe2\x82x", "??x", 2 },                       /* cut short inside */
+                { "", "", 0 },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char buf[64];
+                snprintf(buf, sizeof(buf), "%s", cases[i].in);
+                assert_int_equal(utf8_scrub(buf), cases[i].replaced);
+                assert_string_equal(buf, cases[i].out);
+        }
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_bool),
@@ -115,6 +142,7 @@ int main(void) {
                 cmocka_unit_test(test_size),
                 cmocka_unit_test(test_format_duration),
                 cmocka_unit_test(test_constant_time_compare),
+                cmocka_unit_test(test_utf8_scrub),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,627 @@
+#!/usr/bin/env python3
+"""Hostile clients: a corpus of malicious or broken HTTP sent raw over
+sockets (request smuggling, header and path injection, absurd chunk sizes,
+deep JSON, topic names aimed at other NATS subjects, garbage ids, almost
+right tokens), slow clients, and a run through a whole service life looking
+for the secrets (database password, API and deployment tokens) everywhere
+batond writes or answers.
+
+Every case must get a 4xx. Where batond answers, the body is its JSON error;
+where libmicrohttpd 0.9.75 answers by itself (its fixed HTML page) or just
+closes the connection, the case says why (README, "Limits of
+libmicrohttpd"). After each case the instance must still be live and ready,
+be the same process, and accept a normal publish."""
+
+import base64
+import collections
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+
+from harness import Batond, publish, run, test, wait_until
+
+API_TOKEN = 'api-Tok3n-7f1c9e2b5d8a4c6e0b1d'
+DEPLOYMENT_TOKEN = 'dep-Tok3n-3b9d1f7a2c5e8b0d4f6a'
+# '/' and '+' make the password's URL-encoded form differ from its raw form.
+DB_PASSWORD = 'Pw-h0stile/s3cr3t+x9'
+CONNECTION_TIMEOUT = 2      # seconds, for the instances below
+
+MHD = 'mhd'         # libmicrohttpd's own HTML page
+CLOSED = 'closed'   # no answer at all: the connection is closed
+
+Case = collections.namedtuple('Case', 'name raw status body why')
+
+
+def case(name, raw, status, body, why=''):
+    """status: the code expected (or None when the connection is just
+    closed); body: the JSON error code batond answers with, MHD or CLOSED
+    (then why says why batond cannot answer itself)."""
+    assert body not in (MHD, CLOSED) or why, name
+    return Case(name, raw, status, body, why)
+
+
+def request(method, path, headers=(), body=b'', host=True, length=True):
+    """Raw bytes of a request; headers as (name, value) pairs of bytes/str."""
+    def b(x):
+        return x if isinstance(x, bytes) else x.encode()
+    out = b(method) + b' ' + b(path) + b' HTTP/1.1\r\n'
+    if host:
+        out += b'Host: hostile\r\n'
+    for name, value in headers:
+        out += b(name) + b': ' + b(value) + b'\r\n'
+    if length and body:
+        out += b'Content-Length: %d\r\n' % len(body)
+    return out + b'\r\n' + body
+
+
+def publish_raw(topic, body=b'{"ok":true}', token=API_TOKEN, headers=(), **kw):
+    h = [('Content-Type', 'application/json')]
+    if token is not None:
+        h.append(('Authorization', f'Bearer {token}'))
+    return request('POST', f'/api/v1/topics/{topic}/events' if isinstance(topic, str)
+                   else b'/api/v1/topics/' + topic + b'/events', h + list(headers), body, **kw)
+
+
+def chunked_publish(chunks, extra=()):
+    return request('POST', '/api/v1/topics/hostile/events',
+                   [('Content-Type', 'application/json'), ('Authorization', f'Bearer {API_TOKEN}'),
+                    ('Transfer-Encoding', 'chunked')] + list(extra), chunks, length=False)
+
+
+def stream(last_event_id=None, query=''):
+    headers = [('Last-Event-ID', last_event_id)] if last_event_id is not None else []
+    return request('GET', '/api/v1/topics/hostile/stream' + query, headers)
+
+
+def deployment(authorization):
+    return request('GET', '/health/deployment',
+                   [('Authorization', a) for a in authorization])
+
+
+def corpus(api_token=API_TOKEN, deployment_token=DEPLOYMENT_TOKEN):
+    """The hostile requests, as (name, raw bytes, status, body, why)."""
+    ok = b'{"ok":true}'
+    almost = api_token[:-1] + ('x' if api_token[-1] != 'x' else 'y')
+    dep_almost = deployment_token[:-1] + ('x' if deployment_token[-1] != 'x' else 'y')
+    big = 300 * 1024    # past MAX_EVENT_BYTES (256K) below
+    cases = [
+        # --- Request smuggling: batond and a proxy must agree where a body ends.
+        case('cl_with_te', request('POST', '/api/v1/topics/hostile/events',
+                                   [('Content-Length', '5'), ('Transfer-Encoding', 'chunked')],
+                                   b'0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n', length=False),
+             400, 'bad_request'),
+        case('te_with_cl', request('POST', '/api/v1/topics/hostile/events',
+                                   [('Transfer-Encoding', 'chunked'), ('Content-Length', '40')],
+                                   b'0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n', length=False),
+             400, 'bad_request'),
+        case('cl_twice_same', publish_raw('hostile', ok, headers=[('Content-Length', '11')]),
+             400, 'bad_request'),
+        case('cl_twice_different', request('POST', '/api/v1/topics/hostile/events',
+                                           [('Content-Length', '1'), ('Content-Length', '11')], ok,
+                                           length=False), 400, 'bad_request'),
+        case('te_obs_fold_with_cl', request('POST', '/api/v1/topics/hostile/events',
+                                            [('Content-Length', '5'), ('Transfer-Encoding', ''),
+                                             (' chunked', '')], b'0\r\n\r\n', length=False)
+             .replace(b' chunked: \r\n', b' chunked\r\n'), 401, 'unauthorized',
+             'obs-fold: libmicrohttpd 0.9.75 glues the folded line onto the header NAME, so batond '
+             'sees no Transfer-Encoding and frames by Content-Length alone (nginx refuses obs-fold)'),
+        # libmicrohttpd keeps the space in the name: refused as whitespace
+        # in a header name (RFC 9112 5.1).
+        case('te_space_before_colon_with_cl', request('POST', '/api/v1/topics/hostile/events',
+                                                      [('Content-Length', '5'), ('Transfer-Encoding ', 'chunked')],
+                                                      b'0\r\n\r\n', length=False), 400, 'bad_request'),
+        case('te_xchunked', chunked_publish(b'b\r\n{"ok":true}\r\n0\r\n\r\n')
+             .replace(b'Transfer-Encoding: chunked', b'Transfer-Encoding: xchunked'), 400, 'bad_request'),
+        case('te_gzip_chunked', chunked_publish(b'0\r\n\r\n')
+             .replace(b'Transfer-Encoding: chunked', b'Transfer-Encoding: gzip, chunked'), 400, 'bad_request'),
+        case('te_chunked_chunked', chunked_publish(b'0\r\n\r\n')
+             .replace(b'Transfer-Encoding: chunked', b'Transfer-Encoding: chunked, chunked'), 400, 'bad_request'),
+        case('te_twice', chunked_publish(b'0\r\n\r\n', [('Transfer-Encoding', 'chunked')]), 400, 'bad_request'),
+        case('cl_list', publish_raw('hostile', ok, headers=[('Content-Length', '11, 11')], length=False),
+             400, MHD, 'libmicrohttpd parses Content-Length before batond sees the request'),
+        case('cl_negative', publish_raw('hostile', ok, headers=[('Content-Length', '-1')], length=False),
+             400, MHD, 'libmicrohttpd parses Content-Length before batond sees the request'),
+        case('cl_plus_sign', publish_raw('hostile', ok, headers=[('Content-Length', '+11')], length=False),
+             400, MHD, 'libmicrohttpd parses Content-Length before batond sees the request'),
+        case('cl_hex', publish_raw('hostile', ok, headers=[('Content-Length', '0xb')], length=False),
+             400, MHD, 'libmicrohttpd parses Content-Length before batond sees the request'),
+        case('cl_overflows_64_bits', publish_raw('hostile', ok, headers=[
+             ('Content-Length', '99999999999999999999999')], length=False),
+             413, MHD, 'libmicrohttpd parses Content-Length before batond sees the request'),
+        case('cl_over_limit', publish_raw('hostile', ok, headers=[('Content-Length', str(big))],
+                                          length=False), 413, 'payload_too_large'),
+
+        # --- Chunked bodies with absurd or broken chunk sizes.
+        case('chunk_size_not_hex', chunked_publish(b'zz\r\n{"ok":true}\r\n0\r\n\r\n'), 400, MHD,
+             'libmicrohttpd decodes chunked bodies itself'),
+        case('chunk_size_0x', chunked_publish(b'0xb\r\n{"ok":true}\r\n0\r\n\r\n'), 400, MHD,
+             'libmicrohttpd decodes chunked bodies itself'),
+        case('chunk_size_negative', chunked_publish(b'-1\r\n{"ok":true}\r\n0\r\n\r\n'), 400, MHD,
+             'libmicrohttpd decodes chunked bodies itself'),
+        case('chunk_size_17_digits', chunked_publish(b'10000000000000000\r\n{"ok":true}\r\n0\r\n\r\n'),
+             413, MHD, 'libmicrohttpd decodes chunked bodies itself'),
+        case('chunk_size_2_64_minus_1', chunked_publish(b'ffffffffffffffff\r\n' + b'1' * big),
+             None, CLOSED, 'a chunked body past the limit can only be cut: no answer mid-body'),
+        case('chunk_over_limit', chunked_publish(b'%x\r\n' % big + b'1' * big),
+             None, CLOSED, 'a chunked body past the limit can only be cut: no answer mid-body'),
+        case('chunks_add_up_over_limit', chunked_publish(b''.join(b'8000\r\n' + b'1' * 0x8000 + b'\r\n'
+                                                                  for _ in range(big // 0x8000 + 1))),
+             None, CLOSED, 'a chunked body past the limit can only be cut: no answer mid-body'),
+
+        # --- Header injection. A NUL inside a header value never reaches
+        # batond: libmicrohttpd ends the value there, so what follows the
+        # NUL is never used (shown here with a right token after it).
+        case('nul_in_header_value_hides_the_rest', publish_raw(
+             'hostile', ok, token=f'wrong\x00{api_token}'), 401, 'unauthorized'),
+        case('bare_cr_in_header_value', request('GET', '/_/health/live', [('X-Note', 'a\rb')]),
+             400, 'bad_request'),
+        case('bare_cr_in_authorization', publish_raw('hostile', ok, token=f'{api_token}\rX-Admin: 1'),
+             400, 'bad_request'),
+        case('control_char_in_header_value', request('GET', '/_/health/live', [('X-Note', 'a\x01b')]),
+             400, 'bad_request'),
+        case('del_in_header_value', request('GET', '/_/health/live', [('X-Note', 'a\x7fb')]),
+             400, 'bad_request'),
+        case('bare_lf_in_header_value', request('GET', '/_/health/live', [('X-Note', 'a\nb')]),
+             400, MHD, 'libmicrohttpd ends the line at the LF and refuses the rest (no colon)'),
+        case('host_twice', request('GET', '/_/health/live', [('Host', 'evil.example')]), 400, 'bad_request'),
+        case('content_type_twice', publish_raw('hostile', ok, headers=[('Content-Type', 'text/plain')]),
+             400, 'bad_request'),
+        case('last_event_id_twice', request('GET', '/api/v1/topics/hostile/stream',
+                                            [('Last-Event-ID', '1'), ('Last-Event-ID', '2')]),
+             400, 'bad_request'),
+
+        # --- Path injection and traversal.
+        case('nul_in_path', request('GET', b'/_/health/live\x00.json'), 400, 'bad_request'),
+        case('encoded_nul_in_path', request('GET', '/_/health/live%00.json'), 400, 'bad_request'),
+        case('encoded_nul_in_query', request('GET', '/api/v1/topics/hostile/events?after=1%00x'),
+             400, 'bad_request'),
+        case('crlf_in_path', request('GET', b'/api/v1/topics/a\r\nX-Injected: 1/events'), 400, MHD,
+             'the CRLF ends the request line: libmicrohttpd refuses what is left'),
+        case('encoded_crlf_in_topic', publish_raw('a%0d%0aX-Injected:%201'), 400, 'invalid_topic'),
+        case('dotdot_topic', publish_raw('..'), 400, 'invalid_topic'),
+        case('dotdot_past_the_api', request('GET', '/api/v1/topics/a/../../../_/health/live'),
+             404, 'not_found'),
+        case('encoded_dotdot_topic', publish_raw('%2e%2e'), 400, 'invalid_topic'),
+        case('encoded_slash_in_topic', publish_raw('a%2fb'), 404, 'not_found'),
+        case('encoded_slash_dotdot', request('GET', '/api/v1/topics/%2e%2e%2f%2e%2e%2fmetrics/events'),
+             404, 'not_found'),
+        case('overlong_utf8_dot', publish_raw('%c0%ae%c0%ae'), 400, 'invalid_topic'),
+        case('invalid_utf8_topic', publish_raw('%ff%fe'), 400, 'invalid_topic'),
+        case('raw_invalid_utf8_topic', publish_raw(b'\xff\xfe'), 400, 'invalid_topic'),
+        case('invalid_utf8_unknown_path', request('GET', '/%ff%c0%ae'), 404, 'not_found'),
+        case('raw_invalid_utf8_unknown_path', request('GET', b'/\xff\xfe'), 404, 'not_found'),
+        case('invalid_utf8_method_not_allowed', request('DELETE', '/api/v1/topics/%ff/stream'),
+             405, 'method_not_allowed'),
+        # 300 two-byte characters: the message is cut at 512 bytes, maybe
+        # inside a character.
+        case('long_utf8_path_cut_in_a_character', request('GET', '/x' + '%c3%a9' * 300), 404, 'not_found'),
+
+        # --- Topic names aimed at other NATS subjects (no '.', '*', '>').
+        case('topic_a_gt', publish_raw('a.>'), 400, 'invalid_topic'),
+        case('topic_star', publish_raw('*'), 400, 'invalid_topic'),
+        case('topic_gt', publish_raw('>'), 400, 'invalid_topic'),
+        case('topic_a_dot_b', publish_raw('a.b'), 400, 'invalid_topic'),
+        case('topic_encoded_star', publish_raw('%2A'), 400, 'invalid_topic'),
+        case('topic_encoded_gt', publish_raw('a.%3E'), 400, 'invalid_topic'),
+        case('topic_space', publish_raw('a%20b'), 400, 'invalid_topic'),
+        case('topic_empty', publish_raw(''), 404, 'not_found'),
+        case('topic_129_chars', publish_raw('t' * 129), 400, 'invalid_topic'),
+        case('topic_stream_wildcard', request('GET', '/api/v1/topics/%3E/stream'), 400, 'invalid_topic'),
+
+        # --- Event bodies.
+        case('json_100k_brackets', publish_raw('hostile', b'[' * 100000), 400, 'invalid_json'),
+        case('json_100k_objects', publish_raw('hostile', b'{"a":' * 50000), 400, 'invalid_json'),
+        case('json_deep_but_closed', publish_raw('hostile', b'[' * 20000 + b']' * 20000), 400, 'invalid_json'),
+        case('json_duplicate_keys', publish_raw('hostile', b'{"a":1,"a":2}'), 400, 'invalid_json'),
+        case('json_duplicate_keys_nested', publish_raw('hostile', b'{"x":{"id":1,"id":2}}'), 400,
+             'invalid_json'),
+        case('json_huge_integer', publish_raw('hostile', b'1' * 400), 400, 'invalid_json'),
+        case('json_huge_negative', publish_raw('hostile', b'-' + b'9' * 30), 400, 'invalid_json'),
+        case('json_huge_exponent', publish_raw('hostile', b'{"n":1e999999}'), 400, 'invalid_json'),
+        case('json_nan', publish_raw('hostile', b'{"n":NaN}'), 400, 'invalid_json'),
+        case('json_empty', publish_raw('hostile', b'', headers=[('Content-Length', '0')]), 400,
+             'invalid_json'),
+        case('json_trailing_garbage', publish_raw('hostile', b'{} {}'), 400, 'invalid_json'),
+        case('json_invalid_utf8', publish_raw('hostile', b'{"s":"\xff"}'), 400, 'invalid_json'),
+        case('json_escaped_nul', publish_raw('hostile', b'{"s":"a\\u0000b"}'), 400, 'invalid_json'),
+        case('json_lone_surrogate', publish_raw('hostile', b'{"s":"\\ud800"}'), 400, 'invalid_json'),
+        case('not_json_content_type', publish_raw('hostile', ok).replace(
+             b'application/json', b'text/plain'), 415, 'unsupported_media_type'),
+
+        # --- Last-Event-ID garbage.
+        case('last_event_id_negative', stream('-1'), 400, 'bad_request'),
+        case('last_event_id_past_int64', stream('9223372036854775808'), 400, 'bad_request'),
+        case('last_event_id_past_uint64', stream('99999999999999999999999'), 400, 'bad_request'),
+        case('last_event_id_text', stream('abc'), 400, 'bad_request'),
+        case('last_event_id_empty', stream(''), 400, 'bad_request'),
+        case('last_event_id_hex', stream('0x10'), 400, 'bad_request'),
+        case('last_event_id_two_numbers', stream('1 2'), 400, 'bad_request'),
+        case('last_event_id_query_negative', stream(query='?lastEventId=-5'), 400, 'bad_request'),
+        case('history_after_negative', request('GET', '/api/v1/topics/hostile/events?after=-1'),
+             400, 'bad_request'),
+        case('history_limit_huge', request('GET', '/api/v1/topics/hostile/events?limit=99999999999999999999'),
+             400, 'bad_request'),
+
+        # --- The API token.
+        case('api_no_token', publish_raw('hostile', ok, token=None), 401, 'unauthorized'),
+        case('api_empty_token', publish_raw('hostile', ok, token=''), 401, 'unauthorized'),
+        case('api_wrong_token', publish_raw('hostile', ok, token='wrong'), 401, 'unauthorized'),
+        case('api_one_char_different', publish_raw('hostile', ok, token=almost), 401, 'unauthorized'),
+        case('api_first_char_different', publish_raw('hostile', ok, token='X' + api_token[1:]), 401,
+             'unauthorized'),
+        case('api_prefix', publish_raw('hostile', ok, token=api_token[:-1]), 401, 'unauthorized'),
+        case('api_plus_a_char', publish_raw('hostile', ok, token=api_token + 'x'), 401, 'unauthorized'),
+        case('api_twice_the_token', publish_raw('hostile', ok, token=api_token * 2), 401, 'unauthorized'),
+        case('api_basic_scheme', publish_raw('hostile', ok, token=None, headers=[
+             ('Authorization', 'Basic ' + base64.b64encode(f'x:{api_token}'.encode()).decode())]),
+             401, 'unauthorized'),
+        case('api_no_scheme', publish_raw('hostile', ok, token=None, headers=[('Authorization', api_token)]),
+             401, 'unauthorized'),
+        case('api_deployment_token', publish_raw('hostile', ok, token=deployment_token), 401, 'unauthorized'),
+        case('api_right_then_wrong', publish_raw('hostile', ok, headers=[('Authorization', 'Bearer wrong')]),
+             400, 'bad_request'),
+        case('api_wrong_then_right', publish_raw('hostile', ok, token='wrong', headers=[
+             ('Authorization', f'Bearer {api_token}')]), 400, 'bad_request'),
+
+        # --- The deployment token.
+        case('deploy_no_token', deployment([]), 401, 'unauthorized'),
+        case('deploy_empty_token', deployment(['Bearer ']), 401, 'unauthorized'),
+        case('deploy_one_char_different', deployment([f'Bearer {dep_almost}']), 401, 'unauthorized'),
+        case('deploy_prefix', deployment([f'Bearer {deployment_token[:-1]}']), 401, 'unauthorized'),
+        case('deploy_plus_a_char', deployment([f'Bearer {deployment_token}x']), 401, 'unauthorized'),
+        case('deploy_basic_scheme', deployment([f'Basic {deployment_token}']), 401, 'unauthorized'),
+        case('deploy_api_token', deployment([f'Bearer {api_token}']), 401, 'unauthorized'),
+        case('deploy_right_then_wrong', deployment([f'Bearer {deployment_token}', 'Bearer x']),
+             400, 'bad_request'),
+        case('deploy_wrong_then_right', deployment(['Bearer x', f'Bearer {deployment_token}']),
+             400, 'bad_request'),
+    ]
+    names = [c.name for c in cases]
+    assert len(names) == len(set(names)), 'case names must be unique'
+    return cases
+
+
+# --- talking to batond ------------------------------------------------------
+
+Reply = collections.namedtuple('Reply', 'raw status headers body hung')
+
+
+def exchange(port, raw, timeout):
+    """Sends raw bytes (the server may close before taking them all) and
+    reads one answer: up to its Content-Length, or until the server closes
+    when it said Connection: close or gave no length. hung: neither an
+    answer nor a close within the timeout."""
+    data, hung = b'', False
+    with socket.create_connection(('127.0.0.1', port), timeout=timeout) as s:
+        try:
+            s.sendall(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            while True:
+                head, sep, rest = data.partition(b'\r\n\r\n')
+                if sep:
+                    length = re.search(rb'\r\ncontent-length: *(\d+)', head, re.I)
+                    closing = re.search(rb'\r\nconnection: *close', head, re.I)
+                    if length and not closing and len(rest) >= int(length.group(1)):
+                        break
+                d = s.recv(65536)
+                if not d:
+                    break
+                data += d
+        except socket.timeout:
+            hung = True
+        except ConnectionResetError:
+            pass
+    head, _, rest = data.partition(b'\r\n\r\n')
+    status, headers = None, {}
+    if data.startswith(b'HTTP/1.1 '):
+        status = int(data[9:12])
+        for line in head.split(b'\r\n')[1:]:
+            k, _, v = line.partition(b':')
+            headers.setdefault(k.strip().lower().decode(errors='replace'), v.strip().decode(errors='replace'))
+    body = rest
+    if 'content-length' in headers:
+        body = rest[:int(headers['content-length'])]
+    return Reply(data, status, headers, body, hung)
+
+
+def check_reply(c, r):
+    """The answer a case must get; returns a short label for the summary."""
+    where = f'{c.name}: {r.raw[:300]!r}'
+    assert not r.hung, f'{c.name}: no answer and no close within the timeout'
+    if c.body == CLOSED:
+        assert r.status is None, where
+        return 'closed'
+    assert r.status == c.status, where
+    assert 400 <= r.status < 500, where
+    if c.body == MHD:
+        # libmicrohttpd's page; it closes the connection after it.
+        assert b'<html>' in r.raw and r.headers.get('connection') == 'close', where
+        return f'{r.status} (libmicrohttpd)'
+    assert r.headers.get('content-type') == 'application/json', where
+    doc = json.loads(r.body)
+    assert doc['error'] == c.body and isinstance(doc['message'], str) and doc['message'], where
+    return str(r.status)
+
+
+def assert_healthy(b, pid, what):
+    assert b.running() and b.pid == pid, f'batond exited after {what}'
+    with open(f'/proc/{pid}/comm') as f:
+        assert f.read().strip() == 'batond', f'pid {pid} is no longer batond after {what}'
+    live = b.get('/_/health/live')
+    assert live.status == 200, (what, live)
+    ready = b.get('/_/health/ready')
+    assert ready.status == 200, (what, ready)
+    r = publish(b.port, 'healthy', {'after': what}, token=API_TOKEN)
+    assert r.status == 201, (what, r)
+
+
+def server_errors(metrics_text):
+    """Sum of the 5xx request counters."""
+    return sum(float(v) for v in re.findall(
+        r'^baton_http_requests_total\{[^}]*status="5xx"[^}]*\} (\S+)$', metrics_text, re.M))
+
+
+def hostile_batond(ctx, pg_url=None, extra_env=None):
+    pg = None
+    if pg_url is None:
+        pg = ctx.postgres()
+        pg_url = pg.url()
+    env = {'DATABASE_URL': pg_url, 'API_TOKEN': API_TOKEN, 'DEPLOYMENT_TOKEN': DEPLOYMENT_TOKEN,
+           'MAX_EVENT_BYTES': '256K', 'MAX_BODY_BYTES': '64K',
+           'CONNECTION_TIMEOUT': f'{CONNECTION_TIMEOUT}s'}
+    env.update(extra_env or {})
+    b = ctx.batond(env).start()
+    b.wait_ready()
+    return b
+
+
+# --- tests ------------------------------------------------------------------
+
+@test
+def hostile_corpus_gets_4xx_and_leaves_the_service_healthy(ctx):
+    b = hostile_batond(ctx)
+    pid = b.pid
+    cases = corpus()
+    counts = collections.Counter()
+    for c in cases:
+        r = exchange(b.port, c.raw, timeout=CONNECTION_TIMEOUT + 8)
+        counts[check_reply(c, r)] += 1
+        assert_healthy(b, pid, c.name)
+
+    # Not hostile, but the other side of the rules above: any JSON value is
+    # an event (README), stored and read back byte for byte as compact JSON.
+    values = [b'"text"', b'42', b'-1.5', b'null', b'true', b'[1,"a",{"k":null}]', b'{"a":{"b":[]}}']
+    for v in values:
+        r = exchange(b.port, publish_raw('values', v), timeout=10)
+        assert r.status == 201, (v, r.raw[:200])
+    history = b.get('/api/v1/topics/values/events').body
+    stored = [json.dumps(e['data'], separators=(',', ':')).encode() for e in json.loads(history)['events']]
+    assert stored == values, stored
+
+    metrics = b.get('/metrics').body
+    assert server_errors(metrics) == 0, re.findall(r'^baton_http_requests_total.*5xx.*$', metrics, re.M)
+    assert not re.search(r' 5\d\d [\d.]+ms \(request ', b.log()), 'a 5xx was logged'
+    assert_healthy(b, pid, 'the whole corpus')
+    summary = ', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))
+    print(f'# {len(cases)} hostile requests, all 4xx or closed, service healthy after each '
+          f'(same pid {pid}, 0 5xx in /metrics): {summary}', flush=True)
+    print(f'# and {len(values)} non-object JSON values accepted and read back byte for byte', flush=True)
+
+
+def trickle(port, data, interval, stop, sent, closed_at):
+    """Sends data a byte at a time until stop is set; records when the
+    server closed the connection."""
+    s = socket.create_connection(('127.0.0.1', port), timeout=30)
+    try:
+        for byte in data:
+            if stop.is_set():
+                break
+            s.sendall(bytes([byte]))
+            sent.append(byte)
+            if stop.wait(interval):
+                break
+        # Keep the connection open, silent, until the server closes it.
+        s.settimeout(CONNECTION_TIMEOUT * 10)
+        while s.recv(4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        closed_at.append(time.monotonic())
+        s.close()
+
+
+@test
+def slow_clients_do_not_block_others_and_silence_is_cut(ctx):
+    """Slowloris: clients trickling a request a byte at a time. libmicrohttpd
+    counts inactivity, so a byte every half CONNECTION_TIMEOUT keeps a
+    connection (README: bounded by MAX_CONNECTIONS, not by a deadline);
+    what must hold is that everyone else is served meanwhile, and that a
+    trickler that pauses past CONNECTION_TIMEOUT is cut."""
+    b = hostile_batond(ctx)
+    pid = b.pid
+    header = b'GET /_/health/live HTTP/1.1\r\nHost: hostile\r\nX-Slow: ' + b'a' * 2000
+    stop = threading.Event()
+    tricklers = []
+    for _ in range(20):
+        sent, closed = [], []
+        t = threading.Thread(target=trickle, args=(b.port, header, CONNECTION_TIMEOUT / 4, stop, sent, closed),
+                             daemon=True)
+        t.start()
+        tricklers.append((t, sent, closed))
+    wait_until(lambda: all(len(s) >= 3 for _, s, _ in tricklers), 10, what='the tricklers to start')
+    # While they trickle, for more than two timeouts: others are served at once.
+    started = time.monotonic()
+    slowest = 0.0
+    while time.monotonic() - started < CONNECTION_TIMEOUT * 2.5:
+        t0 = time.monotonic()
+        assert b.get('/_/health/ready', timeout=5).status == 200
+        assert publish(b.port, 'slow', {'n': 1}, token=API_TOKEN).status == 201
+        slowest = max(slowest, time.monotonic() - t0)
+        time.sleep(0.1)
+    assert slowest < 2.0, f'a request took {slowest:.2f}s while 20 clients trickled'
+    # Still connected: activity, however slow, keeps them (the documented limit).
+    assert not any(closed for _, _, closed in tricklers), 'a trickler was cut while it still sent'
+    counters = json.loads(b.get('/metrics/json').body)['baton_http_connections']['samples'][0]['value']
+    assert counters >= 20, counters
+    # Now they fall silent mid-header: each is cut about CONNECTION_TIMEOUT later.
+    stop.set()
+    paused = time.monotonic()
+    for t, _, _ in tricklers:
+        t.join(CONNECTION_TIMEOUT * 10)
+    waits = [closed[0] - paused for _, _, closed in tricklers]
+    assert all(CONNECTION_TIMEOUT * 0.5 < w < CONNECTION_TIMEOUT * 4 for w in waits), waits
+    assert_healthy(b, pid, 'the slow clients')
+    print(f'# 20 tricklers for {CONNECTION_TIMEOUT * 2.5:.0f}s: others served in at most {slowest * 1000:.0f} ms; '
+          f'after they fell silent, cut in {min(waits):.1f}-{max(waits):.1f}s '
+          f'(CONNECTION_TIMEOUT={CONNECTION_TIMEOUT}s)', flush=True)
+
+
+# --- secrets ------------------------------------------------------------------
+
+def setup_password_role(pg):
+    """A role that must log in with its password (scram-sha-256 over TCP),
+    owning the database; the harness's own role stays trusted."""
+    pg.psql(f"SET password_encryption = 'scram-sha-256'; "
+            f"CREATE ROLE hostile LOGIN PASSWORD '{DB_PASSWORD}'", db='postgres')
+    pg.psql('ALTER DATABASE baton OWNER TO hostile', db='postgres')
+    hba = os.path.join(pg.data, 'pg_hba.conf')
+    with open(hba) as f:
+        rules = f.read()
+    with open(hba, 'w') as f:
+        f.write('host all hostile 127.0.0.1/32 scram-sha-256\n' + rules)
+    pg.psql('SELECT pg_reload_conf()', db='postgres')
+
+    def login(password):
+        return subprocess.run(['psql', '-h', '127.0.0.1', '-p', str(pg.port), '-U', 'hostile', '-d', 'baton',
+                               '-At', '-c', 'SELECT 1'], env=dict(os.environ, PGPASSWORD=password),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).returncode
+    # The password is really checked, so the URL's password is really used.
+    wait_until(lambda: login('not-the-password') != 0, 5, what='password authentication to apply')
+    assert login(DB_PASSWORD) == 0
+    quoted = urllib.parse.quote(DB_PASSWORD, safe='')
+    return f'postgres://hostile:{quoted}@127.0.0.1:{pg.port}/baton'
+
+
+@test
+def secrets_never_appear(ctx):
+    pg = ctx.postgres()
+    url = setup_password_role(pg)
+    secrets = {'database password': DB_PASSWORD, 'API token': API_TOKEN, 'deployment token': DEPLOYMENT_TOKEN}
+    needles = {}
+    for what, value in secrets.items():
+        needles[value] = what
+        needles[urllib.parse.quote(value, safe='')] = f'{what} (URL-encoded)'
+        needles[urllib.parse.quote_plus(value)] = f'{what} (form-encoded)'
+    assert urllib.parse.quote(DB_PASSWORD, safe='') != DB_PASSWORD
+
+    # The database URL and the deployment token as systemd credentials,
+    # the API token in the environment.
+    creds = ctx.tmp.join('credentials')
+    os.makedirs(creds)
+    for name, value in (('database-url', url), ('deployment-token', DEPLOYMENT_TOKEN)):
+        with open(os.path.join(creds, name), 'w') as f:
+            f.write(value + '\n')
+    env = {'CREDENTIALS_DIRECTORY': creds, 'API_TOKEN': API_TOKEN, 'MAX_EVENT_BYTES': '256K',
+           'CONNECTION_TIMEOUT': f'{CONNECTION_TIMEOUT}s', 'DEPLOYMENT_COLOR': 'blue'}
+    b = ctx.batond(env)
+    b.start()
+    b.wait_ready()
+    bodies = []     # (where, text)
+
+    def get(path, **kw):
+        r = b.get(path, **kw)
+        bodies.append((path, r.body + ''.join(f'{k}: {v}\n' for k, v in r.headers)))
+        return r
+
+    def scrape(when):
+        for path in ('/metrics', '/metrics/json', '/_/health', '/_/health/live', '/_/health/ready',
+                     '/_/health/startup', '/health', '/health/db'):
+            get(path)
+        r = get('/health/deployment', headers={'Authorization': f'Bearer {DEPLOYMENT_TOKEN}'})
+        assert r.status == 200 and r.json()['deploymentColor'] == 'blue', (when, r)
+
+    scrape('started')
+    # Right and wrong tokens.
+    r = publish(b.port, 'secrets', {'n': 1}, token=API_TOKEN)
+    bodies.append(('publish', r.body))
+    assert r.status == 201, r
+    for token in ('', 'wrong', API_TOKEN[:-1], API_TOKEN + 'x', DEPLOYMENT_TOKEN):
+        r = publish(b.port, 'secrets', {'n': 2}, token=token or None)
+        bodies.append(('publish with a wrong token', r.body))
+        assert r.status == 401, r
+    for token in ('', 'wrong', DEPLOYMENT_TOKEN[:-1], DEPLOYMENT_TOKEN + 'x', API_TOKEN):
+        r = get('/health/deployment', headers={'Authorization': f'Bearer {token}'})
+        assert r.status == 401, r
+    # The part of the corpus about tokens and headers.
+    for c in corpus():
+        if c.name.startswith(('api_', 'deploy_', 'nul_', 'bare_cr', 'cl_with', 'host_', 'json_dup')):
+            reply = exchange(b.port, c.raw, timeout=CONNECTION_TIMEOUT + 8)
+            check_reply(c, reply)
+            bodies.append((c.name, reply.raw.decode(errors='replace')))
+
+    # A database outage: errors with the connection's details get logged,
+    # reported by the health endpoints and answered to publishers.
+    pg.stop()
+    wait_until(lambda: b.get('/_/health/ready').status == 503, 10, what='ready to turn red')
+    r = publish(b.port, 'secrets', {'n': 3}, token=API_TOKEN)
+    bodies.append(('publish during the outage', r.body))
+    assert r.status == 503, r
+    r = get('/api/v1/topics/secrets/events')
+    assert r.status == 503, r
+    scrape('outage')
+    pg.start()
+    wait_until(lambda: b.get('/_/health/ready').status == 200, 20, what='recovery')
+    scrape('recovered')
+
+    # A reload.
+    since = b.notify.count()
+    b.signal(signal.SIGHUP)
+    b.notify.wait_for(r'^READY=1$', since=since)
+    b.wait_log(r"Reloaded configuration")
+
+    # --check-config, the same way configured; then with a broken key.
+    check_env = {'PATH': os.environ['PATH'], 'CREDENTIALS_DIRECTORY': creds, 'API_TOKEN': API_TOKEN}
+    for k in ('ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LSAN_OPTIONS'):
+        if k in os.environ:
+            check_env[k] = os.environ[k]
+    outputs = []
+    for extra, code in (({}, 0), ({'SERVER_PORT': '99999'}, 78)):
+        out = subprocess.run([os.path.abspath(Batond.BINARY), '--check-config', '--config', '/dev/null'],
+                             env=dict(check_env, **extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, timeout=30)
+        assert out.returncode == code, out.stdout
+        outputs.append(out.stdout)
+    assert 'configuration OK' in outputs[0] and 'hostile:***@' in outputs[0], outputs[0]
+    assert 'API_TOKEN=' in outputs[0], outputs[0]
+
+    # Shutdown.
+    b.signal(signal.SIGTERM)
+    assert b.wait_exit(30) == 0
+
+    log = b.log()
+    # The scan is only worth something if the secrets had chances to leak.
+    assert 'hostile:***@127.0.0.1' in log, log[-2000:]
+    assert 'Lost the PostgreSQL connection' in log, log[-2000:]
+    notify = b.notify.texts()
+    assert any(m.startswith('STATUS=') for m in notify)
+    places = [('batond log', log)] + [(f'response {w}', t) for w, t in bodies] + \
+        [('sd_notify', m) for m in notify] + [('--check-config output', o) for o in outputs]
+    leaks = [f'{what} in {where}' for where, text in places for needle, what in needles.items() if needle in text]
+    assert not leaks, leaks
+    n_bytes = sum(len(t.encode()) for _, t in places)
+    print(f'# scanned {n_bytes} bytes for {len(needles)} strings (3 secrets, raw and URL-encoded): the log ({len(log.encode())} bytes), '
+          f'{len(bodies)} response bodies, {len(notify)} sd_notify messages, {len(outputs)} --check-config '
+          f'outputs; none found', flush=True)
+
+
+if __name__ == '__main__':
+    run()

@@ -535,6 +535,32 @@ static bool request_target_has_nul(const HttpRequest *req, const char *version) 
                (size_t) (version - p) != req->raw_uri_length + 1;
 }
 
+/* Refused before anything else looks at the request, with the reason in
+ * 'why': each of these is a way to make batond and a proxy in front of it
+ * read one request differently. */
+static bool request_misframed(const HttpRequest *req, const char *version, const char *content_length,
+                              const char *transfer_encoding, char *why, size_t size) {
+        HeaderScan scan = { 0 };
+
+        (void) MHD_get_connection_values(req->connection, MHD_HEADER_KIND, scan_header, &scan);
+        if (request_target_has_nul(req, version))
+                snprintf(why, size, "the request target contains a NUL byte");
+        else if (scan.spaced)
+                snprintf(why, size, "whitespace in the header name '%s'", scan.spaced);
+        else if (scan.dirty)
+                snprintf(why, size, "the %s header contains a control character", scan.dirty);
+        else if (content_length && framing_ambiguous(req->connection))
+                snprintf(why, size, "ambiguous body length: Content-Length with Transfer-Encoding, "
+                                    "or more than one Content-Length");
+        else if (transfer_encoding && !transfer_encoding_supported(transfer_encoding))
+                snprintf(why, size, "unsupported Transfer-Encoding: only chunked is accepted");
+        else if (scan.duplicate)
+                snprintf(why, size, "more than one %s header", scan.duplicate);
+        else
+                return false;
+        return true;
+}
+
 static uint64_t request_body_limit(const HttpRequest *req) {
         const HttpLimits *l = &req->server->limits;
 
@@ -585,9 +611,8 @@ static enum MHD_Result request_begin(HttpRequest *req, const char *version) {
         HttpServer *s = req->server;
         const union MHD_ConnectionInfo *info;
         const char *content_length, *transfer_encoding;
-        HeaderScan scan = { 0 };
         uint64_t length;
-        char allow[64];
+        char allow[64], why[256];
         int r;
 
         info = MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
@@ -606,38 +631,8 @@ static enum MHD_Result request_begin(HttpRequest *req, const char *version) {
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         transfer_encoding = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND,
                                                         MHD_HTTP_HEADER_TRANSFER_ENCODING);
-        (void) MHD_get_connection_values(req->connection, MHD_HEADER_KIND, scan_header, &scan);
-        /* Refused before anything else looks at them: each is a way to make
-         * batond and a proxy in front of it read one request differently. */
-        if (request_target_has_nul(req, version)) {
-                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
-                                   "the request target contains a NUL byte");
-                return MHD_YES;
-        }
-        if (scan.spaced) {
-                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
-                                   "whitespace in the header name '%s'", scan.spaced);
-                return MHD_YES;
-        }
-        if (scan.dirty) {
-                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
-                                   "the %s header contains a control character", scan.dirty);
-                return MHD_YES;
-        }
-        if (content_length && framing_ambiguous(req->connection)) {
-                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
-                                   "ambiguous body length: Content-Length with Transfer-Encoding, "
-                                   "or more than one Content-Length");
-                return MHD_YES;
-        }
-        if (transfer_encoding && !transfer_encoding_supported(transfer_encoding)) {
-                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
-                                   "unsupported Transfer-Encoding: only chunked is accepted");
-                return MHD_YES;
-        }
-        if (scan.duplicate) {
-                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
-                                   "more than one %s header", scan.duplicate);
+        if (request_misframed(req, version, content_length, transfer_encoding, why, sizeof(why))) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", why);
                 return MHD_YES;
         }
         if (content_length && parse_uint64(content_length, &length) == 0 &&

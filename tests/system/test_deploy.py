@@ -60,6 +60,7 @@ def install(c):
 # The one container every case here shares: boots and installs once.
 CONTAINER = Shared('baton-system', ('systemd-nspawn', 'nsenter', 'wrk', 'nginx'), install)
 
+
 def deploy(c, *args, check=True):
     started = time.monotonic()
     r = c.run(['baton-deploy'] + list(args), check=False, timeout=300)

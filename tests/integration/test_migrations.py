@@ -38,6 +38,9 @@ def two_instances_racing_apply_once(ctx):
     assert rows == [f'{v}|{n}' for v, n in MIGRATIONS], rows
     applied = a.log().count('Applied migration') + b.log().count('Applied migration')
     assert applied == len(MIGRATIONS), f'{applied} applications of {len(MIGRATIONS)} migrations'
+    print(f"# two instances started at once on an empty database: {applied} migration(s) applied "
+          f"(blue {a.log().count('Applied migration')}, green {b.log().count('Applied migration')}), "
+          f"both READY", flush=True)
 
 
 @test
@@ -66,6 +69,8 @@ def newer_database_is_refused(ctx):
     assert b.wait_exit(15) == 1
     assert 'refusing to run an older binary against a newer schema' in b.log(), b.log()
     assert b.notify.find(r'^READY=1$') is None
+    print('# newer database: exit 1, no READY: ' +
+          next(line.strip() for line in b.log().splitlines() if 'newer schema' in line), flush=True)
 
     status = batond_cli(pg, 'migrate', '--status')
     assert status.returncode == 1, status.stdout
@@ -114,6 +119,8 @@ def migration_failing_half_way_leaves_database_as_before(ctx):
     assert pg.psql("SELECT to_regclass('topics') IS NULL") == 't', 'half a migration left behind'
     assert pg.psql('SELECT count(*) FROM schema_migrations') == '0'
     assert pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == '0'
+    print('# migration failing half way: exit 1, no READY, no table, no schema_migrations row, '
+          'no lock left: ' + next(line.strip() for line in log.splitlines() if 'failed' in line), flush=True)
 
 
 if __name__ == '__main__':

@@ -126,6 +126,16 @@ static void check_headers(const char *line) {
         (void) events_content_type_json(line);
 }
 
+static char *copy_bytes(const char *s, size_t n) {
+        char *p = malloc(n + 1);
+
+        if (p) {
+                memcpy(p, s, n);
+                p[n] = '\0';
+        }
+        return p;
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
         return 0;
 }
@@ -133,7 +143,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size) {
         const char *data = (const char *) input;
         const char *nl = memchr(data, '\n', size);
-        _cleanup_free_ char *topic = strndup(nl ? data : "t", nl ? (size_t) (nl - data) : 1);
+        /* Not strndup(): the input has no NUL, and ASan's strict_string_checks
+         * (as the test suite runs) reads past it looking for one. */
+        _cleanup_free_ char *topic = copy_bytes(nl ? data : "t", nl ? (size_t) (nl - data) : 1);
         const char *body = nl ? nl + 1 : data;
         size_t topic_len = nl ? (size_t) (nl - data) : 1;
         size_t body_size = nl ? size - topic_len - 1 : size;

@@ -53,8 +53,14 @@ static int append_field(SseBuffer *b, const char *name, const char *value) {
         return r;
 }
 
+/* Undoes a failed append: the pending bytes as they were. Not the old end
+ * offset: reserve() may have moved the pending bytes to the front since. */
+static void rollback(SseBuffer *b, size_t pending_before) {
+        b->end = b->start + pending_before;
+}
+
 int sse_append_event(SseBuffer *b, const char *id, const char *event, const char *data) {
-        size_t saved_end = b->end;
+        size_t pending_before = b->end - b->start;
         const char *p = strempty(data);
         int r = 0;
 
@@ -78,18 +84,18 @@ int sse_append_event(SseBuffer *b, const char *id, const char *event, const char
         if (r >= 0)
                 r = append(b, "\n", 1);
         if (r < 0)
-                b->end = saved_end;     /* never leave half an event behind */
+                rollback(b, pending_before);    /* never leave half an event behind */
         return r;
 }
 
 int sse_append_comment(SseBuffer *b, const char *text) {
-        size_t saved_end = b->end;
+        size_t pending_before = b->end - b->start;
         int r = append_field(b, ": ", text);
 
         if (r >= 0)
                 r = append(b, "\n", 1);
         if (r < 0)
-                b->end = saved_end;
+                rollback(b, pending_before);
         return r;
 }
 

@@ -50,6 +50,24 @@ static void test_fields_reject_line_breaks(void **state) {
         sse_buffer_done(&b);
 }
 
+/* Found by fuzz-sse: a refused event whose first fields made the buffer
+ * move its pending bytes to the front must leave those bytes as they were. */
+static void test_refused_event_after_compaction(void **state) {
+        SseBuffer b = { 0 };
+        char sent[256], long_id[221];
+
+        memset(long_id, 'i', sizeof(long_id) - 1);
+        long_id[sizeof(long_id) - 1] = '\0';
+        assert_int_equal(sse_append_comment(&b, "0123456789012345678901234567890123456789"), 0);
+        assert_int_equal(sse_append_comment(&b, "kept"), 0);
+        /* Send the first comment; the buffer (256 bytes) now has room only
+         * after compaction for the long id. */
+        assert_int_equal(sse_buffer_take(&b, sent, 44), 44);
+        assert_int_equal(sse_append_event(&b, long_id, "bad\ntype", "d"), -EINVAL);
+        expect(&b, ": kept\n\n");
+        sse_buffer_done(&b);
+}
+
 static void test_comment_and_retry(void **state) {
         SseBuffer b = { 0 };
 
@@ -83,6 +101,7 @@ int main(void) {
                 cmocka_unit_test(test_event),
                 cmocka_unit_test(test_multiline_data),
                 cmocka_unit_test(test_fields_reject_line_breaks),
+                cmocka_unit_test(test_refused_event_after_compaction),
                 cmocka_unit_test(test_comment_and_retry),
                 cmocka_unit_test(test_partial_takes),
         };

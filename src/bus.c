@@ -241,7 +241,7 @@ int bus_new(sd_event *event, Mailbox *mailbox, const BusSettings *settings, Bus 
         bus->event = sd_event_ref(event);
         bus->mailbox = mailbox;
         bus->url = strdup(settings->url);
-        bus->masked_url = mask_connection_string(settings->url);
+        bus->masked_url = mask_nats_urls(settings->url);
         bus->client_name = strdup(settings->client_name);
         /* Unique per process, so that only this instance sees its echoes. */
         if (getrandom(&nonce, sizeof(nonce), 0) != sizeof(nonce))

@@ -609,11 +609,11 @@ static char *config_format_value(const Config *c, const ConfigKey *k) {
 
         switch (k->type) {
         case TYPE_CONNINFO:
-                return mask_connection_string(*FIELD(c, k, char *));
+                return mask_database_url(*FIELD(c, k, char *));
         case TYPE_SECRET:
                 return strdup(isempty(*FIELD(c, k, char *)) ? "" : "***");
         case TYPE_NATS_URL:
-                return mask_connection_string(*FIELD(c, k, char *));
+                return mask_nats_urls(*FIELD(c, k, char *));
         case TYPE_BOOL:
                 return strdup(*FIELD(c, k, bool) ? "true" : "false");
         case TYPE_LOG_LEVEL:
@@ -651,5 +651,5 @@ void config_dump(const Config *c, FILE *f) {
 }
 
 char *config_masked_database_url(const Config *c) {
-        return mask_connection_string(c->database_url);
+        return mask_database_url(c->database_url);
 }

@@ -39,9 +39,9 @@ static const char *mask_uri_query(const char *q, char **buf, size_t *len, size_t
         return q;
 }
 
-/* URIs: scheme://user:password@host/...; several may be separated by commas
- * (a NATS server list). */
-static char *mask_uri_list(const char *s) {
+/* URIs: scheme://user:password@host/...: one PostgreSQL URI (pg), or a NATS
+ * server list, separated by commas, where "nats://TOKEN@host" is a token. */
+static char *mask_uri_list(const char *s, bool pg) {
         char *buf = NULL;
         size_t len = 0, cap = 0;
         const char *p = s;
@@ -59,13 +59,19 @@ static char *mask_uri_list(const char *s) {
                  * "postgres://u:pa?ss@db" as password "pa?ss". Over-masking is
                  * the safe mistake. Only a NATS list ends a URI at ','; a
                  * PostgreSQL password may hold one too. */
-                bool pg = strncmp(p, "postgres://", 11) == 0 || strncmp(p, "postgresql://", 13) == 0;
                 size_t authority_len = pg ? strlen(authority) : strcspn(authority, ",");
                 const char *at = NULL;
                 for (const char *c = authority; c < authority + authority_len; c++)
                         if (*c == '@')
                                 at = c;
                 const char *colon = at ? memchr(authority, ':', (size_t) (at - authority)) : NULL;
+                /* The user name shows only when it plainly is one: a ':'
+                 * before any '@'. Otherwise all of the user info is masked:
+                 * nats.c takes user info with no ':' as a token, and a user
+                 * holding '@' leaves it unclear where the password starts
+                 * (both found by fuzz-config). */
+                if (at && (colon || !pg) && (!colon || memchr(authority, '@', (size_t) (colon - authority))))
+                        colon = authority - 1;
 
                 if (colon) {
                         r = append(&buf, &len, &cap, p, (size_t) (colon + 1 - p));
@@ -133,8 +139,14 @@ static char *mask_conninfo(const char *s) {
         return buf;
 }
 
-char *mask_connection_string(const char *s) {
-        if (strstr(s, "://"))
-                return mask_uri_list(s);
+char *mask_database_url(const char *s) {
+        /* libpq's own rule: a URI only when it starts with the scheme. A
+         * "key=value" string may hold "://" in a value (found by fuzz-config). */
+        if (strncmp(s, "postgres://", 11) == 0 || strncmp(s, "postgresql://", 13) == 0)
+                return mask_uri_list(s, true);
         return mask_conninfo(s);
+}
+
+char *mask_nats_urls(const char *s) {
+        return mask_uri_list(s, false);
 }

@@ -265,6 +265,17 @@ def contains_word(text, word):
     return re.search(r'(?<![\w-])' + re.escape(word) + r'(?![\w-])', text) is not None
 
 
+def check_marking_and_range(p, where, k, text):
+    """A key's explanation says whether SIGHUP applies it (and nothing
+    else) and states its range."""
+    marking = 'Reloadable.' if k['reloadable'] else 'Needs a restart.'
+    other = 'Needs a restart.' if k['reloadable'] else 'Reloadable.'
+    p.check(marking in text and other not in text, f'{where}: {k["name"]} must be marked {marking!r} (only)')
+    for alternatives in range_texts(k):
+        p.check(any(a in text for a in alternatives),
+                f'{where}: {k["name"]}: range {alternatives[0]!r} not stated')
+
+
 # --- cases --------------------------------------------------------------------
 
 @test
@@ -307,13 +318,7 @@ def config_keys_documented(ctx):
         else:
             p.check(value == k['default'], f'units/batond.conf: #{k["name"]}={value}, but the '
                     f'default is {k["default"]!r}')
-        marking = 'Reloadable.' if k['reloadable'] else 'Needs a restart.'
-        other = 'Needs a restart.' if k['reloadable'] else 'Reloadable.'
-        p.check(marking in block and other not in block,
-                f'units/batond.conf: {k["name"]} must be marked {marking!r} (only)')
-        for alternatives in range_texts(k):
-            p.check(any(a in block for a in alternatives),
-                    f'units/batond.conf: {k["name"]}: range {alternatives[0]!r} not stated')
+        check_marking_and_range(p, 'units/batond.conf', k, block)
 
     # (b) batond.conf(5): one .TP per key, with default, range and marking.
     page = Page('man/batond.conf.5')
@@ -340,13 +345,7 @@ def config_keys_documented(ctx):
         else:
             p.check(re.search(r'Default: ' + re.escape(k['default']) + r'(?=[.,;) ]|$)', body),
                     f'batond.conf(5): {k["name"]}: "Default: {k["default"]}" missing')
-        marking = 'Reloadable.' if k['reloadable'] else 'Needs a restart.'
-        other = 'Needs a restart.' if k['reloadable'] else 'Reloadable.'
-        p.check(marking in body and other not in body,
-                f'batond.conf(5): {k["name"]} must be marked {marking!r} (only)')
-        for alternatives in range_texts(k):
-            p.check(any(a in body for a in alternatives),
-                    f'batond.conf(5): {k["name"]}: range {alternatives[0]!r} not stated')
+        check_marking_and_range(p, 'batond.conf(5)', k, body)
         if k['credential']:
             p.check(k['credential'] in body,
                     f'batond.conf(5): {k["name"]}: the credential {k["credential"]!r} not named')

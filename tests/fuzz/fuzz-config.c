@@ -145,6 +145,17 @@ static void check_error(const char *error) {
                    "the error names no key and no line: %s", error);
 }
 
+/* In the NATS list as printed, whatever precedes an '@' (a password, or
+ * a token when there is no ':') is the mask. */
+static void check_nats_masked(const Config *c) {
+        _cleanup_free_ char *nats = config_format_key(c, CONFIG_NATS__URL);
+
+        fuzz_check(nats, "out of memory");
+        for (const char *at = strchr(nats, '@'); at; at = strchr(at + 1, '@'))
+                fuzz_check(at - nats >= 3 && strncmp(at - 3, "***", 3) == 0,
+                           "NATS_URL's user info shown in '%s'", nats);
+}
+
 /* What is printed shows no secret. */
 static void check_masked(const Config *c) {
         _cleanup_free_ char *api = config_format_key(c, CONFIG_API_TOKEN);
@@ -168,6 +179,7 @@ static void check_masked(const Config *c) {
                         fuzz_check(!strstr(url, pw), "DATABASE_URL's password in '%s'", url);
         }
         PQconninfoFree(o);
+        check_nats_masked(c);
 }
 
 /* --check-config prints every key; as an environment, that is the same

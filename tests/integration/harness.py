@@ -391,11 +391,16 @@ class SseClient:
         return wait_until(lambda: self.ended, timeout, what='the stream to end')
 
     def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        close_socket(self.sock)
+
+
+def close_socket(sock):
+    """Ends a connection at once, waking a thread blocked reading it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
 
 
 def publish(port, topic, data, token=None, timeout=10):

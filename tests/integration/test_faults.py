@@ -24,7 +24,7 @@ import statistics
 import threading
 import time
 
-from harness import run, test, wait_until
+from harness import close_socket, run, test, wait_until
 
 INTERVAL = 1.0          # HEALTH_CHECK_INTERVAL
 CHECK_TIMEOUT = 1.0     # HEALTH_CHECK_TIMEOUT
@@ -269,11 +269,7 @@ class Stream:
         assert self.status == 200, f'stream answered {self.status}'
 
     def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        close_socket(self.sock)
 
 
 class Prober:
@@ -457,18 +453,59 @@ def managed(ctx, obj, fn):
     return obj
 
 
-# --- the cases --------------------------------------------------------------------
-
-@test
-def database_killed_and_restarted_under_load(ctx):
+def one_instance_under_load(ctx):
+    """PostgreSQL, one batond, a prober, streams on both topics and four
+    publishers, with 200 publishes acknowledged before the fault."""
     pg = ctx.postgres()
     b = ctx.batond({'DATABASE_URL': pg.url(), **ENV}).start()
     b.wait_ready()
-    pid = b.pid
     probe = managed(ctx, Prober(b.port), Prober.stop)
     streams = [ctx.add(s, Stream.close) for s in open_streams(b.port)]
     load = managed(ctx, Load([(b.port, TOPICS[w % 2]) for w in range(4)]), Load.stop)
     wait_until(lambda: len(load.acked()) >= 200, 30, what='200 acknowledged publishes')
+    return pg, b, probe, streams, load
+
+
+def recover(load, probe, t_from, what):
+    """Waits from t_from (the fault's end) for ready 200, a first 201 and
+    200 more, then stops the load. Returns (the 200 probe, the first 201's
+    time)."""
+    green = probe.wait(200, t_from, 30, 'ready to turn 200 again')
+    first_201 = wait_until(lambda: sorted(r['t1'] for r in load.acked(after=t_from)), 30,
+                           what=f'a 201 after {what}')[0]
+    wait_until(lambda: len(load.acked(after=first_201)) >= 200, 30,
+               what='200 acknowledged publishes after recovery')
+    load.stop()
+    return green, first_201
+
+
+def check_survived(b, pid, probe, streams):
+    """The same process, ready again, live throughout, every stream still on
+    its first connection."""
+    assert b.pid == pid and b.running(), 'batond was restarted'
+    assert b.get('/_/health/ready').status == 200
+    assert all(s[2] == 200 for s in probe.get('live')), 'live failed during the fault'
+    for s in streams:
+        assert s.connections == 1 and not s.ends, f'{s.topic} stream ended: {s.ends}'
+
+
+def check_nothing_lost(pg, loads, topics, streams):
+    """Every acknowledged event stored once and delivered once, in order, to
+    every stream. Returns check_store's figures."""
+    stored, figures = check_store(pg, loads, topics)
+    wait_delivered(streams, stored)
+    check_streams(streams, stored)
+    assert not [s for s in streams if s.ends], [s.ends for s in streams]
+    report_store(figures, streams)
+    return figures
+
+
+# --- the cases --------------------------------------------------------------------
+
+@test
+def database_killed_and_restarted_under_load(ctx):
+    pg, b, probe, streams, load = one_instance_under_load(ctx)
+    pid = b.pid
 
     t_kill = time.monotonic()
     pg.kill()
@@ -484,12 +521,7 @@ def database_killed_and_restarted_under_load(ctx):
     assert b.get('/_/health/live').status == 200
     pg.start()
     t_up = time.monotonic()
-    green = probe.wait(200, t_restart, 30, 'ready to turn 200 again')
-    first_201 = wait_until(lambda: sorted(r['t1'] for r in load.acked(after=t_restart)), 30,
-                           what='a 201 after the restart')[0]
-    wait_until(lambda: len(load.acked(after=first_201)) >= 200, 30,
-               what='200 acknowledged publishes after recovery')
-    load.stop()
+    green, first_201 = recover(load, probe, t_restart, 'the restart')
 
     outage = [r for r in load.all() if r['t0'] >= t_down and r['t1'] <= t_restart]
     waits = sorted(r['t1'] - r['t0'] for r in outage)
@@ -510,18 +542,10 @@ def database_killed_and_restarted_under_load(ctx):
     messages = assert_json_503(load, 'database unavailable')
     note(f'503 messages: {messages[:3]}')
     assert not load.count(None), f'{load.count(None)} publishes got no answer'
-    assert b.pid == pid and b.running(), 'batond was restarted'
-    assert probe.first(200, t_restart) and b.get('/_/health/ready').status == 200
-    assert all(s[2] == 200 for s in probe.get('live')), 'live failed during the outage'
-    for s in streams:
-        assert s.connections == 1 and not s.ends, f'{s.topic} stream ended: {s.ends}'
+    check_survived(b, pid, probe, streams)
     assert all(heard), 'a stream got nothing (not even a heartbeat) during the outage'
 
-    stored, figures = check_store(pg, [load], TOPICS)
-    wait_delivered(streams, stored)
-    check_streams(streams, stored)
-    assert not [s for s in streams if s.ends], [s.ends for s in streams]
-    report_store(figures, streams)
+    check_nothing_lost(pg, [load], TOPICS, streams)
     stop_cleanly([b], [probe], streams)
 
 
@@ -603,19 +627,10 @@ def nats_killed_and_restarted_under_load(ctx):
         f'publishing failed without NATS: {[r for r in load.all() if r["status"] != 201][:3]}'
     assert during and during[-1] <= RESYNC + 2.0, \
         f'events published during the outage took {during[-1]:.2f} s to reach green'
-    assert (blue.pid, green.pid) == pids and blue.running() and green.running()
-    for x in (blue, green):
-        assert x.get('/_/health/ready').status == 200
-    for p in probes:
-        assert all(s[2] == 200 for s in p.get('live')), 'live failed during the outage'
-    for s in streams:
-        assert s.connections == 1 and not s.ends, f'{s.topic} stream ended: {s.ends}'
+    for x, pid, p in zip((blue, green), pids, probes):
+        check_survived(x, pid, p, streams)
 
-    stored, figures = check_store(pg, [load], topics)
-    wait_delivered(streams, stored)
-    check_streams(streams, stored)
-    assert not [s for s in streams if s.ends], [s.ends for s in streams]
-    report_store(figures, streams)
+    check_nothing_lost(pg, [load], topics, streams)
     stop_cleanly([blue, green], probes, streams)
 
 
@@ -643,14 +658,8 @@ def database_hangs_under_load(ctx):
     connections stop answering and new ones are accepted by the kernel but
     never served, as with a frozen machine or storage. Stopping only
     batond's backends would let it reconnect to a live server at once."""
-    pg = ctx.postgres()
-    b = ctx.batond({'DATABASE_URL': pg.url(), **ENV}).start()
-    b.wait_ready()
+    pg, b, probe, streams, load = one_instance_under_load(ctx)
     pid = b.pid
-    probe = managed(ctx, Prober(b.port), Prober.stop)
-    streams = [ctx.add(s, Stream.close) for s in open_streams(b.port)]
-    load = managed(ctx, Load([(b.port, TOPICS[w % 2]) for w in range(4)]), Load.stop)
-    wait_until(lambda: len(load.acked()) >= 200, 30, what='200 acknowledged publishes')
 
     frozen = []
 
@@ -680,12 +689,7 @@ def database_hangs_under_load(ctx):
     t_resume = time.monotonic()
     thaw()
     t_up = time.monotonic()
-    green = probe.wait(200, t_resume, 30, 'ready to turn 200 again')
-    first_201 = wait_until(lambda: sorted(r['t1'] for r in load.acked(after=t_resume)), 30,
-                           what='a 201 after the database resumed')[0]
-    wait_until(lambda: len(load.acked(after=first_201)) >= 200, 30,
-               what='200 acknowledged publishes after recovery')
-    load.stop()
+    green, first_201 = recover(load, probe, t_resume, 'the database resumed')
 
     hang = [r for r in load.all() if r['t1'] >= t_hung and r['t0'] <= t_resume]
     hang_sent = [r for r in hang if r['t0'] >= t_hung and r['t1'] <= t_resume]
@@ -706,22 +710,14 @@ def database_hangs_under_load(ctx):
 
     assert red_after <= INTERVAL + CHECK_TIMEOUT + 1.0, f'ready turned 503 after {red_after:.2f} s'
     assert latencies[-1] < 1.0, f'a probe took {latencies[-1]:.2f} s while the database hung'
-    assert all(s[2] == 200 for s in probe.get('live')), 'live failed during the hang'
     assert not [r for r in hang_sent if r['status'] == 201], 'a 201 while PostgreSQL was stopped'
     assert all(r['status'] == 503 for r in hang_sent), \
         f"answers during the hang: {sorted({r['status'] for r in hang_sent}, key=str)}"
     assert waits[-1] <= QUERY_TIMEOUT + 1.0, f'a publish waited {waits[-1]:.2f} s'
     assert not load.count(None), f'{load.count(None)} publishes got no answer'
-    assert b.pid == pid and b.running(), 'batond was restarted'
-    assert b.get('/_/health/ready').status == 200
-    for s in streams:
-        assert s.connections == 1 and not s.ends, f'{s.topic} stream ended: {s.ends}'
+    check_survived(b, pid, probe, streams)
 
-    stored, figures = check_store(pg, [load], TOPICS)
-    wait_delivered(streams, stored)
-    check_streams(streams, stored)
-    assert not [s for s in streams if s.ends], [s.ends for s in streams]
-    report_store(figures, streams)
+    figures = check_nothing_lost(pg, [load], TOPICS, streams)
     # A 503 says "not stored" unless its message says the event may have
     # been stored: a batch the frozen server had got commits on SIGCONT.
     maybe = 'the event may have been stored'

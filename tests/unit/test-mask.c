@@ -7,10 +7,18 @@
 #include "mask.h"
 #include "util.h"
 
-static void expect(const char *input, const char *output) {
-        _cleanup_free_ char *masked = mask_connection_string(input);
+static void check(char *(*mask)(const char *), const char *input, const char *output) {
+        _cleanup_free_ char *masked = mask(input);
         assert_non_null(masked);
         assert_string_equal(masked, output);
+}
+
+static void expect(const char *input, const char *output) {
+        check(mask_database_url, input, output);
+}
+
+static void expect_nats(const char *input, const char *output) {
+        check(mask_nats_urls, input, output);
 }
 
 static void test_uri(void **state) {
@@ -23,19 +31,25 @@ static void test_uri(void **state) {
         expect("postgres://u:s3cret@[::1]:5432/x", "postgres://u:***@[::1]:5432/x");
         /* '@' inside the password: the last '@' ends the user info. */
         expect("postgres://u:p@ss@db/x", "postgres://u:***@db/x");
+        expect("postgres://u@s3cret:x@db/x", "postgres://***@db/x");
         /* An unencoded '/' in a password must not leak its tail. */
         expect("postgres://u:pa/ss@db/x", "postgres://u:***@db/x");
         /* Nor a '?', '#' or ',' (libpq reads up to the '@'; found by fuzz-config). */
         expect("postgresql://u:pa?ss@db:5432/x", "postgresql://u:***@db:5432/x");
         expect("postgres://u:pa#ss@db/x", "postgres://u:***@db/x");
         expect("postgres://u:pa,ss@db/x", "postgres://u:***@db/x");
-        expect("nats://a:pa?ss@h1:4222,nats://h2", "nats://a:***@h1:4222,nats://h2");
+        /* Several hosts in one URI. */
+        expect("postgres://u:s3cret@h1:5432,h2:5432/x", "postgres://u:***@h1:5432,h2:5432/x");
 }
 
 static void test_nats_list(void **state) {
-        expect("nats://127.0.0.1:4222", "nats://127.0.0.1:4222");
-        expect("nats://a:b@h1:4222,nats://c:d@h2:4222", "nats://a:***@h1:4222,nats://c:***@h2:4222");
-        expect("nats://token@h1:4222", "nats://token@h1:4222");
+        expect_nats("nats://127.0.0.1:4222", "nats://127.0.0.1:4222");
+        expect_nats("nats://a:b@h1:4222,nats://c:d@h2:4222", "nats://a:***@h1:4222,nats://c:***@h2:4222");
+        expect_nats("nats://a:pa?ss@h1:4222,nats://h2", "nats://a:***@h1:4222,nats://h2");
+        /* User info with no ':' is a token to nats.c, so a secret. */
+        expect_nats("nats://s3cret@h1:4222, tls://h2:4222", "nats://***@h1:4222, tls://h2:4222");
+        /* An '@' before the ':' leaves the user name unclear: all masked. */
+        expect_nats("nats://s3cret@h1:4222@h2:4222", "nats://***@h2:4222");
 }
 
 /* Rebuilt from libpq's parse, so keywords come in libpq's own order. */
@@ -44,10 +58,13 @@ static void test_keyword_form(void **state) {
                "user=baton password=*** dbname=baton host=db");
         expect("host=db password='with space' dbname=baton", "password=*** dbname=baton host=db");
         expect("host=db application_name='a b'", "host=db application_name='a b'");
+        /* "://" in a value does not make it a URI (libpq looks at the start
+         * only; found by fuzz-config). */
+        expect("host=/run/postgres://x password=s3cret", "password=*** host=/run/postgres://x");
 }
 
 static void test_unparseable_is_hidden(void **state) {
-        _cleanup_free_ char *masked = mask_connection_string("host=db password='unterminated");
+        _cleanup_free_ char *masked = mask_database_url("host=db password='unterminated");
         assert_non_null(masked);
         assert_null(strstr(masked, "unterminated"));
 }

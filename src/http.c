@@ -12,6 +12,7 @@
 #include "event-util.h"
 #include "log.h"
 #include "parse-util.h"
+#include "read-deadline.h"
 
 /* MHD's per-connection memory pool bounds the header block it accepts: in
  * 0.9.75 its read buffer starts at half the pool and does not grow past
@@ -73,12 +74,16 @@ struct HttpServer {
 
         /* Suspended requests, so that all can be resumed before MHD stops. */
         HttpRequest *suspended_head;
+
+        /* Per connection: CONNECTION_TIMEOUT to send a whole request. */
+        ReadDeadlines *read_deadlines;
 };
 
 struct HttpRequest {
         HttpServer *server;
         HttpListener *listener;
         struct MHD_Connection *connection;
+        ReadDeadline *read_deadline;    /* its connection's; NULL without one */
         const char *path;               /* MHD's, valid for the request's life */
         const char *raw_uri;            /* the request target as received, in MHD's buffer */
         size_t raw_uri_length;          /* strlen() of it before MHD split and decoded it */
@@ -698,6 +703,9 @@ static enum MHD_Result request_queue(HttpRequest *req) {
         struct MHD_Response *response;
         enum MHD_Result ret;
 
+        /* Answered: what is left of the body is not waited for. */
+        read_deadline_stop(req->read_deadline);
+
         if (req->shared)
                 response = draining ? req->shared->close : req->shared->keep_alive;
         else {
@@ -754,6 +762,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
                 return MHD_YES;
         if (!request_has_response(req) && !req->dispatched) {
                 req->dispatched = true;
+                read_deadline_stop(req->read_deadline);
                 req->match.route->handler(req, req->server->handler_userdata);
         }
         if (req->failed)
@@ -785,6 +794,9 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
                 req->target_encoded_nul = p[1] == '0' && p[2] == '0';
         req->seq = ++s->request_seq;
         req->started_usec = now_usec(CLOCK_MONOTONIC);
+        const union MHD_ConnectionInfo *info =
+                MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        req->read_deadline = info ? info->socket_context : NULL;
         s->counters.active_requests++;
         return req;
 }
@@ -831,6 +843,8 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
         }
         if (req->end_cb)
                 req->end_cb(req, req->end_userdata);
+        /* A keep-alive connection now waits for its next request. */
+        read_deadline_restart(req->read_deadline);
         /* Only requests batond saw the headers of: MHD also completes the
          * requests it answered itself (malformed ones), without a path. */
         if (req->headers_seen)
@@ -854,9 +868,16 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
                           enum MHD_ConnectionNotificationCode toe) {
         HttpServer *s = cls;
 
-        if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+                const union MHD_ConnectionInfo *info =
+                        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
                 s->counters.active_connections++;
-        else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+                *socket_context = info ? read_deadline_new(s->read_deadlines, info->connect_fd) : NULL;
+                if (!*socket_context)
+                        log_debug("No read deadline for a new connection (out of memory).");
+        } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+                read_deadline_free(*socket_context);
+                *socket_context = NULL;
                 s->counters.active_connections--;
                 /* At its connection limit (or after EMFILE) MHD drops the
                  * listening socket from its epoll set and adds it back only
@@ -1019,6 +1040,9 @@ int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limit
         r = event_defer_new(event, &s->run_source, on_run, s);
         if (r < 0)
                 return r;
+        r = read_deadlines_new(event, s->limits.connection_timeout_usec, &s->read_deadlines);
+        if (r < 0)
+                return r;
 
         s->listeners = calloc(sockets->n_sockets, sizeof(HttpListener));
         if (!s->listeners)
@@ -1056,6 +1080,8 @@ HttpServer *http_server_free(HttpServer *s) {
                 free(l->address);
         }
         free(s->listeners);
+        /* After MHD stopped: it closed every connection, freeing its deadline. */
+        read_deadlines_free(s->read_deadlines);
         request_metrics_done(&s->metrics);
         sd_event_source_disable_unref(s->run_source);
         sd_event_unref(s->event);
@@ -1143,7 +1169,10 @@ bool http_server_draining(const HttpServer *s) {
 }
 
 HttpCounters http_server_counters(const HttpServer *s) {
-        return s->counters;
+        HttpCounters c = s->counters;
+
+        c.connections_read_timeout = s->read_deadlines ? read_deadlines_expired(s->read_deadlines) : 0;
+        return c;
 }
 
 int http_server_add_connection(HttpServer *s, int fd) {

@@ -44,6 +44,7 @@ typedef struct HttpCounters {
         uint64_t active_streams;
         uint64_t requests_total;        /* completed, for progress checks */
         uint64_t requests_shed;         /* answered 503 at the connection limit */
+        uint64_t connections_read_timeout; /* cut: no whole request within CONNECTION_TIMEOUT */
 } HttpCounters;
 
 /* Called on the loop after every request ends and every connection closes

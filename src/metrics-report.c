@@ -45,6 +45,10 @@ static void collect_requests(Manager *m, Exposition *e) {
         exposition_scalar(e, "baton_http_requests_shed_total", METRIC_COUNTER,
                           "Requests answered 503 because their socket was past MAX_CONNECTIONS.",
                           (double) c.requests_shed);
+        exposition_scalar(e, "baton_http_read_timeouts_total", METRIC_COUNTER,
+                          "Connections closed because a request did not arrive whole within "
+                          "CONNECTION_TIMEOUT of the connection waiting for one (slow or idle clients).",
+                          (double) c.connections_read_timeout);
         exposition_scalar(e, "baton_http_connections", METRIC_GAUGE,
                           "Open client connections.", (double) c.active_connections);
         exposition_scalar(e, "baton_streams_active", METRIC_GAUGE,

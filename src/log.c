@@ -133,6 +133,9 @@ int log_internal(int level, int error, const char *file, int line, const char *f
         int saved_errno = errno;
         va_list ap;
 
+        /* glibc's %m prints strerror(errno). */
+        if (error != 0)
+                errno = abs(error);
         va_start(ap, format);
         (void) vsnprintf(message, sizeof(message), format, ap);
         va_end(ap);

@@ -7,7 +7,9 @@
  * level is atomic and each record is written with a single call.
  *
  * The log_* macros check the level before formatting anything, and return
- * -abs(error) so that "return log_error_errno(r, ...)" logs and propagates. */
+ * -abs(error) so that "return log_error_errno(r, ...)" logs and propagates.
+ * "%m" in the format is strerror(error) (errno itself when error is 0), as
+ * in systemd: log_error_errno(r, "Failed to bind %s: %m", address). */
 
 #include <stdlib.h>
 #include <syslog.h>
@@ -30,11 +32,13 @@ const char *log_level_to_string(int level);
 int log_internal(int level, int error, const char *file, int line, const char *func,
                  const char *const *fields, const char *format, ...) _printf_(7, 8);
 
+/* __extension__: "%m" is a glibc extension, which -Wpedantic would flag at
+ * every call; the format is still checked otherwise. */
 #define log_full(level, error, fields, ...)                                             \
-        (log_get_max_level() >= (level)                                                 \
+        (__extension__ (log_get_max_level() >= (level)                                  \
                  ? log_internal((level), (error), __FILE__, __LINE__, __func__, (fields), \
                                 __VA_ARGS__)                                            \
-                 : -abs(error))
+                 : -abs(error)))
 
 /* A record that marks a step of the service's life, with BATON_EVENT=<event>
  * for "journalctl BATON_EVENT=ready"; event must be a string literal. */

@@ -10,6 +10,7 @@
 
 #include "http.h"
 #include "event-util.h"
+#include "http-target.h"
 #include "log.h"
 #include "parse-util.h"
 #include "read-deadline.h"
@@ -737,7 +738,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
         if (!req->headers_seen) {
                 req->headers_seen = true;
                 req->connection = connection;
-                req->path = url;
+                req->path = http_target_path(url);
                 req->method = http_method_from_string(method);
                 request_begin(req, version);
                 /* Queueing on the first call costs keep-alive in MHD 0.9.75;

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-from harness import SseClient, http_get, publish, raw_request, run, test, wait_until
+from harness import SseClient, StrictReader, http_get, publish, raw_request, run, test, wait_until
 
 
 def ready_batond(ctx, **env):
@@ -106,6 +106,35 @@ def malformed_requests_get_400(ctx):
     reply = raw_request(b.port, b'GARBAGE\r\n\r\n')
     assert reply == b'', reply[:120]
     assert b.get('/_/health/live').status == 200
+
+
+@test
+def absolute_form_targets_are_served_as_their_path(ctx):
+    """RFC 9112 3.2.2: a server must accept "GET http://host/path"; batond
+    serves it as "/path", on a kept-alive connection like any request."""
+    b = ready_batond(ctx, API_TOKEN='t0ken')
+    with socket.create_connection(('127.0.0.1', b.port), timeout=5) as s:
+        reader = StrictReader(s)
+
+        def ask(raw, method='GET'):
+            s.sendall(raw)
+            return reader.response(method)
+        r = ask(b'GET http://baton.example/_/health/live HTTP/1.1\r\nHost: baton.example\r\n\r\n')
+        assert r.status == 200 and r.json() == {'status': 'UP'}, r
+        r = ask(b'GET HTTPS://user@baton.example:8443/_/health/live?x=1 HTTP/1.1\r\nHost: a\r\n\r\n')
+        assert r.status == 200 and r.json() == {'status': 'UP'}, r
+        body = b'{"absolute":true}'
+        r = ask(b'POST http://baton.example/api/v1/topics/abs/events HTTP/1.1\r\nHost: a\r\n'
+                b'Authorization: Bearer t0ken\r\nContent-Type: application/json\r\n'
+                b'Content-Length: %d\r\n\r\n%s' % (len(body), body))
+        assert r.status == 201, r
+        r = ask(b'GET http://baton.example HTTP/1.1\r\nHost: a\r\n\r\n')
+        assert r.status == 404 and r.json()['message'] == 'no such resource: /', r
+        r = ask(b'GET ftp://baton.example/_/health/live HTTP/1.1\r\nHost: a\r\n\r\n')
+        assert r.status == 404 and r.json()['error'] == 'not_found', r
+        assert r.header('Connection') != 'close', r
+    events = b.get('/api/v1/topics/abs/events').json()['events']
+    assert [e['data'] for e in events] == [{'absolute': True}], events
 
 
 @test

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "http-target.h"
+
+static void test_path(void **state) {
+        static const struct {
+                const char *target;
+                const char *path;
+        } cases[] = {
+                /* origin-form: itself */
+                { "/", "/" },
+                { "/_/health/live", "/_/health/live" },
+                { "//x", "//x" },
+                /* absolute-form (RFC 9112 3.2.2): the path after the authority */
+                { "http://x/_/health/live", "/_/health/live" },
+                { "HTTP://x/_/health/live", "/_/health/live" },
+                { "https://x:8443/api/v1/topics/a/events", "/api/v1/topics/a/events" },
+                { "http://user:pw@x:80/a", "/a" },
+                { "http://x", "/" },
+                { "http://", "/" },
+                { "http:///a", "/a" },
+                /* neither: left alone, no route matches */
+                { "ftp://x/a", "ftp://x/a" },
+                { "*", "*" },
+                { "x:443", "x:443" },
+                { "http:/x", "http:/x" },
+                { "", "" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                assert_string_equal(http_target_path(cases[i].target), cases[i].path);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_path),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

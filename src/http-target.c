@@ -3,6 +3,15 @@
 
 #include "http-target.h"
 
+int http_target_check(const char *raw, size_t length) {
+        for (size_t i = 0; i < length; i++) {
+                unsigned char c = (unsigned char) raw[i];
+                if (c <= 0x20 || c == 0x7f)
+                        return -EBADMSG;
+        }
+        return 0;
+}
+
 /* RFC 3986 3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ). Only
  * http and https name something batond serves; other schemes stay as they
  * are and match no route. */

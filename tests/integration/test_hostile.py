@@ -138,6 +138,14 @@ def corpus(api_token=API_TOKEN, deployment_token=DEPLOYMENT_TOKEN):
         case('cl_over_limit', publish_raw('hostile', ok, headers=[('Content-Length', str(big))],
                                           length=False), 413, 'payload_too_large'),
 
+        # --- Request lines and headers libmicrohttpd parses leniently, so
+        # that batond refuses them itself.
+        case('no_host', request('GET', '/_/health/live', host=False), 400, 'bad_request'),
+        case('no_host_publish', publish_raw('hostile', ok, host=False), 400, 'bad_request'),
+        case('space_in_target', request('GET', '/_/health/live x'), 400, 'bad_request'),
+        case('tab_in_target', request('GET', '/_/health/live\tx'), 400, 'bad_request'),
+        case('control_char_in_target', request('GET', b'/_/health/live\x01'), 400, 'bad_request'),
+
         # --- Chunked bodies with absurd or broken chunk sizes.
         case('chunk_size_not_hex', chunked_publish(b'zz\r\n{"ok":true}\r\n0\r\n\r\n'), 400, MHD,
              'libmicrohttpd decodes chunked bodies itself'),

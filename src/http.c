@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 
 #include "http.h"
 #include "event-util.h"
+#include "http-refusal.h"
 #include "http-target.h"
 #include "log.h"
 #include "parse-util.h"
@@ -75,6 +77,9 @@ struct HttpServer {
 
         /* Suspended requests, so that all can be resumed before MHD stops. */
         HttpRequest *suspended_head;
+        /* Requests whose line MHD has parsed but whose headers batond has
+         * not seen yet: where to look for those MHD refuses by itself. */
+        HttpRequest *unseen_head;
 
         /* Per connection: CONNECTION_TIMEOUT to send a whole request. */
         ReadDeadlines *read_deadlines;
@@ -100,6 +105,7 @@ struct HttpRequest {
         bool is_stream;
         bool failed;                    /* no response possible: close */
         bool shed;                      /* answered 503 at the connection limit */
+        bool refused;                   /* refused by MHD, answered by batond (http-refusal.h) */
 
         uint64_t seq;
         usec_t started_usec;
@@ -118,6 +124,8 @@ struct HttpRequest {
         void *end_userdata;
 
         HttpRequest *suspended_prev, *suspended_next;
+        HttpRequest *unseen_prev, *unseen_next;
+        bool unseen;
 };
 
 /* --- suspension bookkeeping --- */
@@ -150,6 +158,31 @@ static void request_resume(HttpRequest *req) {
         /* When stopping, MHD_stop_daemon() processes the resumption itself. */
         if (!s->stopping)
                 http_server_schedule_run(s);
+}
+
+static void request_unseen_add(HttpRequest *req) {
+        HttpServer *s = req->server;
+
+        req->unseen = true;
+        req->unseen_prev = NULL;
+        req->unseen_next = s->unseen_head;
+        if (s->unseen_head)
+                s->unseen_head->unseen_prev = req;
+        s->unseen_head = req;
+}
+
+static void request_unseen_remove(HttpRequest *req) {
+        HttpServer *s = req->server;
+
+        if (!req->unseen)
+                return;
+        if (req->unseen_prev)
+                req->unseen_prev->unseen_next = req->unseen_next;
+        else
+                s->unseen_head = req->unseen_next;
+        if (req->unseen_next)
+                req->unseen_next->unseen_prev = req->unseen_prev;
+        req->unseen = false;
 }
 
 /* --- responses --- */
@@ -749,7 +782,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
 
         if (!req->headers_seen) {
                 req->headers_seen = true;
-                req->connection = connection;
+                request_unseen_remove(req);
                 req->path = http_target_path(url);
                 req->method = http_method_from_string(method);
                 request_begin(req, version);
@@ -798,6 +831,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
                 return NULL;
         req->server = s;
         req->listener = l;
+        req->connection = connection;
         req->path = "";
         /* Seen as sent: MHD splits off the query and decodes the path in
          * place right after this call. */
@@ -812,6 +846,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
                 MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         req->read_deadline = info ? info->socket_context : NULL;
         s->counters.active_requests++;
+        request_unseen_add(req);
         return req;
 }
 
@@ -855,13 +890,14 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
                 req->suspended = false;
                 log_debug("Completed a suspended request (bug).");
         }
+        request_unseen_remove(req);
         if (req->end_cb)
                 req->end_cb(req, req->end_userdata);
         /* A keep-alive connection now waits for its next request. */
         read_deadline_restart(req->read_deadline);
-        /* Only requests batond saw the headers of: MHD also completes the
-         * requests it answered itself (malformed ones), without a path. */
-        if (req->headers_seen)
+        /* Only requests batond answered: MHD also completes the requests it
+         * answered itself (malformed ones), without a path. */
+        if (req->headers_seen || req->refused)
                 request_observe(req);
         if (req->response)
                 MHD_destroy_response(req->response);
@@ -906,6 +942,67 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
         }
 }
 
+/* --- requests libmicrohttpd refuses by itself (http-refusal.h) --- */
+
+/* MHD refuses a malformed Content-Length inside parse_connection_headers(),
+ * and logs it through on_mhd_log() while it does. Only then does a request
+ * have all its headers (REQUEST_HEADER_SIZE answers from HEADERS_RECEIVED
+ * on) yet neither a response (HTTP_STATUS answers once one is queued) nor
+ * a first call of batond's handler: every other request past its headers
+ * has had that call, and MHD's other refusals come with a response queued
+ * or before the headers are in. */
+static bool request_being_refused(const HttpRequest *req) {
+        return MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE) &&
+               !MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_HTTP_STATUS);
+}
+
+/* batond's own answer goes straight to the socket (nothing of an earlier
+ * response is pending in MHD: it parses a request only once the previous
+ * answer is out), which is then shut for writing, so that MHD's twice-headed
+ * page fails to go out (EPIPE) and MHD closes the connection. A client that
+ * left the send buffer full gets what fits, then the close. */
+static void request_answer_refusal(HttpRequest *req) {
+        HttpServer *s = req->server;
+        const union MHD_ConnectionInfo *size =
+                MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+        const union MHD_ConnectionInfo *fd =
+                MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        char id[HTTP_REQUEST_ID_MAX + 1], date[HTTP_DATE_MAX], text[1024];
+        HttpRefusal refusal;
+        int n;
+
+        assert(size && fd);
+
+        http_refusal_decide(http_request_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH),
+                            http_request_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL,
+                            size->header_size, s->limits.max_header_bytes, &refusal);
+        req->refused = true;
+        req->status = refusal.status;
+        req->path = strempty(req->raw_uri);     /* MHD decoded it in place */
+        req->method = HTTP_OTHER;               /* MHD does not tell */
+        req->answered_usec = now_usec(CLOCK_MONOTONIC);
+        n = http_refusal_format(&refusal, http_request_id(req, id), http_date_format(time(NULL), date),
+                                text, sizeof(text));
+        assert(n > 0);
+        if (send(fd->connect_fd, text, (size_t) n, MSG_NOSIGNAL | MSG_DONTWAIT) != n)
+                log_debug("Could not send the whole answer to a request libmicrohttpd refused.");
+        if (shutdown(fd->connect_fd, SHUT_WR) < 0)
+                log_debug_errno(errno, "Failed to shut down a refused connection, ignoring: %m");
+        log_debug("Answered %u to a request libmicrohttpd refused: %s.", refusal.status, refusal.message);
+}
+
+static void answer_refusals(HttpServer *s) {
+        HttpRequest *next;
+
+        for (HttpRequest *req = s->unseen_head; req; req = next) {
+                next = req->unseen_next;
+                if (!request_being_refused(req))
+                        continue;
+                request_unseen_remove(req);
+                request_answer_refusal(req);
+        }
+}
+
 _printf_(2, 0) static void on_mhd_log(void *cls, const char *format, va_list ap) {
         char message[512];
         size_t n;
@@ -917,6 +1014,7 @@ _printf_(2, 0) static void on_mhd_log(void *cls, const char *format, va_list ap)
         /* MHD reports client mistakes (malformed requests, resets) here:
          * useful when debugging, noise otherwise. */
         log_debug("libmicrohttpd: %s", message);
+        answer_refusals(cls);
 }
 
 /* --- event loop integration --- */
@@ -994,8 +1092,8 @@ static int listener_start(HttpServer *s, HttpListener *l, ListenSocket *sock) {
                 MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
                 /* Not strict: MHD would refuse a missing Host and a space in
-                 * the target itself, with its HTML page (and for the Host
-                 * with its head written twice). batond refuses both, as
+                 * the target itself, with its own page and, for the Host,
+                 * its head twice (http-refusal.h). batond refuses both, as
                  * JSON (request_misframed()). */
                 MHD_OPTION_STRICT_FOR_CLIENT, (int) 0,
                 MHD_OPTION_SIGPIPE_HANDLED_BY_APP, (int) 1,

@@ -6,11 +6,13 @@ right tokens), slow clients, and a run through a whole service life looking
 for the secrets (database password, API and deployment tokens) everywhere
 batond writes or answers.
 
-Every case must get a 4xx. Where batond answers, the body is its JSON error;
-where libmicrohttpd 0.9.75 answers by itself (its fixed HTML page) or just
-closes the connection, the case says why (README, "Limits of
-libmicrohttpd"). After each case the instance must still be live and ready,
-be the same process, and accept a normal publish."""
+Every case must get a 4xx (a 505 for an unknown HTTP version), read as a
+strict client reads it: one response, framed by its own head, then the
+close or the answer to one more request. Where batond answers, the body is
+its JSON error; where libmicrohttpd 0.9.75 answers by itself (its fixed
+HTML page) or just closes the connection, the case says why (README,
+"Limits of libmicrohttpd"). After each case the instance must still be
+live and ready, be the same process, and accept a normal publish."""
 
 import base64
 import collections
@@ -25,7 +27,7 @@ import threading
 import time
 import urllib.parse
 
-from harness import Batond, publish, run, test, wait_until
+from harness import Batond, Misframed, StrictReader, publish, run, test, wait_until
 
 API_TOKEN = 'api-Tok3n-7f1c9e2b5d8a4c6e0b1d'
 DEPLOYMENT_TOKEN = 'dep-Tok3n-3b9d1f7a2c5e8b0d4f6a'
@@ -125,26 +127,50 @@ def corpus(api_token=API_TOKEN, deployment_token=DEPLOYMENT_TOKEN):
              .replace(b'Transfer-Encoding: chunked', b'Transfer-Encoding: chunked, chunked'), 400, 'bad_request'),
         case('te_twice', chunked_publish(b'0\r\n\r\n', [('Transfer-Encoding', 'chunked')]), 400, 'bad_request'),
         case('cl_list', publish_raw('hostile', ok, headers=[('Content-Length', '11, 11')], length=False),
-             400, MHD, 'libmicrohttpd parses Content-Length before batond sees the request'),
+             400, 'bad_request'),
         case('cl_negative', publish_raw('hostile', ok, headers=[('Content-Length', '-1')], length=False),
-             400, MHD, 'libmicrohttpd parses Content-Length before batond sees the request'),
+             400, 'bad_request'),
         case('cl_plus_sign', publish_raw('hostile', ok, headers=[('Content-Length', '+11')], length=False),
-             400, MHD, 'libmicrohttpd parses Content-Length before batond sees the request'),
+             400, 'bad_request'),
         case('cl_hex', publish_raw('hostile', ok, headers=[('Content-Length', '0xb')], length=False),
-             400, MHD, 'libmicrohttpd parses Content-Length before batond sees the request'),
+             400, 'bad_request'),
         case('cl_overflows_64_bits', publish_raw('hostile', ok, headers=[
              ('Content-Length', '99999999999999999999999')], length=False),
-             413, MHD, 'libmicrohttpd parses Content-Length before batond sees the request'),
+             413, 'payload_too_large'),
         case('cl_over_limit', publish_raw('hostile', ok, headers=[('Content-Length', str(big))],
                                           length=False), 413, 'payload_too_large'),
 
-        # --- Request lines and headers libmicrohttpd parses leniently, so
-        # that batond refuses them itself.
+        # --- Malformed request lines and header blocks: each gets one
+        # answer that a strict client reads as one response, batond's JSON
+        # where it can be (README "Limits of libmicrohttpd").
         case('no_host', request('GET', '/_/health/live', host=False), 400, 'bad_request'),
         case('no_host_publish', publish_raw('hostile', ok, host=False), 400, 'bad_request'),
         case('space_in_target', request('GET', '/_/health/live x'), 400, 'bad_request'),
         case('tab_in_target', request('GET', '/_/health/live\tx'), 400, 'bad_request'),
         case('control_char_in_target', request('GET', b'/_/health/live\x01'), 400, 'bad_request'),
+        case('no_version', b'GET /_/health/live\r\nHost: hostile\r\n\r\n', 400, MHD,
+             'libmicrohttpd refuses a request line without a version before batond sees it'),
+        case('lowercase_version', b'GET /_/health/live http/1.1\r\nHost: hostile\r\n\r\n', 400, MHD,
+             'libmicrohttpd refuses a request line without a version before batond sees it'),
+        case('version_2', b'GET /_/health/live HTTP/2.0\r\nHost: hostile\r\n\r\n', 505, MHD,
+             'libmicrohttpd answers an unknown HTTP version before batond sees it'),
+        case('no_target', b'GET\r\nHost: hostile\r\n\r\n', None, CLOSED,
+             'not a request line at all: libmicrohttpd closes without an answer'),
+        case('header_without_colon', b'GET /_/health/live HTTP/1.1\r\nHost: hostile\r\nX-Broken\r\n\r\n',
+             400, MHD,
+             'libmicrohttpd refuses a field line without a colon as it reads it'),
+        case('header_block_over_limit', request('GET', '/_/health/live', [('X-Big', 'a' * 3300)]),
+             431, 'header_too_large'),
+        case('header_block_past_the_buffer', request('GET', '/_/health/live', [('X-Big', 'a' * 20000)]),
+             431, MHD, 'past twice MAX_HEADER_BYTES libmicrohttpd has no room left to read it'),
+        case('target_past_the_buffer', request('GET', '/' + 'a' * 20000), 414, MHD,
+             'past twice MAX_HEADER_BYTES libmicrohttpd has no room left to read it'),
+        case('cl_empty', publish_raw('hostile', ok, headers=[('Content-Length', '')], length=False),
+             400, 'bad_request'),
+        case('cl_with_space_inside', publish_raw('hostile', ok, headers=[('Content-Length', '1 1')],
+                                                 length=False), 400, 'bad_request'),
+        case('cl_negative_pipelined', publish_raw('hostile', ok, headers=[('Content-Length', '-1')],
+                                                  length=False) + PROBE, 400, 'bad_request'),
 
         # --- Chunked bodies with absurd or broken chunk sizes.
         case('chunk_size_not_hex', chunked_publish(b'zz\r\n{"ok":true}\r\n0\r\n\r\n'), 400, MHD,
@@ -298,66 +324,66 @@ def corpus(api_token=API_TOKEN, deployment_token=DEPLOYMENT_TOKEN):
 
 # --- talking to batond ------------------------------------------------------
 
-Reply = collections.namedtuple('Reply', 'raw status headers body hung')
+Reply = collections.namedtuple('Reply', 'response hung misframed')
+
+PROBE = b'GET /_/health/live HTTP/1.1\r\nHost: hostile\r\n\r\n'
 
 
 def exchange(port, raw, timeout):
     """Sends raw bytes (the server may close before taking them all) and
-    reads one answer: up to its Content-Length, or until the server closes
-    when it said Connection: close or gave no length. hung: neither an
-    answer nor a close within the timeout."""
-    data, hung = b'', False
+    reads the answer the way a strict client does (harness.StrictReader):
+    one response, framed by its own head. After it the connection must
+    either end (when the answer said Connection: close) or carry exactly
+    the answer to one more request, a probe sent on it: a second head, or
+    any byte too many, shows up there. hung: neither an answer nor a close
+    within the timeout; misframed: what a strict client could not read."""
+    method = raw.split(b' ', 1)[0].decode(errors='replace')
     with socket.create_connection(('127.0.0.1', port), timeout=timeout) as s:
         try:
             s.sendall(raw)
         except (BrokenPipeError, ConnectionResetError):
             pass
+        reader = StrictReader(s)
         try:
-            while True:
-                head, sep, rest = data.partition(b'\r\n\r\n')
-                if sep:
-                    length = re.search(rb'\r\ncontent-length: *(\d+)', head, re.I)
-                    closing = re.search(rb'\r\nconnection: *close', head, re.I)
-                    if length and not closing and len(rest) >= int(length.group(1)):
-                        break
-                d = s.recv(65536)
-                if not d:
-                    break
-                data += d
+            response = reader.response(method)
+            if response is None:
+                return Reply(None, False, None)
+            if (response.header('Connection') or '').lower() == 'close':
+                reader.expect_end()
+            else:
+                s.sendall(PROBE)
+                probe = reader.response()
+                if probe is None or probe.status != 200 or json.loads(probe.body) != {'status': 'UP'}:
+                    raise Misframed(f'the next answer on the connection is not the probe\'s: {probe}')
         except socket.timeout:
-            hung = True
-        except ConnectionResetError:
-            pass
-    head, _, rest = data.partition(b'\r\n\r\n')
-    status, headers = None, {}
-    if data.startswith(b'HTTP/1.1 '):
-        status = int(data[9:12])
-        for line in head.split(b'\r\n')[1:]:
-            k, _, v = line.partition(b':')
-            headers.setdefault(k.strip().lower().decode(errors='replace'), v.strip().decode(errors='replace'))
-    body = rest
-    if 'content-length' in headers:
-        body = rest[:int(headers['content-length'])]
-    return Reply(data, status, headers, body, hung)
+            return Reply(None, True, None)
+        except Misframed as e:
+            return Reply(None, False, str(e))
+    return Reply(response, False, None)
 
 
 def check_reply(c, r):
     """The answer a case must get; returns a short label for the summary."""
-    where = f'{c.name}: {r.raw[:300]!r}'
+    where = f'{c.name}: {r.response}'
     assert not r.hung, f'{c.name}: no answer and no close within the timeout'
+    assert not r.misframed, f'{c.name}: {r.misframed}'
     if c.body == CLOSED:
-        assert r.status is None, where
+        assert r.response is None, where
         return 'closed'
-    assert r.status == c.status, where
-    assert 400 <= r.status < 500, where
+    assert r.response is not None, f'{c.name}: the connection closed without an answer'
+    status = r.response.status
+    assert status == c.status, where
     if c.body == MHD:
-        # libmicrohttpd's page; it closes the connection after it.
-        assert b'<html>' in r.raw and r.headers.get('connection') == 'close', where
-        return f'{r.status} (libmicrohttpd)'
-    assert r.headers.get('content-type') == 'application/json', where
-    doc = json.loads(r.body)
+        # libmicrohttpd's page, one head and its body, and the close.
+        assert b'<html>' in r.response.body, where
+        assert (r.response.header('Connection') or '').lower() == 'close', where
+        return f'{status} (libmicrohttpd)'
+    assert 400 <= status < 500, where
+    assert r.response.header('Content-Type') == 'application/json', where
+    assert r.response.header('X-Request-ID'), where
+    doc = json.loads(r.response.body)
     assert doc['error'] == c.body and isinstance(doc['message'], str) and doc['message'], where
-    return str(r.status)
+    return str(status)
 
 
 def assert_healthy(b, pid, what):
@@ -410,7 +436,7 @@ def hostile_corpus_gets_4xx_and_leaves_the_service_healthy(ctx):
     values = [b'"text"', b'42', b'-1.5', b'null', b'true', b'[1,"a",{"k":null}]', b'{"a":{"b":[]}}']
     for v in values:
         r = exchange(b.port, publish_raw('values', v), timeout=10)
-        assert r.status == 201, (v, r.raw[:200])
+        assert r.response and r.response.status == 201, (v, r)
     history = b.get('/api/v1/topics/values/events').body
     stored = [json.dumps(e['data'], separators=(',', ':')).encode() for e in json.loads(history)['events']]
     assert stored == values, stored
@@ -420,7 +446,7 @@ def hostile_corpus_gets_4xx_and_leaves_the_service_healthy(ctx):
     assert not re.search(r' 5\d\d [\d.]+ms \(request ', b.log()), 'a 5xx was logged'
     assert_healthy(b, pid, 'the whole corpus')
     summary = ', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))
-    print(f'# {len(cases)} hostile requests, all 4xx or closed, service healthy after each '
+    print(f'# {len(cases)} hostile requests, all 4xx (505 for HTTP/2.0) or closed, each read as one response, service healthy after each '
           f'(same pid {pid}, 0 5xx in /metrics): {summary}', flush=True)
     print(f'# and {len(values)} non-object JSON values accepted and read back byte for byte', flush=True)
 
@@ -594,7 +620,8 @@ def secrets_never_appear(ctx):
         if c.name.startswith(('api_', 'deploy_', 'nul_', 'bare_cr', 'cl_with', 'host_', 'json_dup')):
             reply = exchange(b.port, c.raw, timeout=CONNECTION_TIMEOUT + 8)
             check_reply(c, reply)
-            bodies.append((c.name, reply.raw.decode(errors='replace')))
+            if reply.response:
+                bodies.append((c.name, repr(reply.response.headers) + reply.response.body.decode(errors='replace')))
 
     # A database outage: errors with the connection's details get logged,
     # reported by the health endpoints and answered to publishers.

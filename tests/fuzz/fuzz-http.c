@@ -12,10 +12,14 @@
  * starting). Each input gets a fresh HttpServer, freed at the end (which
  * ends streams and parked requests as a stop does), so nothing carries over.
  *
- * Invariants on what comes back: HTTP/1.x status lines; never a 500 (there
- * is no internal error to report here); JSON bodies parse; every
- * {"error": ...} answer has a message and an X-Request-ID; and the loop
- * goes quiet (a request that keeps it busy is a busy-loop bug).
+ * Invariants on what comes back, read one answer at a time and framed as
+ * the server parsed each request (its access-log records say which were
+ * HEAD; a prefix check of the input cannot, as an empty line before "HEAD"
+ * showed): HTTP/1.x status lines; one head per answer and a body that is
+ * exactly what the head says; nothing after an answer that closes; never a
+ * 500 (there is no internal error to report here); JSON bodies parse;
+ * every {"error": ...} answer has a message and an X-Request-ID; and the
+ * loop goes quiet (a request that keeps it busy is a busy-loop bug).
  *
  * Input: the bytes the client sends, optionally after a first line
  * "@FLAGS": s = not ready yet (the 503 not_ready paths), m = the socket is
@@ -159,7 +163,7 @@ static const char *header_value(const char *head, size_t head_size, const char *
                 const char *eol = memmem(p, (size_t) (head + head_size - p), "\r\n", 2);
                 if (!eol)
                         break;
-                if ((size_t) (eol - p) > n + 1 && strncasecmp(p, name, n) == 0 && p[n] == ':') {
+                if ((size_t) (eol - p) > n && strncasecmp(p, name, n) == 0 && p[n] == ':') {
                         const char *v = p + n + 1;
                         while (*v == ' ')
                                 v++;
@@ -171,54 +175,134 @@ static const char *header_value(const char *head, size_t head_size, const char *
         return NULL;
 }
 
-/* Checks the first final response (a pipelined HEAD would make the rest
- * ambiguous to split). */
-static void check_reply(const uint8_t *request, size_t request_size, bool head) {
-        const char *p = reply.data, *end = reply.data + reply.size;
-        bool complete = reply.size < REPLY_MAX;
+static bool header_is(const char *head, size_t head_size, const char *name, const char *value) {
+        size_t len;
+        const char *v = header_value(head, head_size, name, &len);
 
+        return v && len == strlen(value) && strncasecmp(v, value, len) == 0;
+}
+
+/* How the server parsed each request it answered, in the order it finished
+ * them (which is the order of the answers on one connection): the access
+ * log's record. Requests libmicrohttpd refused before batond saw their
+ * headers have none. */
+#define RECORDS_MAX 256
+static struct {
+        bool head[RECORDS_MAX];
+        size_t n;
+} records;
+
+static void record_request(const HttpRequestRecord *record, void *userdata) {
+        if (records.n < RECORDS_MAX)
+                records.head[records.n++] = streq(record->method, "HEAD");
+        access_log_request(record, userdata);
+}
+
+/* A chunked body from p: returns its end, or NULL when the reply ends first
+ * (a stream cut when the server stopped). */
+static const char *chunked_body_end(const char *p, const char *end) {
+        for (;;) {
+                const char *eol = memmem(p, (size_t) (end - p), "\r\n", 2);
+                char *hex_end;
+                unsigned long size;
+
+                if (!eol)
+                        return NULL;
+                size = strtoul(p, &hex_end, 16);
+                fuzz_check(hex_end > p && (hex_end == eol || *hex_end == ';'),
+                           "a chunk size that is not hex: '%.20s'", p);
+                p = eol + 2;
+                if (size == 0)
+                        break;
+                if ((size_t) (end - p) < size + 2)
+                        return NULL;
+                fuzz_check(memcmp(p + size, "\r\n", 2) == 0, "a chunk not followed by CRLF");
+                p += size + 2;
+        }
+        /* Trailers (none are sent), then the empty line. */
+        const char *last = memmem(p, (size_t) (end - p), "\r\n", 2);
+        if (!last)
+                return NULL;
+        fuzz_check(last == p, "trailer fields after a chunked body");
+        return last + 2;
+}
+
+static void check_json_body(const char *head, size_t head_size, const char *body, size_t body_size) {
+        json_error_t e;
+        size_t len;
+        _cleanup_(json_decrefp) json_t *j = json_loadb(body, body_size, 0, &e);
+
+        fuzz_check(j, "a JSON answer that is not JSON (%s): '%.*s'", e.text, (int) body_size, body);
+        /* {"error": code, "message": ...}; a health body's "error" is a check's. */
+        if (json_object_get(j, "error") && !json_object_get(j, "status")) {
+                fuzz_check(json_is_string(json_object_get(j, "error")) &&
+                           json_is_string(json_object_get(j, "message")),
+                           "an error answer without code or message: '%.*s'", (int) body_size, body);
+                fuzz_check(header_value(head, head_size, "X-Request-ID", &len),
+                           "an error answer without X-Request-ID");
+        }
+}
+
+/* Reads the replies one at a time, each framed as the server parsed its
+ * request: a HEAD answer has no body, others have exactly their
+ * Content-Length or a complete chunked body. An answer to a request with
+ * no record (libmicrohttpd's own refusal) closes the connection: its body,
+ * whole or absent (a refused HEAD), must end the reply. Nothing follows a
+ * "Connection: close". */
+static void check_replies(void) {
+        const char *p = reply.data, *end = reply.data + reply.size;
+        size_t answered = 0;
+
+        if (reply.size >= REPLY_MAX)
+                return;                 /* the harness kept only the start */
         while (p < end) {
                 const char *head_end = memmem(p, (size_t) (end - p), "\r\n\r\n", 4);
-                const char *v;
+                const char *body, *v;
+                size_t head_size, len, body_size;
                 unsigned status;
-                size_t len, head_size;
+                bool recorded = answered < records.n, closing;
 
                 fuzz_check(end - p >= 13 && (memcmp(p, "HTTP/1.1 ", 9) == 0 || memcmp(p, "HTTP/1.0 ", 9) == 0),
                            "not a status line: '%.40s'", p);
-                fuzz_check(head_end || !complete, "a response header block never ends");
-                if (!head_end)
-                        return;
+                fuzz_check(head_end, "a response header block never ends");
                 status = (unsigned) ((p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0'));
                 fuzz_check(status >= 100 && status <= 599 && p[12] == ' ', "status '%.12s'", p);
                 head_size = (size_t) (head_end - p) + 2;
+                body = head_end + 4;
                 if (status < 200) {             /* 100 Continue, then the answer */
-                        p = head_end + 4;
+                        p = body;
                         continue;
                 }
                 fuzz_check(status != 500, "an internal error: '%.*s'", (int) (end - p), p);
+                closing = header_is(p, head_size, "Connection", "close");
+                fuzz_check(recorded || closing, "an answer to an unrecorded request keeps the connection");
 
-                v = header_value(p, head_size, "Content-Type", &len);
-                if (head || !v || len < 16 || strncasecmp(v, "application/json", 16) != 0)
-                        return;
-                v = header_value(p, head_size, "Content-Length", &len);
-                if (!v)
-                        return;
-                size_t body_size = strtoul(v, NULL, 10);
-                const char *body = head_end + 4;
-                if ((size_t) (end - body) < body_size)
-                        return;                 /* cut off: the connection closed */
-                json_error_t e;
-                _cleanup_(json_decrefp) json_t *j = json_loadb(body, body_size, 0, &e);
-                fuzz_check(j, "a JSON answer that is not JSON (%s): '%.*s'", e.text, (int) body_size, body);
-                /* {"error": code, "message": ...}; a health body's "error" is a check's. */
-                if (json_object_get(j, "error") && !json_object_get(j, "status")) {
-                        fuzz_check(json_is_string(json_object_get(j, "error")) &&
-                                   json_is_string(json_object_get(j, "message")),
-                                   "an error answer without code or message: '%.*s'", (int) body_size, body);
-                        fuzz_check(header_value(p, head_size, "X-Request-ID", &len),
-                                   "an error answer without X-Request-ID");
+                if (recorded && records.head[answered])
+                        body_size = 0;
+                else if (header_is(p, head_size, "Transfer-Encoding", "chunked")) {
+                        const char *body_end = chunked_body_end(body, end);
+                        if (!body_end)
+                                return;         /* a stream the stop cut */
+                        body_size = (size_t) (body_end - body);
+                } else if ((v = header_value(p, head_size, "Content-Length", &len))) {
+                        body_size = strtoul(v, NULL, 10);
+                        if (!recorded && body == end)
+                                body_size = 0;  /* a refused HEAD */
+                        fuzz_check((size_t) (end - body) >= body_size,
+                                   "a body shorter than its Content-Length (%zu of %zu)",
+                                   (size_t) (end - body), body_size);
+                } else {
+                        fuzz_check(closing, "a body with neither length nor close");
+                        body_size = (size_t) (end - body);
                 }
-                return;
+                v = header_value(p, head_size, "Content-Type", &len);
+                if (body_size > 0 && v && len >= 16 && strncasecmp(v, "application/json", 16) == 0)
+                        check_json_body(p, head_size, body, body_size);
+                answered++;
+                p = body + body_size;
+                fuzz_check(!closing || p == end, "%zu bytes after an answer that closed the connection: '%.40s'",
+                           (size_t) (end - p), p);
+                fuzz_check(recorded || p == end, "bytes after libmicrohttpd's own answer");
         }
 }
 
@@ -265,6 +349,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         data += skip;
         size -= skip;
         reply.size = 0;
+        records.n = 0;
 
         ListenSocket sock = {
                 .fd = listen_socket(),
@@ -285,7 +370,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fuzz_check(r == 0, "http_server_new: %s", strerror(-r));
         if (sock.fd >= 0)
                 close(sock.fd);
-        http_server_set_request_log_callback(server, access_log_request, manager->access_log);
+        http_server_set_request_log_callback(server, record_request, manager->access_log);
         http_server_set_ready(server, !o.starting);
         manager->http = server;
         r = drain_new(manager->event, server, manager->streams, &manager->drain);
@@ -312,6 +397,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* BATON_FUZZ_SHOW=1 fuzz-http FILE...: what came back, for writing seeds. */
         if (getenv("BATON_FUZZ_SHOW"))
                 fprintf(stderr, "--- %zu bytes back:\n%.*s\n", reply.size, (int) reply.size, reply.data);
-        check_reply(data, size, size >= 5 && memcmp(data, "HEAD ", 5) == 0);
+        check_replies();
         return 0;
 }

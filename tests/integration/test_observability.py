@@ -246,14 +246,15 @@ def deployment_counts_open_streams_and_slow_requests(ctx):
     stream = ctx.subscribe(b.port, '/stream/test?duration=60')
     wait_until(lambda: stream.status == 200, 10, what='the test stream')
     slow = slow_request(b.port)
-    # Earlier probes' connections may still be closing: wait for the counts
-    # to settle on exactly what is open.
-    def counts():
+    # Earlier probes' connections (each asker's own among them) may still be
+    # closing when the next one asks: wait for one answer that counts
+    # exactly what is open, and check that answer.
+    def settled():
         d = deployment()
-        return (d['activeRequests'], d['activeStreams'], d['activeConnections'])
-    wait_until(lambda: counts() == (1, 1, 2), 5, what='counts (1, 1, 2)')
-    d = deployment()
-    assert counts() == (1, 1, 2) and d['readyForShutdown'] is False, d
+        counts = (d['activeRequests'], d['activeStreams'], d['activeConnections'])
+        return d if counts == (1, 1, 2) else None
+    d = wait_until(settled, 5, what='counts (1, 1, 2)')
+    assert d['readyForShutdown'] is False, d
 
     slow.close()
     stream.close()

@@ -125,12 +125,16 @@ int main(int argc, char **argv) {
 
         /* First of all: block the signals we handle in the event loop. Threads
          * that libraries start later (NATS) inherit this mask, so only the
-         * loop's signalfd ever sees them. */
+         * loop's signalfd ever sees them. They must not be ignored, though:
+         * an ignored signal is dropped before it can be pending, and a
+         * shell starts its background jobs with SIGINT ignored (Ctrl-C
+         * would never reach us). */
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
-        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0 || signal(SIGTERM, SIG_DFL) == SIG_ERR ||
+            signal(SIGINT, SIG_DFL) == SIG_ERR || signal(SIGHUP, SIG_DFL) == SIG_ERR)
                 return EXIT_FAILURE;
         /* Writes to vanished peers must fail with EPIPE, not kill us. */
         signal(SIGPIPE, SIG_IGN);

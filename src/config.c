@@ -6,9 +6,9 @@
 #include <sys/stat.h>
 
 #include "config.h"
-#include "envfile.h"
+#include "config-envfile.h"
 #include "log.h"
-#include "mask.h"
+#include "config-mask.h"
 #include "parse-util.h"
 
 /* Largest configuration file we read: a config, not a data file. */

@@ -4,7 +4,7 @@
 #include <sys/random.h>
 
 #include "db.h"
-#include "event-util.h"
+#include "loop-util.h"
 #include "log.h"
 #include "parse-util.h"
 

@@ -10,7 +10,7 @@
  * <payload> is the published JSON as stored (compact). Pure functions
  * (fuzzed: tests/fuzz/fuzz-event.c). */
 
-#include "sse.h"
+#include "sse-frame.h"
 #include "util.h"
 
 #define TOPIC_NAME_MAX 128

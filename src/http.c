@@ -10,12 +10,12 @@
 #include <sys/un.h>
 
 #include "http.h"
-#include "event-util.h"
+#include "loop-util.h"
 #include "http-refusal.h"
 #include "http-target.h"
 #include "log.h"
 #include "parse-util.h"
-#include "read-deadline.h"
+#include "http-read-deadline.h"
 
 /* MHD's per-connection memory pool bounds the header block it accepts: in
  * 0.9.75 its read buffer starts at half the pool and does not grow past

@@ -16,9 +16,9 @@
 #include <microhttpd.h>
 #include <systemd/sd-event.h>
 
-#include "listen.h"
+#include "http-listen.h"
 #include "metrics.h"
-#include "router.h"
+#include "http-router.h"
 #include "util.h"
 
 typedef struct HttpServer HttpServer;

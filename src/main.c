@@ -6,7 +6,7 @@
 #include "config.h"
 #include "log.h"
 #include "manager.h"
-#include "migrate-cli.h"
+#include "db-migrate-cli.h"
 #include "version.h"
 
 extern char **environ;

@@ -6,13 +6,13 @@
 #include <sys/resource.h>
 
 #include "event-format.h"
-#include "event-util.h"
-#include "listen.h"
+#include "loop-util.h"
+#include "http-listen.h"
 #include "log.h"
 #include "manager.h"
-#include "notify.h"
-#include "routes.h"
-#include "status.h"
+#include "lifecycle-notify.h"
+#include "http-routes.h"
+#include "lifecycle-status.h"
 #include "version.h"
 
 /* Descriptors kept free for PostgreSQL, NATS, the journal and the probe. */

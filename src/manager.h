@@ -7,21 +7,21 @@
 
 #include <systemd/sd-event.h>
 
-#include "access-log.h"
-#include "bus.h"
+#include "http-access-log.h"
+#include "event-bus.h"
 #include "config.h"
 #include "db.h"
-#include "drain.h"
-#include "fanout.h"
-#include "health.h"
+#include "lifecycle-drain.h"
+#include "event-fanout.h"
+#include "health-checks.h"
 #include "http.h"
-#include "mailbox.h"
-#include "migrate.h"
-#include "pglisten.h"
-#include "publisher.h"
-#include "startup.h"
-#include "stream.h"
-#include "watchdog.h"
+#include "event-bus-mailbox.h"
+#include "db-migrate.h"
+#include "event-pglisten.h"
+#include "event-publisher.h"
+#include "lifecycle-startup.h"
+#include "sse-stream.h"
+#include "lifecycle-watchdog.h"
 
 /* Exit codes (systemd shows 78 as "CONFIG"). */
 #define EXIT_CONFIG 78

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "log.h"
 #include "metrics-report.h"
-#include "process-stats.h"
+#include "metrics-process.h"
 #include "version.h"
 
 #define LABELS(...) ((const char *const[]) { __VA_ARGS__, NULL })

@@ -7,7 +7,7 @@
  * same collection, so they always agree. Costs no I/O beyond /proc/self;
  * nothing in it grows with the number of streams or topics. */
 
-#include "exposition.h"
+#include "metrics-exposition.h"
 #include "manager.h"
 
 int metrics_report(Manager *m, ExpositionFormat format, char **ret_text, size_t *ret_size);

@@ -5,9 +5,9 @@
  * and the per-route request counters that the HTTP server updates on every
  * request. Updating costs a few array increments (no allocation, no lock:
  * everything runs on the one event loop); rendering lives in
- * exposition.c, collecting in metrics-report.c. */
+ * metrics-exposition.c, collecting in metrics-report.c. */
 
-#include "router.h"
+#include "http-router.h"
 #include "util.h"
 
 /* Upper bounds shared by every duration histogram, in microseconds: from

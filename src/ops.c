@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #include <microhttpd.h>
 
-#include "events.h"
+#include "event-api.h"
 #include "metrics-report.h"
 #include "ops.h"
-#include "process-stats.h"
+#include "metrics-process.h"
 #include "version.h"
 
 /* The prometheus text format's content type, version included: scrapers

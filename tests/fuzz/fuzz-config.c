@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Configuration parsing (src/config.c, src/envfile.c, src/parse-util.c):
+/* Configuration parsing (src/config.c, src/config-envfile.c, src/parse-util.c):
  *
  * - the file parser hands over only KEY=value pairs with valid keys, one
  *   per line, or stops at a syntax error with its line;
@@ -21,7 +21,7 @@
 #include <sys/mman.h>
 
 #include "config.h"
-#include "envfile.h"
+#include "config-envfile.h"
 #include "fuzz-util.h"
 #include "parse-util.h"
 

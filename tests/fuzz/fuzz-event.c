@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Event validation and formatting (src/event-format.c, src/events.c):
+/* Event validation and formatting (src/event-format.c, src/event-api.c):
  *
  * - a published body either fails with a message for the client, or becomes
  *   a canonical payload that is the same JSON value, is its own canonical
@@ -22,7 +22,7 @@
 #include <strings.h>
 
 #include "event-format.h"
-#include "events.h"
+#include "event-api.h"
 #include "fuzz-util.h"
 
 #define MAX_BYTES 1024

@@ -38,7 +38,7 @@
 #include "fuzz-util.h"
 #include "log.h"
 #include "manager.h"
-#include "routes.h"
+#include "http-routes.h"
 
 /* sd_event_run() calls (each dispatches one source) before a connection
  * that has not gone quiet counts as a busy loop. */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* SSE framing (src/sse.c): whatever the data, the framed bytes read back,
+/* SSE framing (src/sse-frame.c): whatever the data, the framed bytes read back,
  * through an independent parser of the text/event-stream grammar, as
  * exactly one event carrying exactly that data (line breaks in it become
  * LF, which is all the grammar can carry), that id and that type; no CR or
@@ -11,7 +11,7 @@
 #include <inttypes.h>
 
 #include "fuzz-util.h"
-#include "sse.h"
+#include "sse-frame.h"
 
 /* The data the grammar delivers: CRLF, CR and LF all become LF. */
 static char *normalize_breaks(const char *s) {

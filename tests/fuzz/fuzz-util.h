@@ -4,7 +4,7 @@
 /* Shared by the libFuzzer harnesses: an invariant check that aborts (so
  * libFuzzer saves the input), and a reference Server-Sent Events parser
  * written from the WHATWG "event stream interpretation" algorithm, to read
- * back what src/sse.c framed. */
+ * back what src/sse-frame.c framed. */
 
 #include <stdint.h>
 #include <stdio.h>

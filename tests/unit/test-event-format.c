@@ -5,8 +5,8 @@
 #include <cmocka.h>
 
 #include "event-format.h"
-#include "events.h"
-#include "pglisten.h"
+#include "event-api.h"
+#include "event-pglisten.h"
 
 static void test_topic_names(void **state) {
         static const char *const good[] = { "a", "orders", "Orders_2026-11", "-", "_" };

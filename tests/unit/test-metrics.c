@@ -6,7 +6,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "exposition.h"
+#include "metrics-exposition.h"
 #include "metrics.h"
 
 static void on_nothing(HttpRequest *req, void *userdata) {

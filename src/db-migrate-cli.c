@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdio.h>
+#include <systemd/sd-event.h>
+
+#include "db.h"
+#include "log.h"
+#include "db-migrate-cli.h"
+#include "db-migrate.h"
+
+typedef struct MigrateCli {
+        sd_event *event;
+        Db *db;
+        const MigrationSet *set;
+        bool status_only;
+        const Config *config;
+        Migrator *migrator;
+        sd_event_source *retry;
+        int exit_code;
+} MigrateCli;
+
+static void on_status(int error, const char *message, char **lines, size_t n_lines, bool problems,
+                      void *userdata) {
+        MigrateCli *cli = userdata;
+
+        if (error < 0) {
+                log_error("Cannot read the migration status: %s", strempty(message));
+                cli->exit_code = EXIT_FAILURE;
+        } else {
+                for (size_t i = 0; i < n_lines; i++)
+                        printf("%s\n", lines[i]);
+                cli->exit_code = problems ? EXIT_FAILURE : EXIT_SUCCESS;
+        }
+        (void) sd_event_exit(cli->event, 0);
+}
+
+static void on_migrated(const MigrateResult *result, void *userdata);
+
+static void start(MigrateCli *cli) {
+        int r;
+
+        cli->migrator = migrator_free(cli->migrator);
+        if (cli->status_only)
+                r = migrator_status(cli->db, cli->set, on_status, cli, &cli->migrator);
+        else
+                r = migrator_run(cli->db, cli->set, cli->config->migration_lock_timeout_usec,
+                                 on_migrated, cli, &cli->migrator);
+        if (r < 0) {
+                log_error_errno(r, "Cannot start: %s", strerror(abs(r)));
+                cli->exit_code = EXIT_FAILURE;
+                (void) sd_event_exit(cli->event, 0);
+        }
+}
+
+static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        start(userdata);
+        return 0;
+}
+
+static void on_migrated(const MigrateResult *result, void *userdata) {
+        MigrateCli *cli = userdata;
+
+        switch (result->outcome) {
+        case MIGRATE_OK:
+                printf("Schema at version %u; %u migration(s) applied.\n", result->version,
+                       result->n_applied);
+                cli->exit_code = EXIT_SUCCESS;
+                break;
+        case MIGRATE_RETRY:
+                /* Another instance holds the lock: wait for it, as the daemon does. */
+                if (db_connected(cli->db) && strstr(strempty(result->error), "another instance")) {
+                        log_info("%s; waiting.", result->error);
+                        cli->retry = sd_event_source_disable_unref(cli->retry);
+                        if (sd_event_add_time_relative(cli->event, &cli->retry, CLOCK_MONOTONIC,
+                                                       USEC_PER_SEC, 0, on_retry, cli) >= 0)
+                                return;
+                }
+                _fallthrough_;
+        case MIGRATE_FATAL:
+                log_error("Migration failed: %s", strempty(result->error));
+                cli->exit_code = EXIT_FAILURE;
+                break;
+        }
+        (void) sd_event_exit(cli->event, 0);
+}
+
+static void on_db_state(Db *db, bool connected, void *userdata) {
+        MigrateCli *cli = userdata;
+
+        if (connected && !cli->migrator)
+                start(cli);
+}
+
+static int on_connect_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        MigrateCli *cli = userdata;
+
+        if (db_connected(cli->db))
+                return 0;
+        log_error("Cannot connect to PostgreSQL: %s", db_last_error(cli->db));
+        cli->exit_code = EXIT_FAILURE;
+        (void) sd_event_exit(cli->event, 0);
+        return 0;
+}
+
+int migrate_cli(const Config *config, bool status_only) {
+        _cleanup_free_ char *error = NULL;
+        MigrationSet set = { 0 };
+        MigrateCli cli = { .config = config, .status_only = status_only, .exit_code = EXIT_FAILURE };
+        int r;
+
+        r = migration_set_load(embedded_migrations, n_embedded_migrations, &set, &error);
+        if (r < 0) {
+                log_error("Embedded migrations are broken: %s", strempty(error));
+                return EXIT_FAILURE;
+        }
+        cli.set = &set;
+        DbSettings ds = {
+                .conninfo = config->database_url,
+                .application_name = "batond-migrate",
+                .connect_timeout_usec = config->database_connect_timeout_usec,
+                .backoff_max_usec = config->retry_backoff_max_usec,
+        };
+        if ((r = sd_event_new(&cli.event)) < 0 ||
+            (r = db_new(cli.event, &ds, &cli.db)) < 0 ||
+            (r = sd_event_add_time_relative(cli.event, NULL, CLOCK_MONOTONIC,
+                                            config->database_connect_timeout_usec, 0,
+                                            on_connect_timeout, &cli)) < 0) {
+                log_error_errno(r, "Failed to set up: %s", strerror(abs(r)));
+                goto finish;
+        }
+        db_set_state_callback(cli.db, on_db_state, &cli);
+        r = db_start(cli.db);
+        if (r >= 0)
+                r = sd_event_loop(cli.event);
+        if (r < 0)
+                log_error_errno(r, "Event loop failed: %s", strerror(abs(r)));
+finish:
+        migrator_free(cli.migrator);
+        sd_event_source_disable_unref(cli.retry);
+        db_free(cli.db);
+        sd_event_unref(cli.event);
+        migration_set_done(&set);
+        return cli.exit_code;
+}

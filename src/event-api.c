@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: MIT */
+#include <inttypes.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <strings.h>
+
+#include "event-format.h"
+#include "event-api.h"
+#include "log.h"
+#include "parse-util.h"
+
+/* Up to $3 events after $2, but only as many as start within $4 payload
+ * bytes (at least one): a page is bounded in memory whatever the events'
+ * size. Clients page on with after=<last id>. */
+static const char select_history[] =
+        "SELECT id, ts, payload FROM ("
+        " SELECT id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS ts,"
+        " payload, sum(octet_length(payload::text)) OVER (ORDER BY id) - octet_length(payload::text)"
+        " AS before FROM events WHERE topic = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ") page WHERE before < $4 ORDER BY id";
+
+bool events_authorized(const char *authorization, const char *api_token) {
+        if (isempty(api_token))
+                return true;
+        if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+                return false;
+        return streq_constant_time(authorization + 7, api_token);
+}
+
+bool events_content_type_json(const char *content_type) {
+        size_t n = strlen("application/json");
+
+        if (!content_type || strncasecmp(content_type, "application/json", n) != 0)
+                return false;
+        return content_type[n] == '\0' || content_type[n] == ';' || content_type[n] == ' ';
+}
+
+/* Copies the {topic} parameter; answers 400 and returns false when invalid. */
+static bool topic_param(HttpRequest *req, char topic[TOPIC_NAME_MAX + 1]) {
+        const RouteParam *p = http_request_param(req, 0);
+
+        if (!p || !topic_name_valid(p->value, p->length)) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_topic",
+                                   "topic names are 1 to 128 characters of A-Z, a-z, 0-9, '_' and '-'");
+                return false;
+        }
+        memcpy(topic, p->value, p->length);
+        topic[p->length] = '\0';
+        return true;
+}
+
+/* --- publish --- */
+
+typedef struct PublishRequest {
+        HttpRequest *req;
+        PublishTicket *ticket;
+} PublishRequest;
+
+static void on_published(const PublishResult *r, void *userdata) {
+        PublishRequest *p = userdata;
+        char *body;
+        int n;
+
+        p->ticket = NULL;
+        if (r->error) {
+                /* Never a 201 for an event that may not be stored, and
+                 * never a plain "not stored" for one that may be. */
+                http_respond_error(p->req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", "%s%s", r->error,
+                                   r->outcome_unknown
+                                   ? "; the event may have been stored (the database got it and did "
+                                     "not answer): read the topic's history before publishing it again"
+                                   : "");
+                return;
+        }
+        /* Formatted directly (topic and ts need no escaping): the event is
+         * committed, and a failing JSON library must not turn that into a
+         * 500 that invites a duplicate. */
+        n = asprintf(&body, "{\"id\":%" PRIu64 ",\"topic\":\"%s\",\"ts\":\"%s\"}\n", r->id,
+                     r->topic, r->ts);
+        if (n < 0) {
+                http_respond_json(p->req, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL);
+                return;
+        }
+        http_respond_json_text(p->req, MHD_HTTP_CREATED, body, (size_t) n);
+}
+
+static void on_publish_request_end(HttpRequest *req, void *userdata) {
+        PublishRequest *p = userdata;
+
+        if (p->ticket)
+                publisher_cancel(p->ticket);
+        free(p);
+}
+
+void events_handle_publish(Publisher *publisher, const char *api_token, uint64_t max_event_bytes,
+                           HttpRequest *req) {
+        char topic[TOPIC_NAME_MAX + 1], error[512];
+        PublishRequest *p;
+        const char *body;
+        char *payload = NULL;
+        size_t size, payload_size;
+        int r;
+
+        if (!events_authorized(http_request_header(req, MHD_HTTP_HEADER_AUTHORIZATION), api_token)) {
+                http_respond_error(req, MHD_HTTP_UNAUTHORIZED, "unauthorized",
+                                   "publishing needs Authorization: Bearer <token>");
+                http_request_add_response_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                                 "Bearer realm=\"baton\"");
+                return;
+        }
+        if (!topic_param(req, topic))
+                return;
+        if (!events_content_type_json(http_request_header(req, MHD_HTTP_HEADER_CONTENT_TYPE))) {
+                http_respond_error(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+                                   "events are JSON: send Content-Type: application/json");
+                return;
+        }
+        body = http_request_body(req, &size);
+        r = event_payload_canonical(body, size, max_event_bytes, &payload, &payload_size, error,
+                                    sizeof(error));
+        if (r == -EINVAL) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_json", "%s", error);
+                return;
+        }
+        if (r == -EFBIG) {
+                http_respond_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large", "%s", error);
+                return;
+        }
+        p = r >= 0 ? calloc(1, sizeof(PublishRequest)) : NULL;
+        if (!p) {
+                free(payload);
+                http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+                return;
+        }
+        p->req = req;
+        r = publisher_submit(publisher, topic, payload, payload_size, on_published, p, &p->ticket);
+        if (r < 0) {
+                free(payload);
+                free(p);
+                http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+                return;
+        }
+        http_request_on_end(req, on_publish_request_end, p);
+}
+
+/* --- history --- */
+
+typedef struct HistoryRequest {
+        HttpRequest *req;
+        Db *db;
+        char topic[TOPIC_NAME_MAX + 1];
+} HistoryRequest;
+
+/* {"topic":"t","events":[ENVELOPE,...]}: envelopes are concatenated as
+ * they are, the stored payloads never re-parsed. */
+static char *history_json(const char *topic, PGresult *res, size_t *ret_size) {
+        size_t size = 64 + strlen(topic);
+        int rows = PQntuples(res);
+        char *out, *w;
+
+        for (int i = 0; i < rows; i++)
+                size += 128 + TOPIC_NAME_MAX + (size_t) PQgetlength(res, i, 2);
+        out = malloc(size);
+        if (!out)
+                return NULL;
+        w = out + sprintf(out, "{\"topic\":\"%s\",\"events\":[", topic);
+        for (int i = 0; i < rows; i++) {
+                _cleanup_free_ char *envelope = NULL;
+                size_t n;
+                if (event_envelope(strtoull(PQgetvalue(res, i, 0), NULL, 10), topic,
+                                   PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+                                   (size_t) PQgetlength(res, i, 2), &envelope, &n) < 0) {
+                        free(out);
+                        return NULL;
+                }
+                if (i > 0)
+                        *w++ = ',';
+                memcpy(w, envelope, n);
+                w += n;
+        }
+        w += sprintf(w, "]}\n");
+        *ret_size = (size_t) (w - out);
+        return out;
+}
+
+static void on_history(Db *db, const DbResult *result, void *userdata) {
+        HistoryRequest *h = userdata;
+        size_t size;
+        char *text;
+
+        if (result->error) {
+                http_respond_error(h->req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                                   "database unavailable: %s", result->error);
+                return;
+        }
+        text = history_json(h->topic, result->result, &size);
+        if (!text)
+                http_respond_error(h->req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+        else
+                http_respond_json_text(h->req, MHD_HTTP_OK, text, size);
+}
+
+static void on_history_request_end(HttpRequest *req, void *userdata) {
+        HistoryRequest *h = userdata;
+
+        /* The query may still be running: its answer goes nowhere. */
+        db_cancel(h->db, h);
+        free(h);
+}
+
+/* Parses an optional unsigned query parameter within [min, max]. */
+static bool query_number(HttpRequest *req, const char *name, uint64_t min, uint64_t max,
+                         uint64_t *value) {
+        const char *s = http_request_query(req, name);
+
+        if (!s)
+                return true;
+        if (parse_uint64(s, value) < 0 || *value < min || *value > max) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                   "%s must be a whole number from %" PRIu64 " to %" PRIu64,
+                                   name, min, max);
+                return false;
+        }
+        return true;
+}
+
+void events_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *req) {
+        uint64_t after = 0, limit = HISTORY_LIMIT_DEFAULT;
+        char after_text[24], limit_text[24];
+        HistoryRequest *h;
+        int r;
+
+        h = calloc(1, sizeof(HistoryRequest));
+        if (!h) {
+                http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+                return;
+        }
+        if (!topic_param(req, h->topic) ||
+            !query_number(req, "after", 0, INT64_MAX, &after) ||
+            !query_number(req, "limit", 1, HISTORY_LIMIT_MAX, &limit)) {
+                free(h);
+                return;
+        }
+        h->req = req;
+        h->db = read_db;
+        snprintf(after_text, sizeof(after_text), "%" PRIu64, after);
+        snprintf(limit_text, sizeof(limit_text), "%" PRIu64, limit);
+        const char *params[] = { h->topic, after_text, limit_text, STRINGIFY(HISTORY_BYTES_MAX) };
+        r = db_query(read_db, select_history, 4, params, query_timeout_usec, on_history, h);
+        if (r < 0) {
+                http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                                   "database unavailable: %s",
+                                   r == -ENOTCONN ? db_last_error(read_db) : strerror(-r));
+                free(h);
+                return;
+        }
+        http_request_on_end(req, on_history_request_end, h);
+}
+
+/* --- stream --- */
+
+void events_handle_stream(Fanout *fanout, HttpRequest *req) {
+        char topic[TOPIC_NAME_MAX + 1];
+        uint64_t after;
+        bool has_after;
+
+        if (!topic_param(req, topic))
+                return;
+        if (stream_last_event_id(req, &has_after, &after) < 0) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                   "Last-Event-ID must be an event id (a whole number)");
+                return;
+        }
+        fanout_subscribe(fanout, req, topic, has_after, after);
+}

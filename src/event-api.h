@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The event API's HTTP handlers: publish, history, stream. They validate
+ * what the client sent and hand the work to the publisher (writes), the
+ * read connection (history) or the fanout (streams). */
+
+#include "db.h"
+#include "event-fanout.h"
+#include "http.h"
+#include "event-publisher.h"
+
+#define HISTORY_LIMIT_DEFAULT 100
+#define HISTORY_LIMIT_MAX 1000
+/* Payload bytes per history page (at least one event is returned). */
+#define HISTORY_BYTES_MAX 1048576
+
+/* POST /api/v1/topics/{topic}/events. api_token "" means open publishing;
+ * max_event_bytes bounds the event as stored. */
+void events_handle_publish(Publisher *publisher, const char *api_token, uint64_t max_event_bytes,
+                           HttpRequest *req);
+
+/* GET /api/v1/topics/{topic}/events?after=ID&limit=N */
+void events_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *req);
+
+/* GET /api/v1/topics/{topic}/stream (Last-Event-ID or ?lastEventId=) */
+void events_handle_stream(Fanout *fanout, HttpRequest *req);
+
+/* "Bearer TOKEN" against the configured token, in constant time. */
+bool events_authorized(const char *authorization, const char *api_token);
+
+/* application/json, with parameters or not, any case. */
+bool events_content_type_json(const char *content_type);

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The NATS connection (only when NATS__ENABLED). nats.c runs its own
+ * threads; everything they report (connected, disconnected, messages) is
+ * handed to the main loop through the mailbox, so Bus state is only ever
+ * touched on the loop.
+ *
+ * The connection retries for ever: the initial connect included (nats.c's
+ * default gives up after 60 attempts and then stays closed for good). */
+
+#include <systemd/sd-event.h>
+
+#include "event-bus-mailbox.h"
+#include "util.h"
+
+typedef struct Bus Bus;
+
+typedef struct BusSettings {
+        const char *url;                /* one or more, comma-separated */
+        const char *subject_prefix;
+        const char *client_name;
+} BusSettings;
+
+typedef void (*BusStateCallback)(Bus *bus, bool connected, void *userdata);
+/* An event another instance (or this one) published; on the loop. */
+typedef void (*BusEventCallback)(Bus *bus, const char *topic, const char *data, size_t size,
+                                 void *userdata);
+/* error is NULL when the round trip succeeded. */
+typedef void (*BusCheckCallback)(Bus *bus, const char *error, void *userdata);
+
+int bus_new(sd_event *event, Mailbox *mailbox, const BusSettings *settings, Bus **ret);
+
+/* Closes the connection and waits (up to 2 s) for the client's threads to
+ * end. -ETIMEDOUT when they did not: then they may still post to the
+ * mailbox, and neither the bus nor the mailbox may be freed. */
+int bus_close(Bus *bus);
+
+/* Closes (see bus_close()) and frees. */
+Bus *bus_free(Bus *bus);
+DEFINE_POINTER_CLEANUP(Bus, bus_free);
+
+void bus_set_state_callback(Bus *bus, BusStateCallback cb, void *userdata);
+void bus_set_event_callback(Bus *bus, BusEventCallback cb, void *userdata);
+
+/* Publishes an event on <prefix>.events.<topic>. While disconnected the
+ * client only buffers it: receivers catch up from PostgreSQL anyway. */
+int bus_publish_event(Bus *bus, const char *topic, const char *data, size_t size);
+
+/* Starts connecting; returns at once whether or not a server answered
+ * (connecting to an unresponsive host blocks for the client's connect
+ * timeout, 2 s, once per server in the list). */
+int bus_start(Bus *bus);
+
+bool bus_connected(const Bus *bus);
+const char *bus_last_error(const Bus *bus);
+
+/* Proves the bus works end to end: publishes to a subject only this
+ * instance subscribes to and waits for the message to come back through
+ * the server. cb runs once, on the loop, within timeout_usec. One check at
+ * a time: -EBUSY otherwise. */
+int bus_check(Bus *bus, usec_t timeout_usec, BusCheckCallback cb, void *userdata);

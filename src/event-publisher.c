@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: MIT */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "loop-util.h"
+#include "log.h"
+#include "event-publisher.h"
+
+/* A batch ends at this many events or bytes, whichever comes first: the
+ * transaction stays short and the statement small. */
+#define BATCH_EVENTS_MAX 1000
+#define BATCH_BYTES_MAX (4 * 1024 * 1024)
+
+struct PublishTicket {
+        char topic[129];
+        char *payload;
+        size_t payload_size;
+        PublishCallback cb;             /* NULL once cancelled */
+        void *userdata;
+        uint64_t id;
+        int row;                        /* the result row that gave the id; -1 before */
+        PublishTicket *next;
+};
+
+/* The tickets of one transaction. */
+typedef struct Batch {
+        PublishTicket *head;
+        size_t n;
+} Batch;
+
+struct Publisher {
+        sd_event *event;
+        Db *db;
+        PublisherSettings settings;
+        PublishTicket *queue_head, *queue_tail;   /* waiting for the next batch */
+        size_t n_queued;
+        Batch in_flight;
+        bool busy;
+        sd_event_source *kick;
+        PublishedCallback published_cb;
+        void *published_userdata;
+        PublisherCounters counters;
+};
+
+static void ticket_free(PublishTicket *t) {
+        free(t->payload);
+        free(t);
+}
+
+static void batch_free(Batch *b) {
+        for (PublishTicket *t = b->head, *next; t; t = next) {
+                next = t->next;
+                ticket_free(t);
+        }
+        *b = (Batch) { 0 };
+}
+
+/* Moves up to a batch's worth of queued tickets into the in-flight batch
+ * and builds its JSON: [{"topic":"t","data":<payload>},...]. Topics need no
+ * escaping; payloads are validated JSON. On allocation failure returns NULL
+ * with the tickets in flight, for the caller to answer. */
+static char *batch_take(Publisher *p, size_t *ret_size) {
+        size_t size = 2, n = 0;
+        PublishTicket **tail = &p->in_flight.head;
+        char *json, *w;
+
+        while (p->queue_head && n < BATCH_EVENTS_MAX) {
+                PublishTicket *t = p->queue_head;
+                size_t item = strlen(t->topic) + t->payload_size + 24;
+                if (n > 0 && size + item > BATCH_BYTES_MAX)
+                        break;
+                p->queue_head = t->next;
+                p->n_queued--;
+                t->next = NULL;
+                *tail = t;
+                tail = &t->next;
+                size += item;
+                n++;
+        }
+        if (!p->queue_head)
+                p->queue_tail = NULL;
+        p->in_flight.n = n;
+
+        json = malloc(size + 1);
+        if (!json)
+                return NULL;
+        w = json;
+        *w++ = '[';
+        for (PublishTicket *t = p->in_flight.head; t; t = t->next) {
+                w += sprintf(w, "%s{\"topic\":\"%s\",\"data\":", t == p->in_flight.head ? "" : ",",
+                             t->topic);
+                memcpy(w, t->payload, t->payload_size);
+                w += t->payload_size;
+                *w++ = '}';
+        }
+        *w++ = ']';
+        *w = '\0';
+        *ret_size = (size_t) (w - json);
+        return json;
+}
+
+static void answer(Publisher *p, PublishTicket *t, const PublishResult *r) {
+        if (r->error)
+                p->counters.failed++;
+        else
+                p->counters.published++;
+        if (t->cb)
+                t->cb(r, t->userdata);
+        if (!r->error && p->published_cb)
+                p->published_cb(r, p->published_userdata);
+}
+
+static void batch_fail(Publisher *p, const char *error, bool outcome_unknown) {
+        PublishResult r = { .error = error, .outcome_unknown = outcome_unknown };
+
+        for (PublishTicket *t = p->in_flight.head; t; t = t->next) {
+                r.topic = t->topic;
+                answer(p, t, &r);
+        }
+        batch_free(&p->in_flight);
+}
+
+/* Rows: one per topic, (topic, first_id, n, ts); each topic's ids run in
+ * batch order. */
+static void batch_succeed(Publisher *p, PGresult *res) {
+        int rows = PQntuples(res);
+
+        for (int i = 0; i < rows; i++) {
+                const char *topic = PQgetvalue(res, i, 0);
+                uint64_t next = strtoull(PQgetvalue(res, i, 1), NULL, 10);
+                for (PublishTicket *t = p->in_flight.head; t; t = t->next)
+                        if (t->row < 0 && streq(t->topic, topic)) {
+                                t->id = next++;
+                                t->row = i;
+                        }
+        }
+        for (PublishTicket *t = p->in_flight.head; t; t = t->next) {
+                PublishResult r = {
+                        .topic = t->topic, .id = t->id, .payload = t->payload,
+                        .payload_size = t->payload_size,
+                        .ts = t->row >= 0 ? PQgetvalue(res, t->row, 3) : NULL,
+                        .error = t->row >= 0 ? NULL : "the database returned no id for this event",
+                };
+                answer(p, t, &r);
+        }
+        batch_free(&p->in_flight);
+}
+
+static void schedule(Publisher *p);
+
+static void on_batch_done(Db *db, const DbResult *result, void *userdata) {
+        Publisher *p = userdata;
+        char error[300];
+
+        p->busy = false;
+        if (result->error) {
+                snprintf(error, sizeof(error), "database unavailable: %s", result->error);
+                log_warning("Publishing %zu event(s) failed: %s", p->in_flight.n, result->error);
+                /* An error from the server (it has an SQLSTATE) rolled the
+                 * statement back; anything else came after it was sent. */
+                batch_fail(p, error, !result->sqlstate);
+        } else
+                batch_succeed(p, result->result);
+        schedule(p);
+}
+
+static void send_batch(Publisher *p) {
+        _cleanup_free_ char *json = NULL;
+        char error[300];
+        size_t size;
+        int r;
+
+        if (p->busy || !p->queue_head)
+                return;
+        json = batch_take(p, &size);
+        if (!json) {
+                /* Retrying at once would spin while memory is short: answer
+                 * this batch's share of the queue now instead. */
+                log_error("Out of memory building a batch of events.");
+                batch_fail(p, "out of memory", false);
+                schedule(p);
+                return;
+        }
+        const char *params[] = { json, p->settings.notify ? "t" : "f" };
+        r = db_query(p->db, "SELECT topic, first_id, n, ts FROM baton_publish($1::json, $2)", 2,
+                     params, p->settings.query_timeout_usec, on_batch_done, p);
+        if (r < 0) {
+                snprintf(error, sizeof(error), "database unavailable: %s",
+                         r == -ENOTCONN ? db_last_error(p->db) : strerror(-r));
+                batch_fail(p, error, false);
+                schedule(p);
+                return;
+        }
+        p->busy = true;
+}
+
+static int on_kick(sd_event_source *source, void *userdata) {
+        send_batch(userdata);
+        return 0;
+}
+
+/* Sends from the loop, never inside submit: everything submitted in the
+ * same loop turn goes into one batch, and callbacks never run before
+ * publisher_submit() returned. */
+static void schedule(Publisher *p) {
+        if (p->queue_head && !p->busy &&
+            sd_event_source_set_enabled(p->kick, SD_EVENT_ONESHOT) < 0)
+                log_error("Failed to schedule a batch of events.");
+}
+
+int publisher_submit(Publisher *p, const char *topic, char *payload, size_t payload_size,
+                     PublishCallback cb, void *userdata, PublishTicket **ret) {
+        PublishTicket *t = calloc(1, sizeof(PublishTicket));
+
+        if (!t)
+                return -ENOMEM;
+        t->row = -1;
+        snprintf(t->topic, sizeof(t->topic), "%s", topic);
+        t->payload = payload;
+        t->payload_size = payload_size;
+        t->cb = cb;
+        t->userdata = userdata;
+        if (p->queue_tail)
+                p->queue_tail->next = t;
+        else
+                p->queue_head = t;
+        p->queue_tail = t;
+        p->n_queued++;
+        schedule(p);
+        *ret = t;
+        return 0;
+}
+
+void publisher_cancel(PublishTicket *t) {
+        t->cb = NULL;
+}
+
+int publisher_new(sd_event *event, Db *write_db, const PublisherSettings *settings, Publisher **ret) {
+        Publisher *p = calloc(1, sizeof(Publisher));
+        int r;
+
+        if (!p)
+                return -ENOMEM;
+        p->event = sd_event_ref(event);
+        p->db = write_db;
+        p->settings = *settings;
+        r = event_defer_new(event, &p->kick, on_kick, p);
+        if (r < 0) {
+                publisher_free(p);
+                return r;
+        }
+        *ret = p;
+        return 0;
+}
+
+Publisher *publisher_free(Publisher *p) {
+        if (!p)
+                return NULL;
+        db_cancel(p->db, p);
+        batch_free(&p->in_flight);
+        for (PublishTicket *t = p->queue_head, *next; t; t = next) {
+                next = t->next;
+                ticket_free(t);
+        }
+        sd_event_source_disable_unref(p->kick);
+        sd_event_unref(p->event);
+        return mfree(p);
+}
+
+void publisher_set_settings(Publisher *p, const PublisherSettings *settings) {
+        p->settings = *settings;
+}
+
+void publisher_set_published_callback(Publisher *p, PublishedCallback cb, void *userdata) {
+        p->published_cb = cb;
+        p->published_userdata = userdata;
+}
+
+PublisherCounters publisher_counters(const Publisher *p) {
+        return p->counters;
+}

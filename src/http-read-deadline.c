@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: MIT */
+#include <sys/socket.h>
+
+#include "loop-util.h"
+#include "log.h"
+#include "http-read-deadline.h"
+
+struct ReadDeadlines {
+        sd_event *event;
+        sd_event_source *timer;         /* fires at the head's due time */
+        usec_t timeout;
+        ReadDeadline *head, *tail;      /* running deadlines, oldest first */
+        uint64_t expired;
+};
+
+struct ReadDeadline {
+        ReadDeadlines *owner;
+        int fd;
+        bool running;
+        usec_t due;
+        ReadDeadline *prev, *next;
+};
+
+static void unlink_deadline(ReadDeadline *x) {
+        ReadDeadlines *d = x->owner;
+
+        if (!x->running)
+                return;
+        if (x->prev)
+                x->prev->next = x->next;
+        else
+                d->head = x->next;
+        if (x->next)
+                x->next->prev = x->prev;
+        else
+                d->tail = x->prev;
+        x->prev = x->next = NULL;
+        x->running = false;
+}
+
+/* Arms the timer for the oldest running deadline, or leaves it off. */
+static void arm_for_head(ReadDeadlines *d) {
+        usec_t now;
+
+        if (!d->head || event_finished(d->event))
+                return;
+        now = now_usec(CLOCK_MONOTONIC);
+        if (event_timer_arm(d->timer, d->head->due > now ? d->head->due - now : 0) < 0)
+                log_warning("Cannot arm the request read deadline timer; slow clients are not cut.");
+}
+
+static int on_timer(sd_event_source *source, usec_t usec, void *userdata) {
+        ReadDeadlines *d = userdata;
+        usec_t now = now_usec(CLOCK_MONOTONIC);
+
+        while (d->head && d->head->due <= now) {
+                ReadDeadline *x = d->head;
+                unlink_deadline(x);
+                d->expired++;
+                /* libmicrohttpd sees the end of the stream on its next read
+                 * and closes the connection itself: its state stays its own. */
+                if (shutdown(x->fd, SHUT_RDWR) < 0)
+                        log_debug("Cannot shut down a slow connection: %s", strerror(errno));
+                log_debug("Cut a connection that did not send a whole request within %.0f s.",
+                          (double) d->timeout / (double) USEC_PER_SEC);
+        }
+        arm_for_head(d);
+        return 0;
+}
+
+int read_deadlines_new(sd_event *event, usec_t timeout, ReadDeadlines **ret) {
+        _cleanup_(read_deadlines_freep) ReadDeadlines *d = calloc(1, sizeof(ReadDeadlines));
+        int r;
+
+        if (!d)
+                return -ENOMEM;
+        d->event = sd_event_ref(event);
+        d->timeout = timeout;
+        /* Cutting a slow client a little late costs nothing: a tenth of the
+         * timeout, at most a tenth of a second. */
+        r = event_timer_new(event, &d->timer, timeout / 10 < 100 * USEC_PER_MSEC ? timeout / 10 + 1 : 100 * USEC_PER_MSEC,
+                            on_timer, d);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(d);
+        return 0;
+}
+
+ReadDeadlines *read_deadlines_free(ReadDeadlines *d) {
+        if (!d)
+                return NULL;
+        while (d->head)         /* a connection left behind: forget it */
+                unlink_deadline(d->head);
+        sd_event_source_disable_unref(d->timer);
+        sd_event_unref(d->event);
+        return mfree(d);
+}
+
+uint64_t read_deadlines_expired(const ReadDeadlines *d) {
+        return d->expired;
+}
+
+ReadDeadline *read_deadline_new(ReadDeadlines *d, int fd) {
+        ReadDeadline *x = calloc(1, sizeof(ReadDeadline));
+
+        if (!x)
+                return NULL;
+        x->owner = d;
+        x->fd = fd;
+        read_deadline_restart(x);
+        return x;
+}
+
+void read_deadline_free(ReadDeadline *x) {
+        if (!x)
+                return;
+        unlink_deadline(x);
+        free(x);
+}
+
+void read_deadline_stop(ReadDeadline *x) {
+        if (x)
+                unlink_deadline(x);
+}
+
+void read_deadline_restart(ReadDeadline *x) {
+        ReadDeadlines *d;
+        bool was_empty;
+
+        if (!x)
+                return;
+        d = x->owner;
+        unlink_deadline(x);
+        was_empty = !d->head;
+        x->due = now_usec(CLOCK_MONOTONIC) + d->timeout;
+        x->prev = d->tail;
+        if (d->tail)
+                d->tail->next = x;
+        else
+                d->head = x;
+        d->tail = x;
+        x->running = true;
+        /* Later deadlines go behind the head: its timer stays right. */
+        if (was_empty)
+                arm_for_head(d);
+}

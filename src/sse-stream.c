@@ -1,0 +1,359 @@
+/* SPDX-License-Identifier: MIT */
+#include <inttypes.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdio.h>
+
+#include "loop-util.h"
+#include "log.h"
+#include "parse-util.h"
+#include "sse-frame.h"
+#include "sse-stream.h"
+
+/* The frames queued for one client: a small ring of references, so that an
+ * event sent to ten thousand streams exists once in memory. */
+typedef struct FrameQueue {
+        Frame **items;
+        size_t head;
+        size_t count;
+        size_t capacity;
+        size_t offset;                  /* bytes of items[head] already sent */
+        size_t bytes;                   /* unsent bytes in the queue */
+} FrameQueue;
+
+struct Stream {
+        StreamHub *hub;
+        HttpRequest *req;               /* NULL once the request ended */
+        FrameQueue queue;
+        bool finishing;                 /* end after the queue drains */
+        bool response_alive;            /* MHD still holds our reader */
+        usec_t last_write;
+
+        StreamCloseCallback close_cb;
+        void *close_userdata;
+        StreamDrainCallback drain_cb;
+        void *drain_userdata;
+
+        Stream *prev, *next;
+};
+
+struct StreamHub {
+        sd_event *event;
+        StreamSettings settings;
+        Stream *head;
+        size_t n_streams;
+        sd_event_source *heartbeat_timer;
+        Frame *heartbeat;
+        char *refuse_reason;            /* set once draining: new streams end at once */
+};
+
+/* --- the frame queue --- */
+
+static int queue_push(FrameQueue *q, Frame *f) {
+        if (q->count == q->capacity) {
+                size_t capacity = q->capacity ? q->capacity * 2 : 4;
+                Frame **items = calloc(capacity, sizeof(Frame *));
+                if (!items)
+                        return -ENOMEM;
+                for (size_t i = 0; i < q->count; i++)
+                        items[i] = q->items[(q->head + i) % q->capacity];
+                free(q->items);
+                q->items = items;
+                q->head = 0;
+                q->capacity = capacity;
+        }
+        q->items[(q->head + q->count) % q->capacity] = frame_ref(f);
+        q->count++;
+        q->bytes += f->size;
+        return 0;
+}
+
+/* Copies up to max queued bytes to buf, releasing frames fully sent. */
+static size_t queue_take(FrameQueue *q, char *buf, size_t max) {
+        size_t n = 0;
+
+        while (q->count > 0 && n < max) {
+                Frame *f = q->items[q->head];
+                size_t chunk = f->size - q->offset;
+                if (chunk > max - n)
+                        chunk = max - n;
+                memcpy(buf + n, f->data + q->offset, chunk);
+                n += chunk;
+                q->offset += chunk;
+                q->bytes -= chunk;
+                if (q->offset == f->size) {
+                        frame_unref(f);
+                        q->head = (q->head + 1) % q->capacity;
+                        q->count--;
+                        q->offset = 0;
+                }
+        }
+        return n;
+}
+
+static void queue_done(FrameQueue *q) {
+        for (size_t i = 0; i < q->count; i++)
+                frame_unref(q->items[(q->head + i) % q->capacity]);
+        free(q->items);
+        *q = (FrameQueue) { 0 };
+}
+
+/* --- streams --- */
+
+/* A stream is freed when both its request ended and MHD released the
+ * response: whichever comes last. */
+static void stream_maybe_free(Stream *s) {
+        if (s->req || s->response_alive)
+                return;
+        queue_done(&s->queue);
+        free(s);
+}
+
+static void hub_unlink(StreamHub *hub, Stream *s) {
+        if (s->prev)
+                s->prev->next = s->next;
+        else
+                hub->head = s->next;
+        if (s->next)
+                s->next->prev = s->prev;
+        s->prev = s->next = NULL;
+        hub->n_streams--;
+}
+
+static ssize_t on_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        Stream *s = cls;
+        size_t n;
+
+        if (!s->req)
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (s->queue.count > 0) {
+                n = queue_take(&s->queue, buf, max);
+                /* Whoever feeds this stream in pages (a replay) wants to know
+                 * when it has room again. */
+                if (s->queue.bytes == 0 && s->drain_cb && !s->finishing)
+                        s->drain_cb(s, s->drain_userdata);
+                return (ssize_t) n;
+        }
+        if (s->finishing)
+                return MHD_CONTENT_READER_END_OF_STREAM;
+        return http_stream_wait(s->req);
+}
+
+static void on_response_free(void *cls) {
+        Stream *s = cls;
+
+        s->response_alive = false;
+        stream_maybe_free(s);
+}
+
+static void on_request_end(HttpRequest *req, void *userdata) {
+        Stream *s = userdata;
+        StreamCloseCallback cb = s->close_cb;
+
+        hub_unlink(s->hub, s);
+        s->req = NULL;
+        s->close_cb = NULL;
+        s->drain_cb = NULL;
+        if (cb)
+                cb(s, s->close_userdata);
+        stream_maybe_free(s);
+}
+
+static void stream_wake(Stream *s) {
+        if (s->req)
+                http_stream_wake(s->req);
+}
+
+int stream_send_frame(Stream *s, Frame *f) {
+        int r;
+
+        if (!s->req || s->finishing)
+                return -EPIPE;
+        if (s->queue.bytes > s->hub->settings.buffer_max_bytes) {
+                /* The client does not keep up: cut it loose rather than
+                 * buffer without bound; it resumes from its last id. */
+                stream_end_with_reconnect(s, "too slow: fell behind");
+                return -ENOBUFS;
+        }
+        r = queue_push(&s->queue, f);
+        if (r < 0)
+                return r;
+        s->last_write = now_usec(CLOCK_MONOTONIC);
+        stream_wake(s);
+        return 0;
+}
+
+int stream_send_event(Stream *s, const char *id, const char *event, const char *data) {
+        Frame *f = sse_frame_event(id, event, data);
+        int r;
+
+        if (!f)
+                return -ENOMEM;
+        r = stream_send_frame(s, f);
+        frame_unref(f);
+        return r;
+}
+
+size_t stream_queued_bytes(const Stream *s) {
+        return s->queue.bytes;
+}
+
+void stream_set_drain_callback(Stream *s, StreamDrainCallback cb, void *userdata) {
+        s->drain_cb = cb;
+        s->drain_userdata = userdata;
+}
+
+void stream_finish(Stream *s) {
+        if (!s->req)
+                return;
+        s->finishing = true;
+        stream_wake(s);
+}
+
+void stream_end_with_reconnect(Stream *s, const char *reason) {
+        _cleanup_free_ char *data = NULL;
+        Frame *f;
+        json_t *j;
+
+        if (!s->req || s->finishing)
+                return;
+        j = json_pack("{s:s}", "reason", reason);
+        data = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        f = sse_frame_event(NULL, "reconnect", data ? data : "{}");
+        /* Past the buffer limit on purpose: this is the stream's last word. */
+        if (!f || queue_push(&s->queue, f) < 0)
+                log_debug("Failed to queue the reconnect event; ending the stream without it.");
+        frame_unref(f);
+        stream_finish(s);
+}
+
+/* Heartbeats for streams that were quiet for a whole interval. */
+static int on_heartbeat(sd_event_source *source, uint64_t usec, void *userdata) {
+        StreamHub *hub = userdata;
+        usec_t now = now_usec(CLOCK_MONOTONIC), interval = hub->settings.heartbeat_interval_usec;
+
+        for (Stream *s = hub->head; s; s = s->next) {
+                if (s->finishing || now - s->last_write < interval)
+                        continue;
+                if (queue_push(&s->queue, hub->heartbeat) >= 0) {
+                        s->last_write = now;
+                        stream_wake(s);
+                }
+        }
+        if (event_timer_arm(source, interval) < 0)
+                log_error("Failed to re-arm the stream heartbeat timer.");
+        return 0;
+}
+
+int stream_last_event_id(const HttpRequest *req, bool *ret_present, uint64_t *ret_id) {
+        const char *s = http_request_header(req, "Last-Event-ID");
+        uint64_t id = 0;
+
+        if (!s)
+                s = http_request_query(req, "lastEventId");
+        if (s && (parse_uint64(s, &id) < 0 || id > INT64_MAX))
+                return -EINVAL;
+        *ret_present = s != NULL;
+        *ret_id = id;
+        return 0;
+}
+
+int stream_open(StreamHub *hub, HttpRequest *req, StreamCloseCallback close_cb, void *userdata,
+                Stream **ret) {
+        char retry[40];
+        Frame *hint;
+        Stream *s;
+        int r;
+
+        s = calloc(1, sizeof(Stream));
+        if (!s)
+                return -ENOMEM;
+        *s = (Stream) {
+                .hub = hub, .req = req, .response_alive = true,
+                .close_cb = close_cb, .close_userdata = userdata,
+                .last_write = now_usec(CLOCK_MONOTONIC),
+        };
+        snprintf(retry, sizeof(retry), "retry: %" PRIu64 "\n\n",
+                 hub->settings.retry_hint_usec / USEC_PER_MSEC);
+        hint = frame_new(retry, strlen(retry));
+        r = hint ? queue_push(&s->queue, hint) : -ENOMEM;
+        frame_unref(hint);
+        if (r < 0) {
+                queue_done(&s->queue);
+                free(s);
+                return r;
+        }
+        s->next = hub->head;
+        if (hub->head)
+                hub->head->prev = s;
+        hub->head = s;
+        hub->n_streams++;
+
+        http_request_on_end(req, on_request_end, s);
+        /* From here MHD owns the reader; on failure it already called
+         * on_response_free, and on_request_end follows with the request. */
+        http_respond_stream(req, "text/event-stream", on_read, s, on_response_free);
+        if (hub->refuse_reason)
+                stream_end_with_reconnect(s, hub->refuse_reason);
+        *ret = s;
+        return 0;
+}
+
+int stream_hub_new(sd_event *event, const StreamSettings *settings, StreamHub **ret) {
+        StreamHub *hub = calloc(1, sizeof(StreamHub));
+        int r;
+
+        if (!hub)
+                return -ENOMEM;
+        hub->event = sd_event_ref(event);
+        hub->settings = *settings;
+        hub->heartbeat = sse_frame_comment("heartbeat");
+        if (!hub->heartbeat) {
+                stream_hub_free(hub);
+                return -ENOMEM;
+        }
+        r = sd_event_add_time_relative(event, &hub->heartbeat_timer, CLOCK_MONOTONIC,
+                                       settings->heartbeat_interval_usec, USEC_PER_SEC,
+                                       on_heartbeat, hub);
+        if (r < 0) {
+                stream_hub_free(hub);
+                return r;
+        }
+        *ret = hub;
+        return 0;
+}
+
+StreamHub *stream_hub_free(StreamHub *hub) {
+        if (!hub)
+                return NULL;
+        if (hub->n_streams > 0)
+                log_debug("Freeing the stream hub with %zu streams open (bug).", hub->n_streams);
+        sd_event_source_disable_unref(hub->heartbeat_timer);
+        sd_event_unref(hub->event);
+        frame_unref(hub->heartbeat);
+        free(hub->refuse_reason);
+        return mfree(hub);
+}
+
+void stream_hub_set_settings(StreamHub *hub, const StreamSettings *settings) {
+        hub->settings = *settings;
+}
+
+sd_event *stream_hub_event(StreamHub *hub) {
+        return hub->event;
+}
+
+size_t stream_hub_count(const StreamHub *hub) {
+        return hub->n_streams;
+}
+
+void stream_hub_refuse_new(StreamHub *hub, const char *reason) {
+        if (!hub->refuse_reason)
+                hub->refuse_reason = strdup(reason);    /* NULL: streams just run */
+}
+
+void stream_hub_end_all(StreamHub *hub, const char *reason) {
+        for (Stream *s = hub->head; s; s = s->next)
+                stream_end_with_reconnect(s, reason);
+}

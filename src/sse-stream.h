@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Long-lived Server-Sent-Event responses. Every open stream is registered
+ * in the hub, which the drain logic counts and can end all at once. An idle
+ * stream costs a small struct and a suspended MHD connection: no thread, no
+ * timer of its own. One hub timer sends heartbeats (which is also how dead
+ * peers are found: MHD cannot notice a closed socket while suspended).
+ *
+ * Each stream has a bounded buffer: a client that does not read falls
+ * behind, and once buffer_max_bytes are queued it is ended with a
+ * "reconnect" event instead of stalling anyone else. */
+
+#include <systemd/sd-event.h>
+
+#include "http.h"
+#include "sse-frame.h"
+#include "util.h"
+
+/* Bytes queued for one client before it is cut off as too slow: at least
+ * this, and room for four of the largest events. */
+#define STREAM_BUFFER_MIN (256 * 1024)
+#define STREAM_BUFFER_FOR(max_event_bytes) \
+        ((max_event_bytes) * 4 > STREAM_BUFFER_MIN ? (max_event_bytes) * 4 : STREAM_BUFFER_MIN)
+
+typedef struct StreamHub StreamHub;
+typedef struct Stream Stream;
+
+typedef struct StreamSettings {
+        usec_t heartbeat_interval_usec;
+        usec_t retry_hint_usec;         /* sent as "retry:" when a stream opens */
+        size_t buffer_max_bytes;        /* see STREAM_BUFFER_FOR() */
+} StreamSettings;
+
+/* The stream ended (client gone, finished, cut off, server stopping). The
+ * stream must not be used after this returns. */
+typedef void (*StreamCloseCallback)(Stream *stream, void *userdata);
+
+/* Everything queued was handed to the connection: room for more. */
+typedef void (*StreamDrainCallback)(Stream *stream, void *userdata);
+
+int stream_hub_new(sd_event *event, const StreamSettings *settings, StreamHub **ret);
+/* Streams must have ended (see stream_hub_end_all()) or their requests be
+ * gone; the hub is only freed after the HTTP server. */
+StreamHub *stream_hub_free(StreamHub *hub);
+DEFINE_POINTER_CLEANUP(StreamHub, stream_hub_free);
+
+void stream_hub_set_settings(StreamHub *hub, const StreamSettings *settings);
+size_t stream_hub_count(const StreamHub *hub);
+sd_event *stream_hub_event(StreamHub *hub);
+
+/* Sends every stream a final "reconnect" event and ends it cleanly, so
+ * clients resume elsewhere with their last event id. */
+void stream_hub_end_all(StreamHub *hub, const char *reason);
+
+/* From now on a stream that opens gets its "reconnect" event at once: a
+ * draining instance must not take on new long-lived work. */
+void stream_hub_refuse_new(StreamHub *hub, const char *reason);
+
+/* The id a reconnecting client last saw: the Last-Event-ID header, else
+ * ?lastEventId= (for clients that cannot set headers). 0 and *ret_present
+ * false when neither is given; -EINVAL when it is not an event id. */
+int stream_last_event_id(const HttpRequest *req, bool *ret_present, uint64_t *ret_id);
+
+/* Answers req with a text/event-stream response and registers it. */
+int stream_open(StreamHub *hub, HttpRequest *req, StreamCloseCallback close_cb, void *userdata,
+                Stream **ret);
+
+/* Queues a frame (takes a reference of its own). -EPIPE when the stream is
+ * ending; -ENOBUFS when the client fell too far behind: then the stream
+ * was just ended with a "reconnect" event. */
+int stream_send_frame(Stream *s, Frame *f);
+int stream_send_event(Stream *s, const char *id, const char *event, const char *data);
+size_t stream_queued_bytes(const Stream *s);
+void stream_set_drain_callback(Stream *s, StreamDrainCallback cb, void *userdata);
+
+/* Ends the stream once what is queued has been sent. */
+void stream_finish(Stream *s);
+
+/* Ends the stream after a "reconnect" event telling the client why. */
+void stream_end_with_reconnect(Stream *s, const char *reason);

@@ -7,7 +7,7 @@
 
 #include "db.h"
 #include "event-fanout.h"
-#include "http.h"
+#include "http-response.h"
 #include "event-publisher.h"
 
 #define HISTORY_LIMIT_DEFAULT 100

@@ -23,7 +23,7 @@
 #include <systemd/sd-event.h>
 
 #include "db.h"
-#include "http.h"
+#include "http-response.h"
 #include "sse-stream.h"
 
 typedef struct Fanout Fanout;

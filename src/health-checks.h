@@ -13,7 +13,7 @@
 #include "event-bus.h"
 #include "db.h"
 #include "health-report.h"
-#include "http.h"
+#include "http-response.h"
 #include "metrics.h"
 
 typedef struct Health Health;

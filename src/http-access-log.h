@@ -14,7 +14,7 @@
 
 #include <systemd/sd-event.h>
 
-#include "http.h"
+#include "http-server.h"
 
 #define ACCESS_LOG_ERROR_BURST 50
 

@@ -7,7 +7,7 @@
  * its HTML page with the response head written twice (its state machine
  * builds the head once when it refuses and again when it replies), so a
  * client takes the second head for the first one's body. batond answers
- * such a request itself (http.c: take_over_refusals()); this module is the
+ * such a request itself (http-request.c: answer_refusals()); this module is the
  * pure part of that: what to answer, and the bytes of the answer. */
 
 #include <stdint.h>

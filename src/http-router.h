@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* The route table: which handler answers which method and path. Pure logic,
- * no I/O: http.c asks router_match() and turns the answer into a response
- * (404, 405 with Allow, 503 before ready, or the handler's). Route names are
- * stable labels for logs and metrics, never raw paths. */
+/* Route matching: which route of a table takes a method and path. Pure
+ * logic, no I/O: http-request.c asks router_match() and turns the answer
+ * into a response (404, 405 with Allow, 503 before ready, or the
+ * handler's). Route names are stable labels for logs and metrics, never
+ * raw paths. The table itself is http-routes.c's. */
 
 #include "util.h"
 

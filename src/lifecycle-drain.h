@@ -11,7 +11,7 @@
 
 #include <systemd/sd-event.h>
 
-#include "http.h"
+#include "http-server.h"
 #include "sse-stream.h"
 
 typedef enum DrainMode {

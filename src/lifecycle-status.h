@@ -6,7 +6,7 @@
  * Startup and the drain write their own. Pure formatting (unit-tested);
  * the manager sends it at most once a second, and only when it changed. */
 
-#include "http.h"
+#include "http-server.h"
 
 /* How often the running status is refreshed at most. */
 #define STATUS_REFRESH_USEC USEC_PER_SEC

@@ -10,7 +10,7 @@
 
 #include <systemd/sd-event.h>
 
-#include "http.h"
+#include "http-server.h"
 
 typedef struct Watchdog Watchdog;
 

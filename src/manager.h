@@ -14,7 +14,7 @@
 #include "lifecycle-drain.h"
 #include "event-fanout.h"
 #include "health-checks.h"
-#include "http.h"
+#include "http-server.h"
 #include "event-bus-mailbox.h"
 #include "db-migrate.h"
 #include "event-pglisten.h"

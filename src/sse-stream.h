@@ -13,7 +13,7 @@
 
 #include <systemd/sd-event.h>
 
-#include "http.h"
+#include "http-response.h"
 #include "sse-frame.h"
 #include "util.h"
 

@@ -7,7 +7,7 @@
  * Last-Event-ID: K (or ?lastEventId=K) continues at tick K+1, so a test can
  * check that a stream moved to another instance without losing a tick. */
 
-#include "http.h"
+#include "http-response.h"
 #include "sse-stream.h"
 
 void stream_test_handle(StreamHub *hub, HttpRequest *req, usec_t max_duration_usec,

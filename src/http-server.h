@@ -12,13 +12,12 @@
  * answers at once with http_respond_*(), or later from any loop callback; a
  * request without an answer is suspended in MHD until it gets one. */
 
-#include <jansson.h>
-#include <microhttpd.h>
 #include <systemd/sd-event.h>
 
 #include "http-listen.h"
-#include "metrics.h"
+#include "http-request.h"
 #include "http-router.h"
+#include "metrics.h"
 #include "util.h"
 
 typedef struct HttpServer HttpServer;
@@ -65,10 +64,6 @@ typedef struct HttpRequestRecord {
 
 typedef void (*HttpRequestLogCallback)(const HttpRequestRecord *record, void *userdata);
 
-/* The longest request id batond takes from X-Request-ID (nginx's
- * $request_id is 32); longer or unusual ones are replaced by its own. */
-#define HTTP_REQUEST_ID_MAX 64
-
 /* Takes ownership of the sockets in 'sockets' (their fds become -1). */
 int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limits,
                     const Route *routes, size_t n_routes, void *handler_userdata,
@@ -111,73 +106,3 @@ void http_server_schedule_run(HttpServer *server);
 /* Feeds an already-connected socket to the first daemon as if accepted:
  * the watchdog's self-probe enters the request path this way. Takes the fd. */
 int http_server_add_connection(HttpServer *server, int fd);
-
-/* --- For route handlers --- */
-
-HttpServer *http_request_server(HttpRequest *req);
-const char *http_request_path(const HttpRequest *req);
-HttpMethod http_request_method(const HttpRequest *req);
-const char *http_request_route_name(const HttpRequest *req);
-/* The i-th {param} of the route; NULL when absent. */
-const RouteParam *http_request_param(const HttpRequest *req, size_t i);
-const char *http_request_query(const HttpRequest *req, const char *key);
-const char *http_request_header(const HttpRequest *req, const char *name);
-const char *http_request_body(const HttpRequest *req, size_t *ret_size);
-/* The client's X-Request-ID when it sent a usable one, else batond's own
- * ("<12 hex digits of this process>-<counter>"); in buf. */
-const char *http_request_id(const HttpRequest *req, char buf[HTTP_REQUEST_ID_MAX + 1]);
-
-/* Responds with a JSON body (steals 'body', which may be NULL on allocation
- * failure: then a 500 goes out). */
-void http_respond_json(HttpRequest *req, unsigned status, json_t *body);
-
-/* A prebuilt response that many requests share (constant bodies, cached
- * health results): serialised once, not per request. Reference counted;
- * new() steals 'body'. */
-typedef struct HttpSharedResponse HttpSharedResponse;
-int http_shared_response_new(unsigned status, json_t *body, HttpSharedResponse **ret);
-HttpSharedResponse *http_shared_response_ref(HttpSharedResponse *r);
-HttpSharedResponse *http_shared_response_unref(HttpSharedResponse *r);
-DEFINE_POINTER_CLEANUP(HttpSharedResponse, http_shared_response_unref);
-void http_respond_shared(HttpRequest *req, HttpSharedResponse *r);
-
-/* Responds with JSON text that is already serialised (takes 'text', which
- * must have been allocated with malloc()). */
-void http_respond_json_text(HttpRequest *req, unsigned status, char *text, size_t size);
-/* The same with another content type. */
-void http_respond_text(HttpRequest *req, unsigned status, const char *content_type, char *text,
-                       size_t size);
-
-/* Adds a header to the response just set (before it is queued). */
-void http_request_add_response_header(HttpRequest *req, const char *name, const char *value);
-
-/* Responds {"error": code, "message": ...}. */
-void http_respond_error(HttpRequest *req, unsigned status, const char *code,
-                        const char *format, ...) _printf_(4, 5);
-
-/* MHD's own buffer in a stream response. For chunked HTTP/1.1 streams MHD
- * has the reader write straight into the connection's memory and never
- * uses it; only HTTP/1.0 clients get their data through it. It is
- * allocated (and zeroed) per stream, so it is kept small. */
-#define HTTP_STREAM_BLOCK 256
-
-/* The socket send buffer of a stream (the kernel doubles it). */
-#define HTTP_STREAM_SNDBUF (64 * 1024)
-
-/* Responds 200 with a body produced by 'reader' as it becomes available
- * (Server-Sent Events). The request then counts as a stream, not a request.
- * 'free_cb' runs when the response is destroyed. */
-void http_respond_stream(HttpRequest *req, const char *content_type,
-                         MHD_ContentReaderCallback reader, void *cls,
-                         MHD_ContentReaderFreeCallback free_cb);
-
-/* For stream readers: no data now. Suspends the connection and returns what
- * the reader must return; http_stream_wake() resumes it. */
-ssize_t http_stream_wait(HttpRequest *req);
-void http_stream_wake(HttpRequest *req);
-
-/* Runs cb once when the request ends, whatever the reason (answered, client
- * gone, server stopping), just before the request is freed. Owners of a
- * request that waits for an answer or streams use it to forget it. */
-typedef void (*HttpEndCallback)(HttpRequest *req, void *userdata);
-void http_request_on_end(HttpRequest *req, HttpEndCallback cb, void *userdata);

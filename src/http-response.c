@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "http-internal.h"
+#include "log.h"
+
+/* --- responses --- */
+
+static void add_common_headers(struct MHD_Response *response) {
+        /* Health and API answers describe the present: never cache them. */
+        if (MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") != MHD_YES)
+                log_debug("Failed to add Cache-Control header, ignoring.");
+}
+
+bool http_request_has_response(const HttpRequest *req) {
+        return req->response || req->shared || req->queued;
+}
+
+/* Installs a ready response (owned or shared) on the request; if the request
+ * waits suspended for it, wakes it so the access handler queues it. */
+static void request_set_response(HttpRequest *req, unsigned status, struct MHD_Response *response,
+                                 HttpSharedResponse *shared) {
+        if (http_request_has_response(req)) {
+                log_debug("Second response for %s ignored (bug).", req->path);
+                if (response)
+                        MHD_destroy_response(response);
+                http_shared_response_unref(shared);
+                return;
+        }
+        if (response) {
+                char id[HTTP_REQUEST_ID_MAX + 1];
+                add_common_headers(response);
+                /* Shared (prebuilt) responses cannot carry a per-request header. */
+                if (MHD_add_response_header(response, "X-Request-ID", http_request_id(req, id)) != MHD_YES)
+                        log_debug("Failed to add X-Request-ID header, ignoring.");
+        }
+        req->status = status;
+        req->response = response;
+        req->shared = shared;
+        http_request_resume(req);
+}
+
+/* Always consumes text (malloc()ed): the response owns it, or it is freed. */
+static struct MHD_Response *response_from_text(char *text, size_t size) {
+        struct MHD_Response *r = MHD_create_response_from_buffer(size, text, MHD_RESPMEM_MUST_FREE);
+
+        if (!r) {
+                free(text);
+                return NULL;
+        }
+        if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES) {
+                MHD_destroy_response(r);        /* frees text with it */
+                return NULL;
+        }
+        return r;
+}
+
+static struct MHD_Response *response_from_json(json_t *body) {
+        size_t size;
+        char *buf;
+
+        /* Six significant digits: durations, not 0.092999999999999999. */
+        const size_t flags = JSON_COMPACT | JSON_REAL_PRECISION(6);
+
+        size = json_dumpb(body, NULL, 0, flags);
+        if (size == 0)
+                return NULL;
+        buf = malloc(size + 1);
+        if (!buf)
+                return NULL;
+        if (json_dumpb(body, buf, size, flags) != size) {
+                free(buf);
+                return NULL;
+        }
+        buf[size] = '\n';       /* friendlier for curl; JSON allows it */
+        return response_from_text(buf, size + 1);
+}
+
+void http_respond_json(HttpRequest *req, unsigned status, json_t *body) {
+        static const char oom[] = "{\"error\":\"internal\",\"message\":\"out of memory\"}\n";
+        struct MHD_Response *response = body ? response_from_json(body) : NULL;
+
+        json_decref(body);
+        if (!response) {
+                status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+                response = MHD_create_response_from_buffer(sizeof(oom) - 1, (void *) oom,
+                                                           MHD_RESPMEM_PERSISTENT);
+                if (!response) {
+                        req->failed = true;
+                        http_request_resume(req);
+                        return;
+                }
+        }
+        request_set_response(req, status, response, NULL);
+}
+
+int http_shared_response_new(unsigned status, json_t *body, HttpSharedResponse **ret) {
+        HttpSharedResponse *r;
+
+        if (!body)
+                return -ENOMEM;
+        r = calloc(1, sizeof(HttpSharedResponse));
+        if (!r) {
+                json_decref(body);
+                return -ENOMEM;
+        }
+        r->n_ref = 1;
+        r->status = status;
+        r->keep_alive = response_from_json(body);
+        r->close = response_from_json(body);
+        json_decref(body);
+        if (!r->keep_alive || !r->close ||
+            MHD_add_response_header(r->close, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES) {
+                http_shared_response_unref(r);
+                return -ENOMEM;
+        }
+        add_common_headers(r->keep_alive);
+        add_common_headers(r->close);
+        *ret = r;
+        return 0;
+}
+
+HttpSharedResponse *http_shared_response_ref(HttpSharedResponse *r) {
+        if (r)
+                r->n_ref++;
+        return r;
+}
+
+HttpSharedResponse *http_shared_response_unref(HttpSharedResponse *r) {
+        if (!r || --r->n_ref > 0)
+                return NULL;
+        /* MHD keeps its own reference for connections still sending them. */
+        if (r->keep_alive)
+                MHD_destroy_response(r->keep_alive);
+        if (r->close)
+                MHD_destroy_response(r->close);
+        return mfree(r);
+}
+
+void http_respond_shared(HttpRequest *req, HttpSharedResponse *r) {
+        request_set_response(req, r->status, NULL, http_shared_response_ref(r));
+}
+
+void http_respond_text(HttpRequest *req, unsigned status, const char *content_type, char *text,
+                       size_t size) {
+        struct MHD_Response *r = MHD_create_response_from_buffer(size, text, MHD_RESPMEM_MUST_FREE);
+
+        if (!r) {
+                free(text);
+                http_respond_json(req, status, NULL);   /* the out-of-memory answer */
+                return;
+        }
+        if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) != MHD_YES) {
+                MHD_destroy_response(r);
+                http_respond_json(req, status, NULL);
+                return;
+        }
+        request_set_response(req, status, r, NULL);
+}
+
+void http_respond_json_text(HttpRequest *req, unsigned status, char *text, size_t size) {
+        struct MHD_Response *response = response_from_text(text, size);
+
+        if (!response) {
+                http_respond_json(req, status, NULL);   /* the out-of-memory answer */
+                return;
+        }
+        request_set_response(req, status, response, NULL);
+}
+
+void http_request_add_response_header(HttpRequest *req, const char *name, const char *value) {
+        if (req->response && MHD_add_response_header(req->response, name, value) != MHD_YES)
+                log_debug("Failed to add %s header, ignoring.", name);
+}
+
+void http_respond_error(HttpRequest *req, unsigned status, const char *code, const char *format, ...) {
+        char message[512];
+        va_list ap;
+
+        va_start(ap, format);
+        (void) vsnprintf(message, sizeof(message), format, ap);
+        va_end(ap);
+        /* Messages echo the client's path, which may be any bytes (or cut
+         * inside a character by the buffer): jansson refuses strings that
+         * are not UTF-8, and that used to turn a 404 into a 500. */
+        (void) utf8_scrub(message);
+        http_respond_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", message));
+}
+
+/* The kernel grows a socket's send buffer to megabytes on its own; for a
+ * stream whose client stopped reading, that memory would fill long before
+ * our own per-stream limit noticed. Streams are not bulk transfers. */
+static void limit_send_buffer(HttpRequest *req) {
+        const union MHD_ConnectionInfo *info =
+                MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        int size = HTTP_STREAM_SNDBUF;
+
+        if (info && setsockopt(info->connect_fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)) < 0)
+                log_debug("Failed to limit the send buffer of a stream, ignoring: %s", strerror(errno));
+}
+
+void http_respond_stream(HttpRequest *req, const char *content_type,
+                         MHD_ContentReaderCallback reader, void *cls,
+                         MHD_ContentReaderFreeCallback free_cb) {
+        struct MHD_Response *response;
+
+        response = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTP_STREAM_BLOCK, reader, cls, free_cb);
+        if (!response) {
+                if (free_cb)
+                        free_cb(cls);
+                http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+                return;
+        }
+        if (MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) != MHD_YES ||
+            /* Tell nginx not to buffer the stream (proxy_buffering off does too). */
+            MHD_add_response_header(response, "X-Accel-Buffering", "no") != MHD_YES)
+                log_debug("Failed to add stream headers, ignoring.");
+
+        limit_send_buffer(req);
+        req->is_stream = true;
+        req->server->counters.active_requests--;
+        req->server->counters.active_streams++;
+        request_set_response(req, MHD_HTTP_OK, response, NULL);
+}
+
+ssize_t http_stream_wait(HttpRequest *req) {
+        /* MHD_stop_daemon() aborts on suspended connections: once stopping,
+         * streams end instead of waiting. */
+        if (req->server->stopping)
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+        http_request_suspend(req);
+        return 0;
+}
+
+void http_stream_wake(HttpRequest *req) {
+        http_request_resume(req);
+}
+
+void http_request_on_end(HttpRequest *req, HttpEndCallback cb, void *userdata) {
+        req->end_cb = cb;
+        req->end_userdata = userdata;
+}
+
+enum MHD_Result http_request_queue_response(HttpRequest *req) {
+        bool draining = req->server->draining;
+        struct MHD_Response *response;
+        enum MHD_Result ret;
+
+        /* Answered: what is left of the body is not waited for. */
+        read_deadline_stop(req->read_deadline);
+
+        if (req->shared)
+                response = draining ? req->shared->close : req->shared->keep_alive;
+        else {
+                response = req->response;
+                /* While draining, tell keep-alive clients to go elsewhere next time. */
+                if (draining &&
+                    MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)
+                        log_debug("Failed to add Connection: close, ignoring.");
+        }
+        ret = MHD_queue_response(req->connection, req->status, response);
+        req->answered_usec = now_usec(CLOCK_MONOTONIC);
+        /* MHD holds its own reference from here on. */
+        if (req->response)
+                MHD_destroy_response(req->response);
+        req->shared = http_shared_response_unref(req->shared);
+        req->response = NULL;
+        req->queued = true;
+        return ret;
+}

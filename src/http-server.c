@@ -1,0 +1,303 @@
+/* SPDX-License-Identifier: MIT */
+#include <inttypes.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "http-internal.h"
+#include "log.h"
+#include "loop-util.h"
+
+/* --- event loop integration --- */
+
+static void listener_rearm_timer(HttpListener *l) {
+        MHD_UNSIGNED_LONG_LONG timeout_ms;
+        int r;
+
+        if (MHD_get_timeout(l->daemon, &timeout_ms) != MHD_YES) {
+                r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
+        } else {
+                r = event_timer_arm(l->timer_source, (usec_t) timeout_ms * USEC_PER_MSEC);
+        }
+        if (r < 0)
+                log_error_errno(r, "Failed to re-arm HTTP timer for %s: %s", l->address, strerror(abs(r)));
+}
+
+static void listener_run(HttpListener *l) {
+        if (MHD_run(l->daemon) != MHD_YES)
+                log_debug("MHD_run() failed for %s.", l->address);
+        /* Always re-arm: MHD's epoll is edge-triggered, and work it could not
+         * finish in this pass is only signalled through the timeout. */
+        listener_rearm_timer(l);
+}
+
+static int on_listener_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        listener_run(userdata);
+        return 0;
+}
+
+static int on_listener_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        listener_run(userdata);
+        return 0;
+}
+
+static int on_run(sd_event_source *source, void *userdata) {
+        HttpServer *s = userdata;
+
+        for (size_t i = 0; i < s->n_listeners; i++)
+                listener_run(&s->listeners[i]);
+        return 0;
+}
+
+void http_server_schedule_run(HttpServer *s) {
+        int r = sd_event_source_set_enabled(s->run_source, SD_EVENT_ONESHOT);
+        /* -ESTALE: the loop has finished (shutdown resumes the last
+         * suspended streams after it); nothing is left to run. */
+        if (r < 0 && r != -ESTALE)
+                log_error_errno(r, "Failed to schedule HTTP processing: %s", strerror(abs(r)));
+}
+
+static int listener_start(HttpServer *s, HttpListener *l, ListenSocket *sock) {
+        const union MHD_DaemonInfo *info;
+        size_t pool = HTTP_POOL_FOR(s->limits.max_header_bytes);
+        unsigned timeout_sec = (unsigned) (s->limits.connection_timeout_usec / USEC_PER_SEC);
+        int r;
+
+        l->server = s;
+        l->port = sock->port;
+        l->metrics = sock->metrics;
+        l->address = strdup(sock->address);
+        if (!l->address)
+                return -ENOMEM;
+
+        l->daemon = MHD_start_daemon(
+                MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO,
+                0, NULL, NULL, http_on_access, s,
+                MHD_OPTION_LISTEN_SOCKET, sock->fd,
+                MHD_OPTION_CONNECTION_LIMIT,
+                (unsigned) (s->limits.max_connections + HTTP_SHED_RESERVE(s->limits.max_connections)),
+                MHD_OPTION_CONNECTION_TIMEOUT, timeout_sec,
+                MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
+                MHD_OPTION_URI_LOG_CALLBACK, http_on_uri, l,
+                MHD_OPTION_NOTIFY_COMPLETED, http_on_completed, s,
+                MHD_OPTION_NOTIFY_CONNECTION, http_on_connection, s,
+                MHD_OPTION_EXTERNAL_LOGGER, http_on_mhd_log, s,
+                /* Not strict: MHD would refuse a missing Host and a space in
+                 * the target itself, with its own page and, for the Host,
+                 * its head twice (http-refusal.h). batond refuses both, as
+                 * JSON (http_request_misframed()). */
+                MHD_OPTION_STRICT_FOR_CLIENT, (int) 0,
+                MHD_OPTION_SIGPIPE_HANDLED_BY_APP, (int) 1,
+                MHD_OPTION_END);
+        if (!l->daemon)
+                return -EIO;
+        sock->fd = -1;          /* the daemon owns it now */
+
+        info = MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+        if (!info)
+                return -EIO;
+        r = sd_event_add_io(s->event, &l->io_source, info->epoll_fd, EPOLLIN, on_listener_io, l);
+        if (r < 0)
+                return r;
+        /* Accuracy 1us: 0 would mean sd-event's default of 250ms, and MHD uses
+         * a zero timeout to say "call me again now" (e.g. pipelined requests). */
+        r = sd_event_add_time_relative(s->event, &l->timer_source, CLOCK_MONOTONIC, 0, 1,
+                                       on_listener_timer, l);
+        if (r < 0)
+                return r;
+        listener_rearm_timer(l);
+        return 0;
+}
+
+static int make_request_id_prefix(char *buf, size_t size) {
+        uint8_t bytes[6];
+
+        if (getrandom(bytes, sizeof(bytes), 0) != (ssize_t) sizeof(bytes))
+                return -errno;
+        snprintf(buf, size, "%02x%02x%02x%02x%02x%02x", bytes[0], bytes[1], bytes[2], bytes[3],
+                 bytes[4], bytes[5]);
+        return 0;
+}
+
+int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limits,
+                    const Route *routes, size_t n_routes, void *handler_userdata,
+                    HttpServer **ret) {
+        _cleanup_(http_server_freep) HttpServer *s = NULL;
+        int r;
+
+        s = calloc(1, sizeof(HttpServer));
+        if (!s)
+                return -ENOMEM;
+        s->event = sd_event_ref(event);
+        s->limits = *limits;
+        s->routes = routes;
+        s->n_routes = n_routes;
+        s->handler_userdata = handler_userdata;
+        s->public_ops = true;
+
+        r = request_metrics_init(&s->metrics, routes, n_routes);
+        if (r < 0)
+                return r;
+        r = make_request_id_prefix(s->request_id_prefix, sizeof(s->request_id_prefix));
+        if (r < 0)
+                return r;
+
+        r = event_defer_new(event, &s->run_source, on_run, s);
+        if (r < 0)
+                return r;
+        r = read_deadlines_new(event, s->limits.connection_timeout_usec, &s->read_deadlines);
+        if (r < 0)
+                return r;
+
+        s->listeners = calloc(sockets->n_sockets, sizeof(HttpListener));
+        if (!s->listeners)
+                return -ENOMEM;
+        for (size_t i = 0; i < sockets->n_sockets; i++) {
+                r = listener_start(s, &s->listeners[i], &sockets->sockets[i]);
+                s->n_listeners = i + 1;
+                if (r < 0)
+                        return log_error_errno(r, "Failed to start HTTP server on %s: %s",
+                                               sockets->sockets[i].address, strerror(abs(r)));
+                log_info("Serving HTTP on %s (%s socket '%s').", sockets->sockets[i].address,
+                         sockets->from_systemd ? "systemd" : "own", sockets->sockets[i].name);
+        }
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+HttpServer *http_server_free(HttpServer *s) {
+        if (!s)
+                return NULL;
+
+        /* MHD aborts the process if a connection is still suspended when it
+         * stops: wake everything first; stream readers end once 'stopping'. */
+        s->stopping = true;
+        s->done_cb = NULL;
+        while (s->suspended_head)
+                http_request_resume(s->suspended_head);
+
+        for (size_t i = 0; i < s->n_listeners; i++) {
+                HttpListener *l = &s->listeners[i];
+                sd_event_source_disable_unref(l->io_source);
+                sd_event_source_disable_unref(l->timer_source);
+                if (l->daemon)
+                        MHD_stop_daemon(l->daemon);
+                free(l->address);
+        }
+        free(s->listeners);
+        /* After MHD stopped: it closed every connection, freeing its deadline. */
+        read_deadlines_free(s->read_deadlines);
+        request_metrics_done(&s->metrics);
+        sd_event_source_disable_unref(s->run_source);
+        sd_event_unref(s->event);
+        return mfree(s);
+}
+
+void http_server_set_request_done_callback(HttpServer *s, HttpRequestDoneCallback cb, void *userdata) {
+        s->done_cb = cb;
+        s->done_userdata = userdata;
+}
+
+void http_server_set_request_log_callback(HttpServer *s, HttpRequestLogCallback cb, void *userdata) {
+        s->log_cb = cb;
+        s->log_userdata = userdata;
+}
+
+void http_server_set_public_ops(HttpServer *s, bool public_ops) {
+        s->public_ops = public_ops;
+}
+
+const RequestMetrics *http_server_request_metrics(const HttpServer *s) {
+        return &s->metrics;
+}
+
+uint16_t http_server_public_port(const HttpServer *s) {
+        for (size_t i = 0; i < s->n_listeners; i++)
+                if (!s->listeners[i].metrics)
+                        return s->listeners[i].port;
+        return 0;
+}
+
+void http_server_set_ready(HttpServer *s, bool ready) {
+        s->ready = ready;
+}
+
+void http_server_set_body_limits(HttpServer *s, uint64_t max_body_bytes, uint64_t max_event_bytes) {
+        s->limits.max_body_bytes = max_body_bytes;
+        s->limits.max_event_bytes = max_event_bytes;
+}
+
+/* Connections the kernel completed before we stopped listening wait in the
+ * backlog; closing the socket would reset them (or, with systemd holding
+ * it, leave them for an instance that may never start). Serve them. */
+static void accept_backlog(HttpListener *l, int fd) {
+        struct sockaddr_storage addr;
+        socklen_t len;
+        int client;
+        unsigned n = 0;
+
+        for (;;) {
+                len = sizeof(addr);
+                client = accept4(fd, (struct sockaddr *) &addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (client < 0)
+                        break;
+                /* MHD closes the socket itself if it cannot take it. */
+                if (MHD_add_connection(l->daemon, client, (struct sockaddr *) &addr, len) == MHD_YES)
+                        n++;
+        }
+        if (n > 0)
+                log_debug("Took %u connection(s) from the backlog of %s before closing it.", n, l->address);
+}
+
+void http_server_begin_drain(HttpServer *s) {
+        if (s->draining)
+                return;
+        s->draining = true;
+        for (size_t i = 0; i < s->n_listeners; i++) {
+                HttpListener *l = &s->listeners[i];
+                /* Only once: a second quiesce hands the socket out again. */
+                if (l->quiesced)
+                        continue;
+                MHD_socket fd = MHD_quiesce_daemon(l->daemon);
+                l->quiesced = true;
+                if (fd != MHD_INVALID_SOCKET) {
+                        accept_backlog(l, fd);
+                        close(fd);
+                }
+                log_info("Stopped accepting connections on %s.", l->address);
+        }
+        http_server_schedule_run(s);
+}
+
+bool http_server_draining(const HttpServer *s) {
+        return s->draining;
+}
+
+HttpCounters http_server_counters(const HttpServer *s) {
+        HttpCounters c = s->counters;
+
+        c.connections_read_timeout = s->read_deadlines ? read_deadlines_expired(s->read_deadlines) : 0;
+        return c;
+}
+
+int http_server_add_connection(HttpServer *s, int fd) {
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        HttpListener *l = NULL;
+
+        /* The self-probe asks for /_/health/live: a listener that serves it. */
+        for (size_t i = 0; i < s->n_listeners && !l; i++)
+                if (s->listeners[i].metrics || s->public_ops)
+                        l = &s->listeners[i];
+        if (!l) {
+                close(fd);
+                return -ENOTCONN;
+        }
+        /* MHD closes fd itself when this fails. */
+        if (MHD_add_connection(l->daemon, fd, (const struct sockaddr *) &addr,
+                               sizeof(sa_family_t)) != MHD_YES)
+                return errno > 0 ? -errno : -EIO;
+        http_server_schedule_run(s);
+        return 0;
+}

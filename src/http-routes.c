@@ -2,7 +2,8 @@
 #include <microhttpd.h>
 
 #include "event-api.h"
-#include "ops.h"
+#include "health-endpoints.h"
+#include "metrics-endpoints.h"
 #include "http-routes.h"
 #include "sse-ticker.h"
 #include "version.h"
@@ -25,23 +26,23 @@ static void on_summary(HttpRequest *req, void *userdata) {
 }
 
 static void on_health(HttpRequest *req, void *userdata) {
-        ops_handle_health(userdata, req);
+        health_handle_health(userdata, req);
 }
 
 static void on_health_db(HttpRequest *req, void *userdata) {
-        ops_handle_health_db(userdata, req);
+        health_handle_health_db(userdata, req);
 }
 
 static void on_deployment(HttpRequest *req, void *userdata) {
-        ops_handle_deployment(userdata, req);
+        health_handle_deployment(userdata, req);
 }
 
 static void on_metrics(HttpRequest *req, void *userdata) {
-        ops_handle_metrics(userdata, req);
+        metrics_handle_metrics(userdata, req);
 }
 
 static void on_metrics_json(HttpRequest *req, void *userdata) {
-        ops_handle_metrics_json(userdata, req);
+        metrics_handle_metrics_json(userdata, req);
 }
 
 static void on_stream_test(HttpRequest *req, void *userdata) {

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "ops.h"
+#include "health-endpoints.h"
 #include "lifecycle-status.h"
 
 static void test_running_status(void **state) {
@@ -34,11 +34,11 @@ static void test_running_status(void **state) {
 }
 
 static void test_deployment_status(void **state) {
-        assert_string_equal(ops_deployment_status(false, false, false), "starting");
-        assert_string_equal(ops_deployment_status(true, true, false), "ready");
-        assert_string_equal(ops_deployment_status(true, false, false), "not_ready");
-        assert_string_equal(ops_deployment_status(true, true, true), "draining");
-        assert_string_equal(ops_deployment_status(false, false, true), "draining");
+        assert_string_equal(health_deployment_status(false, false, false), "starting");
+        assert_string_equal(health_deployment_status(true, true, false), "ready");
+        assert_string_equal(health_deployment_status(true, false, false), "not_ready");
+        assert_string_equal(health_deployment_status(true, true, true), "draining");
+        assert_string_equal(health_deployment_status(false, false, true), "draining");
 }
 
 int main(void) {

@@ -2,14 +2,9 @@
 #include <microhttpd.h>
 
 #include "event-api.h"
-#include "metrics-report.h"
-#include "ops.h"
+#include "health-endpoints.h"
 #include "metrics-process.h"
 #include "version.h"
-
-/* The prometheus text format's content type, version included: scrapers
- * negotiate on it. */
-#define PROMETHEUS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
 static MemoryCheck memory_check(void) {
         MemoryCheck mc = { 0 };
@@ -43,7 +38,7 @@ static usec_t uptime_usec(const Manager *m) {
         return now_usec(CLOCK_MONOTONIC) - m->start_monotonic_usec;
 }
 
-void ops_handle_health(Manager *m, HttpRequest *req) {
+void health_handle_health(Manager *m, HttpRequest *req) {
         HttpCounters c = counters_without_self(m);
         FullHealth h = {
                 .snapshot = health_snapshot(m->health),
@@ -65,7 +60,7 @@ void ops_handle_health(Manager *m, HttpRequest *req) {
                           body);
 }
 
-void ops_handle_health_db(Manager *m, HttpRequest *req) {
+void health_handle_health_db(Manager *m, HttpRequest *req) {
         const HealthSnapshot *s = health_snapshot(m->health);
         bool up = s->database.checked && s->database.up;
 
@@ -73,7 +68,7 @@ void ops_handle_health_db(Manager *m, HttpRequest *req) {
                           health_database_to_json(s));
 }
 
-const char *ops_deployment_status(bool started, bool ready, bool draining) {
+const char *health_deployment_status(bool started, bool ready, bool draining) {
         if (draining)
                 return "draining";
         if (!started)
@@ -81,7 +76,7 @@ const char *ops_deployment_status(bool started, bool ready, bool draining) {
         return ready ? "ready" : "not_ready";
 }
 
-void ops_handle_deployment(Manager *m, HttpRequest *req) {
+void health_handle_deployment(Manager *m, HttpRequest *req) {
         const char *token = m->config->deployment_token;
         bool draining = drain_active(m->drain);
         HttpCounters c;
@@ -101,7 +96,7 @@ void ops_handle_deployment(Manager *m, HttpRequest *req) {
         c = counters_without_self(m);
         http_respond_json(req, MHD_HTTP_OK, json_pack(
                 "{s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:b, s:b}",
-                "status", ops_deployment_status(m->ready_sent, health_ready(m->health), draining),
+                "status", health_deployment_status(m->ready_sent, health_ready(m->health), draining),
                 "version", BATON_VERSION,
                 "deploymentColor", m->config->deployment_color,
                 "port", (int) http_server_public_port(m->http),
@@ -113,28 +108,4 @@ void ops_handle_deployment(Manager *m, HttpRequest *req) {
                 /* Nothing would be cut by a stop now; idle keep-alive
                  * connections do not count (closing them loses nothing). */
                 "readyForShutdown", c.active_requests == 0 && c.active_streams == 0));
-}
-
-static void respond_metrics(Manager *m, HttpRequest *req, ExpositionFormat format) {
-        char *text = NULL;
-        size_t size = 0;
-        int r = metrics_report(m, format, &text, &size);
-
-        if (r < 0) {
-                http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal",
-                                   "cannot collect the metrics: %s", strerror(-r));
-                return;
-        }
-        if (format == EXPOSITION_TEXT)
-                http_respond_text(req, MHD_HTTP_OK, PROMETHEUS_CONTENT_TYPE, text, size);
-        else
-                http_respond_json_text(req, MHD_HTTP_OK, text, size);
-}
-
-void ops_handle_metrics(Manager *m, HttpRequest *req) {
-        respond_metrics(m, req, EXPOSITION_TEXT);
-}
-
-void ops_handle_metrics_json(Manager *m, HttpRequest *req) {
-        respond_metrics(m, req, EXPOSITION_JSON);
 }

@@ -20,7 +20,7 @@ static const char select_history[] =
         " AS before FROM events WHERE topic = $1 AND id > $2 ORDER BY id LIMIT $3"
         ") page WHERE before < $4 ORDER BY id";
 
-bool events_authorized(const char *authorization, const char *api_token) {
+bool event_api_authorized(const char *authorization, const char *api_token) {
         if (isempty(api_token))
                 return true;
         if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
@@ -93,7 +93,7 @@ static void on_publish_request_end(HttpRequest *req, void *userdata) {
         free(p);
 }
 
-void events_handle_publish(Publisher *publisher, const char *api_token, uint64_t max_event_bytes,
+void event_api_handle_publish(Publisher *publisher, const char *api_token, uint64_t max_event_bytes,
                            HttpRequest *req) {
         char topic[TOPIC_NAME_MAX + 1], error[512];
         PublishRequest *p;
@@ -102,7 +102,7 @@ void events_handle_publish(Publisher *publisher, const char *api_token, uint64_t
         size_t size, payload_size;
         int r;
 
-        if (!events_authorized(http_request_header(req, MHD_HTTP_HEADER_AUTHORIZATION), api_token)) {
+        if (!event_api_authorized(http_request_header(req, MHD_HTTP_HEADER_AUTHORIZATION), api_token)) {
                 http_respond_error(req, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                                    "publishing needs Authorization: Bearer <token>");
                 http_request_add_response_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
@@ -225,7 +225,7 @@ static bool query_number(HttpRequest *req, const char *name, uint64_t min, uint6
         return true;
 }
 
-void events_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *req) {
+void event_api_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *req) {
         uint64_t after = 0, limit = HISTORY_LIMIT_DEFAULT;
         char after_text[24], limit_text[24];
         HistoryRequest *h;
@@ -260,7 +260,7 @@ void events_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *
 
 /* --- stream --- */
 
-void events_handle_stream(Fanout *fanout, HttpRequest *req) {
+void event_api_handle_stream(Fanout *fanout, HttpRequest *req) {
         char topic[TOPIC_NAME_MAX + 1];
         uint64_t after;
         bool has_after;

@@ -17,17 +17,17 @@
 
 /* POST /api/v1/topics/{topic}/events. api_token "" means open publishing;
  * max_event_bytes bounds the event as stored. */
-void events_handle_publish(Publisher *publisher, const char *api_token, uint64_t max_event_bytes,
+void event_api_handle_publish(Publisher *publisher, const char *api_token, uint64_t max_event_bytes,
                            HttpRequest *req);
 
 /* GET /api/v1/topics/{topic}/events?after=ID&limit=N */
-void events_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *req);
+void event_api_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *req);
 
 /* GET /api/v1/topics/{topic}/stream (Last-Event-ID or ?lastEventId=) */
-void events_handle_stream(Fanout *fanout, HttpRequest *req);
+void event_api_handle_stream(Fanout *fanout, HttpRequest *req);
 
 /* "Bearer TOKEN" against the configured token, in constant time. */
-bool events_authorized(const char *authorization, const char *api_token);
+bool event_api_authorized(const char *authorization, const char *api_token);
 
 /* application/json, with parameters or not, any case. */
 bool events_content_type_json(const char *content_type);

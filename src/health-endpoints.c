@@ -87,7 +87,7 @@ void health_handle_deployment(Manager *m, HttpRequest *req) {
                                    "credential deployment-token");
                 return;
         }
-        if (!events_authorized(http_request_header(req, MHD_HTTP_HEADER_AUTHORIZATION), token)) {
+        if (!event_api_authorized(http_request_header(req, MHD_HTTP_HEADER_AUTHORIZATION), token)) {
                 http_respond_error(req, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                                    "the deployment endpoint needs Authorization: Bearer <DEPLOYMENT_TOKEN>");
                 http_request_add_response_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");

@@ -47,23 +47,23 @@ static void on_metrics_json(HttpRequest *req, void *userdata) {
 
 static void on_stream_test(HttpRequest *req, void *userdata) {
         Manager *m = userdata;
-        stream_test_handle(m->streams, req, m->config->stream_test_max_duration_usec,
+        sse_ticker_handle(m->streams, req, m->config->stream_test_max_duration_usec,
                            m->config->deployment_color);
 }
 
 static void on_publish(HttpRequest *req, void *userdata) {
         Manager *m = userdata;
-        events_handle_publish(m->publisher, m->config->api_token, m->config->max_event_bytes, req);
+        event_api_handle_publish(m->publisher, m->config->api_token, m->config->max_event_bytes, req);
 }
 
 static void on_history(HttpRequest *req, void *userdata) {
         Manager *m = userdata;
-        events_handle_history(m->db_read, m->config->database_query_timeout_usec, req);
+        event_api_handle_history(m->db_read, m->config->database_query_timeout_usec, req);
 }
 
 static void on_stream(HttpRequest *req, void *userdata) {
         Manager *m = userdata;
-        events_handle_stream(m->fanout, req);
+        event_api_handle_stream(m->fanout, req);
 }
 
 static void on_api_unknown(HttpRequest *req, void *userdata) {

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* The route table: every endpoint batond serves, in one place. Handlers
- * receive the Manager as userdata. */
+/* batond's endpoints, in one table: name, path pattern, methods, flags and
+ * handler (matched by http-router.h). Handlers receive the Manager as
+ * userdata and hand over to the module that answers. */
 
 #include "manager.h"
 #include "http-router.h"

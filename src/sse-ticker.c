@@ -60,7 +60,7 @@ static bool parse_optional(const char *s, uint64_t *ret) {
         return !s || parse_uint64(s, ret) == 0;
 }
 
-void stream_test_handle(StreamHub *hub, HttpRequest *req, usec_t max_duration_usec,
+void sse_ticker_handle(StreamHub *hub, HttpRequest *req, usec_t max_duration_usec,
                         const char *color) {
         uint64_t duration = DEFAULT_DURATION_SEC, last_id;
         uint64_t max_sec = max_duration_usec / USEC_PER_SEC;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* GET /stream/test?duration=N: a "tick" event every second for N seconds,
+/* The ticker behind GET /stream/test?duration=N (a shipped endpoint, not a
+ * test of batond): a "tick" event every second for N seconds,
  * then an "end" event and a normal end of stream. For testing deploys with
  * long-lived streams. Ticks carry ids 1..N; a client reconnecting with
  * Last-Event-ID: K (or ?lastEventId=K) continues at tick K+1, so a test can
@@ -10,5 +11,5 @@
 #include "http-response.h"
 #include "sse-stream.h"
 
-void stream_test_handle(StreamHub *hub, HttpRequest *req, usec_t max_duration_usec,
+void sse_ticker_handle(StreamHub *hub, HttpRequest *req, usec_t max_duration_usec,
                         const char *color);

@@ -121,8 +121,8 @@ static void check_body(const char *topic, bool topic_ok, const char *body, size_
 static void check_headers(const char *line) {
         bool want = strncasecmp(line, "Bearer ", 7) == 0 && streq(line + 7, "s3cret-Token");
 
-        fuzz_check(events_authorized(line, "s3cret-Token") == want, "Authorization: '%s'", line);
-        fuzz_check(events_authorized(line, ""), "open publishing refused '%s'", line);
+        fuzz_check(event_api_authorized(line, "s3cret-Token") == want, "Authorization: '%s'", line);
+        fuzz_check(event_api_authorized(line, ""), "open publishing refused '%s'", line);
         (void) events_content_type_json(line);
 }
 

@@ -87,16 +87,16 @@ static void test_notify_payload(void **state) {
 }
 
 static void test_authorization(void **state) {
-        assert_true(events_authorized(NULL, ""));
-        assert_true(events_authorized("anything", ""));
-        assert_true(events_authorized("Bearer s3cret", "s3cret"));
-        assert_true(events_authorized("bearer s3cret", "s3cret"));
-        assert_false(events_authorized(NULL, "s3cret"));
-        assert_false(events_authorized("s3cret", "s3cret"));
-        assert_false(events_authorized("Basic s3cret", "s3cret"));
-        assert_false(events_authorized("Bearer s3cre", "s3cret"));
-        assert_false(events_authorized("Bearer s3crets", "s3cret"));
-        assert_false(events_authorized("Bearer ", "s3cret"));
+        assert_true(event_api_authorized(NULL, ""));
+        assert_true(event_api_authorized("anything", ""));
+        assert_true(event_api_authorized("Bearer s3cret", "s3cret"));
+        assert_true(event_api_authorized("bearer s3cret", "s3cret"));
+        assert_false(event_api_authorized(NULL, "s3cret"));
+        assert_false(event_api_authorized("s3cret", "s3cret"));
+        assert_false(event_api_authorized("Basic s3cret", "s3cret"));
+        assert_false(event_api_authorized("Bearer s3cre", "s3cret"));
+        assert_false(event_api_authorized("Bearer s3crets", "s3cret"));
+        assert_false(event_api_authorized("Bearer ", "s3cret"));
 }
 
 static void test_content_type(void **state) {

@@ -4,8 +4,9 @@
 #include <sys/random.h>
 
 #include "db.h"
-#include "loop-util.h"
+#include "list.h"
 #include "log.h"
+#include "loop-util.h"
 #include "parse-util.h"
 
 #define DB_BACKOFF_MIN_USEC (100 * USEC_PER_MSEC)
@@ -25,7 +26,7 @@ typedef struct DbQuery {
         DbQueryCallback cb;
         void *userdata;
         bool urgent;
-        struct DbQuery *next;
+        ListNode queue;                 /* in the connection's */
 } DbQuery;
 
 struct Db {
@@ -46,7 +47,7 @@ struct Db {
          * a callback must not run before db_query() has returned. */
         sd_event_source *kick_source;
 
-        DbQuery *head, *tail;           /* head is in flight when 'busy' */
+        ListNode queue;                 /* the first is in flight when 'busy' */
         bool busy;
         bool flushing;
         PGresult *last_result;
@@ -128,13 +129,14 @@ static void query_free(DbQuery *q) {
         free(q);
 }
 
+static DbQuery *queue_first(Db *db) {
+        return list_first(&db->queue, DbQuery, queue);
+}
+
 static DbQuery *queue_pop(Db *db) {
-        DbQuery *q = db->head;
-        if (q) {
-                db->head = q->next;
-                if (!db->head)
-                        db->tail = NULL;
-        }
+        DbQuery *q = queue_first(db);
+        if (q)
+                list_remove(&q->queue);
         return q;
 }
 
@@ -402,7 +404,7 @@ static void flush_output(Db *db) {
 }
 
 static void db_send_next(Db *db) {
-        DbQuery *q = db->head;
+        DbQuery *q = queue_first(db);
         int ok;
 
         if (db->state != DB_CONNECTED || db->busy || !q)
@@ -475,9 +477,9 @@ static int on_timer(sd_event_source *source, uint64_t usec, void *userdata) {
                 connection_failed(db, message);
                 break;
         case DB_CONNECTED:
-                if (db->busy && db->head) {
+                if (db->busy && queue_first(db)) {
                         snprintf(message, sizeof(message), "query timed out after %s",
-                                 format_duration(buf, sizeof(buf), db->head->timeout_usec));
+                                 format_duration(buf, sizeof(buf), queue_first(db)->timeout_usec));
                         /* The server may still be working on it: only a new
                          * connection gives a known state. Reconnect at once. */
                         db->backoff_usec = DB_BACKOFF_MIN_USEC;
@@ -519,6 +521,7 @@ int db_new(sd_event *event, const DbSettings *settings, Db **ret) {
         db = calloc(1, sizeof(Db));
         if (!db)
                 return -ENOMEM;
+        list_init(&db->queue);
         db->event = sd_event_ref(event);
         db->fd = -1;
         db->conninfo = strdup(settings->conninfo);
@@ -591,25 +594,17 @@ const char *db_last_error(const Db *db) {
 /* Queues q: at the end, or (urgent) before every queued non-urgent query,
  * never before the one in flight. */
 static void queue_insert(Db *db, DbQuery *q) {
-        DbQuery **link = &db->head, *prev = NULL;
+        ListNode *after = &db->queue;   /* insert after this node */
 
-        if (q->urgent) {
-                if (db->busy && *link) {
-                        prev = *link;
-                        link = &prev->next;
-                }
-                while (*link && (*link)->urgent) {
-                        prev = *link;
-                        link = &prev->next;
-                }
-        } else {
-                prev = db->tail;
-                link = prev ? &prev->next : &db->head;
+        if (!q->urgent) {
+                list_append(&db->queue, &q->queue);
+                return;
         }
-        q->next = *link;
-        *link = q;
-        if (!q->next)
-                db->tail = q;
+        if (db->busy && !list_empty(&db->queue))
+                after = db->queue.next;         /* the one in flight */
+        while (after->next != &db->queue && container_of(after->next, DbQuery, queue)->urgent)
+                after = after->next;
+        list_insert_between(&q->queue, after, after->next);
 }
 
 static int query_new(Db *db, const char *sql, int n_params, const char *const *params,
@@ -654,24 +649,18 @@ int db_query_urgent(Db *db, const char *sql, int n_params, const char *const *pa
 }
 
 void db_cancel(Db *db, void *userdata) {
-        DbQuery **link = &db->head, *prev = NULL;
+        DbQuery *in_flight = db->busy ? queue_first(db) : NULL;
 
-        while (*link) {
-                DbQuery *q = *link;
-                if (q->userdata != userdata) {
-                        prev = q;
-                        link = &q->next;
-                } else if (db->busy && q == db->head) {
-                        /* In flight: its result will arrive and must be read,
-                         * so only its callback goes. */
+        LIST_FOREACH_SAFE(q, next, &db->queue, DbQuery, queue) {
+                if (q->userdata != userdata)
+                        continue;
+                if (q == in_flight)
+                        /* Its result will arrive and must be read, so only
+                         * its callback goes. */
                         q->cb = NULL;
-                        prev = q;
-                        link = &q->next;
-                } else {
+                else {
                         /* Not sent yet: it goes, and does no work for nobody. */
-                        *link = q->next;
-                        if (db->tail == q)
-                                db->tail = prev;
+                        list_remove(&q->queue);
                         query_free(q);
                 }
         }

@@ -3,49 +3,49 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 
-#include "log.h"
 #include "event-bus-mailbox.h"
+#include "list.h"
+#include "log.h"
 
 typedef struct Message {
         MailboxCallback cb;
         void *userdata;
         void *payload;
-        struct Message *next;
+        ListNode queue;
 } Message;
 
 struct Mailbox {
         sd_event_source *source;
         int eventfd;
-        pthread_mutex_t lock;           /* protects head and tail */
-        Message *head, *tail;
+        pthread_mutex_t lock;           /* protects queue */
+        ListNode queue;
 };
 
-static Message *take_all(Mailbox *m) {
-        Message *list;
-
+/* Moves every message into 'to' (an empty list of the caller's). */
+static void take_all(Mailbox *m, ListNode *to) {
         pthread_mutex_lock(&m->lock);
-        list = m->head;
-        m->head = m->tail = NULL;
+        list_splice(to, &m->queue);
         pthread_mutex_unlock(&m->lock);
-        return list;
 }
 
-static void deliver(Message *list, bool discarded) {
-        while (list) {
-                Message *next = list->next;
-                list->cb(list->userdata, list->payload, discarded);
-                free(list);
-                list = next;
+static void deliver(ListNode *messages, bool discarded) {
+        LIST_FOREACH_SAFE(msg, next, messages, Message, queue) {
+                list_remove(&msg->queue);
+                msg->cb(msg->userdata, msg->payload, discarded);
+                free(msg);
         }
 }
 
 static int on_eventfd(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
         Mailbox *m = userdata;
+        ListNode messages;
         uint64_t count;
 
         if (read(m->eventfd, &count, sizeof(count)) < 0 && errno != EAGAIN)
                 log_debug_errno(errno, "Failed to read mailbox eventfd, ignoring: %s", strerror(abs(errno)));
-        deliver(take_all(m), false);
+        list_init(&messages);
+        take_all(m, &messages);
+        deliver(&messages, false);
         return 0;
 }
 
@@ -56,6 +56,7 @@ int mailbox_new(sd_event *event, Mailbox **ret) {
         m = calloc(1, sizeof(Mailbox));
         if (!m)
                 return -ENOMEM;
+        list_init(&m->queue);
         m->eventfd = -1;
         r = pthread_mutex_init(&m->lock, NULL);
         if (r != 0) {
@@ -73,10 +74,14 @@ int mailbox_new(sd_event *event, Mailbox **ret) {
 }
 
 Mailbox *mailbox_free(Mailbox *m) {
+        ListNode messages;
+
         if (!m)
                 return NULL;
         sd_event_source_disable_unref(m->source);
-        deliver(take_all(m), true);
+        list_init(&messages);
+        take_all(m, &messages);
+        deliver(&messages, true);
         if (m->eventfd >= 0)
                 close(m->eventfd);
         pthread_mutex_destroy(&m->lock);
@@ -84,26 +89,17 @@ Mailbox *mailbox_free(Mailbox *m) {
 }
 
 void mailbox_cancel(Mailbox *m, void *userdata) {
-        Message *cancelled = NULL, **tail = &cancelled, *keep = NULL, **keep_tail = &keep;
+        ListNode cancelled;
 
+        list_init(&cancelled);
         pthread_mutex_lock(&m->lock);
-        for (Message *msg = m->head, *next; msg; msg = next) {
-                next = msg->next;
-                msg->next = NULL;
+        LIST_FOREACH_SAFE(msg, next, &m->queue, Message, queue)
                 if (msg->userdata == userdata) {
-                        *tail = msg;
-                        tail = &msg->next;
-                } else {
-                        *keep_tail = msg;
-                        keep_tail = &msg->next;
+                        list_remove(&msg->queue);
+                        list_append(&cancelled, &msg->queue);
                 }
-        }
-        m->head = keep;
-        m->tail = NULL;
-        for (Message *msg = keep; msg; msg = msg->next)
-                m->tail = msg;
         pthread_mutex_unlock(&m->lock);
-        deliver(cancelled, true);
+        deliver(&cancelled, true);
 }
 
 int mailbox_post(Mailbox *m, MailboxCallback cb, void *userdata, void *payload) {
@@ -115,11 +111,7 @@ int mailbox_post(Mailbox *m, MailboxCallback cb, void *userdata, void *payload) 
         *msg = (Message) { .cb = cb, .userdata = userdata, .payload = payload };
 
         pthread_mutex_lock(&m->lock);
-        if (m->tail)
-                m->tail->next = msg;
-        else
-                m->head = msg;
-        m->tail = msg;
+        list_append(&m->queue, &msg->queue);
         pthread_mutex_unlock(&m->lock);
 
         /* Cannot fail short of a counter overflow (EAGAIN): then a wakeup is

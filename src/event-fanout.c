@@ -3,10 +3,12 @@
 #include <microhttpd.h>
 #include <stdio.h>
 
-#include "event-format.h"
-#include "loop-util.h"
 #include "event-fanout.h"
+#include "event-format.h"
+#include "hashmap.h"
+#include "list.h"
 #include "log.h"
+#include "loop-util.h"
 
 /* How long an event that arrived ahead of its predecessors waits for them
  * before the channel reads them from PostgreSQL. Out-of-order arrival is
@@ -66,7 +68,7 @@ typedef struct Subscriber {
         bool wants_room;                /* replay waits for the client to read */
         unsigned failures;
         sd_event_source *retry;
-        struct Subscriber *prev, *next;
+        ListNode in_channel;            /* in its channel's subscribers */
 } Subscriber;
 
 struct Channel {
@@ -87,9 +89,9 @@ struct Channel {
         bool fetching;
         unsigned failures;
         sd_event_source *timer;         /* gap wait, or retry after a failure */
-        Subscriber *subscribers;
+        ListNode subscribers;
         size_t n_subscribers;
-        Channel *hash_next;
+        HashmapEntry by_topic;          /* in the fanout's channels */
 };
 
 struct Fanout {
@@ -97,8 +99,7 @@ struct Fanout {
         Db *db;
         StreamHub *streams;
         FanoutSettings settings;
-        Channel **buckets;
-        size_t n_buckets;
+        Hashmap channels;               /* by topic */
         FanoutCounters counters;
         bool resyncing;
         bool resync_again;              /* asked for while one ran */
@@ -111,45 +112,9 @@ static void on_replay_page(Db *db, const DbResult *result, void *userdata);
 
 /* --- the channel table --- */
 
-static size_t hash_topic(const char *topic, size_t n_buckets) {
-        uint64_t h = 1469598103934665603ULL;    /* FNV-1a */
-        for (const char *p = topic; *p; p++)
-                h = (h ^ (unsigned char) *p) * 1099511628211ULL;
-        return (size_t) (h % n_buckets);
-}
-
 static Channel *channel_find(Fanout *f, const char *topic) {
-        for (Channel *ch = f->buckets[hash_topic(topic, f->n_buckets)]; ch; ch = ch->hash_next)
-                if (streq(ch->topic, topic))
-                        return ch;
-        return NULL;
-}
-
-static int table_grow(Fanout *f) {
-        size_t n = f->n_buckets * 2;
-        Channel **buckets = calloc(n, sizeof(Channel *));
-
-        if (!buckets)
-                return -ENOMEM;
-        for (size_t i = 0; i < f->n_buckets; i++)
-                for (Channel *ch = f->buckets[i], *next; ch; ch = next) {
-                        next = ch->hash_next;
-                        size_t b = hash_topic(ch->topic, n);
-                        ch->hash_next = buckets[b];
-                        buckets[b] = ch;
-                }
-        free(f->buckets);
-        f->buckets = buckets;
-        f->n_buckets = n;
-        return 0;
-}
-
-static void table_remove(Fanout *f, Channel *ch) {
-        for (Channel **p = &f->buckets[hash_topic(ch->topic, f->n_buckets)]; *p; p = &(*p)->hash_next)
-                if (*p == ch) {
-                        *p = ch->hash_next;
-                        return;
-                }
+        HashmapEntry *e = hashmap_get(&f->channels, topic);
+        return e ? container_of(e, Channel, by_topic) : NULL;
 }
 
 /* --- helpers --- */
@@ -201,7 +166,7 @@ static int query_replay_page(Fanout *f, const char *topic, uint64_t after, void 
 static void channel_deliver(Channel *ch, uint64_t id, Frame *frame) {
         Fanout *f = ch->fanout;
 
-        for (Subscriber *sub = ch->subscribers; sub; sub = sub->next) {
+        LIST_FOREACH(sub, &ch->subscribers, Subscriber, in_channel) {
                 if (sub->state != SUBSCRIBER_LIVE || id <= sub->cursor)
                         continue;
                 int r = stream_send_frame(sub->stream, frame);
@@ -498,7 +463,7 @@ static void channel_free(Channel *ch) {
 
         /* A query of ours may be in flight on the shared connection. */
         db_cancel(f->db, ch);
-        table_remove(f, ch);
+        hashmap_remove(&f->channels, &ch->by_topic);
         while (ch->n_pending > 0)
                 pending_pop(ch);
         sd_event_source_disable_unref(ch->timer);
@@ -524,8 +489,7 @@ static void on_position(Db *db, const DbResult *result, void *userdata) {
         /* Subscribers first, at this position; then the events that arrived
          * while we asked: those above the position reach them live, those
          * at or below it are history (replays cover them). */
-        for (Subscriber *sub = ch->subscribers, *next; sub; sub = next) {
-                next = sub->next;
+        LIST_FOREACH_SAFE(sub, next, &ch->subscribers, Subscriber, in_channel) {
                 if (sub->state == SUBSCRIBER_WAITING)
                         subscriber_start(sub);
         }
@@ -559,23 +523,23 @@ static int on_channel_timer(sd_event_source *source, uint64_t usec, void *userda
 }
 
 static Channel *channel_new(Fanout *f, const char *topic) {
-        Channel *ch;
-        size_t b;
+        Channel *ch = calloc(1, sizeof(Channel));
 
-        if (f->counters.channels >= f->n_buckets && table_grow(f) < 0)
-                return NULL;
-        ch = calloc(1, sizeof(Channel));
         if (!ch)
                 return NULL;
         ch->fanout = f;
+        list_init(&ch->subscribers);
         snprintf(ch->topic, sizeof(ch->topic), "%s", topic);
         if (event_timer_new(f->event, &ch->timer, USEC_PER_MSEC, on_channel_timer, ch) < 0) {
                 free(ch);
                 return NULL;
         }
-        b = hash_topic(topic, f->n_buckets);
-        ch->hash_next = f->buckets[b];
-        f->buckets[b] = ch;
+        /* Callers looked the topic up first: it is not there. */
+        if (hashmap_put(&f->channels, &ch->by_topic, ch->topic) < 0) {
+                sd_event_source_disable_unref(ch->timer);
+                free(ch);
+                return NULL;
+        }
         f->counters.channels++;
         channel_init(ch);
         return ch;
@@ -586,12 +550,7 @@ static void subscriber_free(Subscriber *sub) {
 
         db_cancel(ch->fanout->db, sub);
         sd_event_source_disable_unref(sub->retry);
-        if (sub->prev)
-                sub->prev->next = sub->next;
-        else
-                ch->subscribers = sub->next;
-        if (sub->next)
-                sub->next->prev = sub->prev;
+        list_remove(&sub->in_channel);
         ch->n_subscribers--;
         ch->fanout->counters.subscribers--;
         free(sub);
@@ -627,10 +586,7 @@ void fanout_subscribe(Fanout *f, HttpRequest *req, const char *topic, bool has_a
         sub->cursor = after;
         sub->has_after = has_after;
         sub->state = SUBSCRIBER_WAITING;
-        sub->next = ch->subscribers;
-        if (ch->subscribers)
-                ch->subscribers->prev = sub;
-        ch->subscribers = sub;
+        list_append(&ch->subscribers, &sub->in_channel);
         ch->n_subscribers++;
         f->counters.subscribers++;
 
@@ -702,24 +658,25 @@ void fanout_resync(Fanout *f) {
         }
         if (f->counters.channels == 0 || !db_connected(f->db))
                 return;         /* the periodic resync runs once it is back */
-        for (size_t i = 0; i < f->n_buckets; i++)
-                for (Channel *ch = f->buckets[i]; ch; ch = ch->hash_next)
-                        size += strlen(ch->topic) + 1;
+        HashmapIter it = HASHMAP_ITER_INIT;
+        for (HashmapEntry *e; (e = hashmap_iterate(&f->channels, &it)); )
+                size += strlen(e->key) + 1;
         names = malloc(size + 1);
         if (!names)
                 return;
         /* A text[] literal; topic names need no quoting ([A-Za-z0-9_-]). */
         names[len++] = '{';
-        for (size_t i = 0; i < f->n_buckets; i++)
-                for (Channel *ch = f->buckets[i]; ch; ch = ch->hash_next) {
-                        if (!ch->initialized)
-                                continue;
-                        if (len > 1)
-                                names[len++] = ',';
-                        size_t n = strlen(ch->topic);
-                        memcpy(names + len, ch->topic, n);
-                        len += n;
-                }
+        it = HASHMAP_ITER_INIT;
+        for (HashmapEntry *e; (e = hashmap_iterate(&f->channels, &it)); ) {
+                const Channel *ch = container_of(e, Channel, by_topic);
+                size_t n = strlen(ch->topic);
+                if (!ch->initialized)
+                        continue;
+                if (len > 1)
+                        names[len++] = ',';
+                memcpy(names + len, ch->topic, n);
+                len += n;
+        }
         names[len++] = '}';
         names[len] = '\0';
         params[0] = names;
@@ -751,10 +708,9 @@ int fanout_new(sd_event *event, Db *read_db, StreamHub *streams, const FanoutSet
         f->db = read_db;
         f->streams = streams;
         f->settings = *settings;
-        f->n_buckets = 64;
-        f->buckets = calloc(f->n_buckets, sizeof(Channel *));
-        if (!f->buckets)
-                return -ENOMEM;
+        r = hashmap_init(&f->channels);
+        if (r < 0)
+                return r;
         r = event_timer_new(event, &f->resync_timer, 100 * USEC_PER_MSEC, on_resync_timer, f);
         if (r < 0)
                 return r;
@@ -775,7 +731,7 @@ Fanout *fanout_free(Fanout *f) {
         db_cancel(f->db, f);
         sd_event_source_disable_unref(f->resync_timer);
         sd_event_unref(f->event);
-        free(f->buckets);
+        hashmap_done(&f->channels);
         return mfree(f);
 }
 

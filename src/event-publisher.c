@@ -2,9 +2,10 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-#include "loop-util.h"
-#include "log.h"
 #include "event-publisher.h"
+#include "list.h"
+#include "log.h"
+#include "loop-util.h"
 
 /* A batch ends at this many events or bytes, whichever comes first: the
  * transaction stays short and the statement small. */
@@ -19,12 +20,12 @@ struct PublishTicket {
         void *userdata;
         uint64_t id;
         int row;                        /* the result row that gave the id; -1 before */
-        PublishTicket *next;
+        ListNode queue;                 /* in the publisher's queue, or in a batch */
 };
 
 /* The tickets of one transaction. */
 typedef struct Batch {
-        PublishTicket *head;
+        ListNode tickets;
         size_t n;
 } Batch;
 
@@ -32,7 +33,7 @@ struct Publisher {
         sd_event *event;
         Db *db;
         PublisherSettings settings;
-        PublishTicket *queue_head, *queue_tail;   /* waiting for the next batch */
+        ListNode queue;                 /* waiting for the next batch */
         size_t n_queued;
         Batch in_flight;
         bool busy;
@@ -47,12 +48,16 @@ static void ticket_free(PublishTicket *t) {
         free(t);
 }
 
-static void batch_free(Batch *b) {
-        for (PublishTicket *t = b->head, *next; t; t = next) {
-                next = t->next;
+static void tickets_free(ListNode *tickets) {
+        LIST_FOREACH_SAFE(t, next, tickets, PublishTicket, queue) {
+                list_remove(&t->queue);
                 ticket_free(t);
         }
-        *b = (Batch) { 0 };
+}
+
+static void batch_free(Batch *b) {
+        tickets_free(&b->tickets);
+        b->n = 0;
 }
 
 /* Moves up to a batch's worth of queued tickets into the in-flight batch
@@ -61,24 +66,19 @@ static void batch_free(Batch *b) {
  * with the tickets in flight, for the caller to answer. */
 static char *batch_take(Publisher *p, size_t *ret_size) {
         size_t size = 2, n = 0;
-        PublishTicket **tail = &p->in_flight.head;
+        bool first = true;
         char *json, *w;
 
-        while (p->queue_head && n < BATCH_EVENTS_MAX) {
-                PublishTicket *t = p->queue_head;
+        for (PublishTicket *t; n < BATCH_EVENTS_MAX && (t = list_first(&p->queue, PublishTicket, queue)); ) {
                 size_t item = strlen(t->topic) + t->payload_size + 24;
                 if (n > 0 && size + item > BATCH_BYTES_MAX)
                         break;
-                p->queue_head = t->next;
+                list_remove(&t->queue);
                 p->n_queued--;
-                t->next = NULL;
-                *tail = t;
-                tail = &t->next;
+                list_append(&p->in_flight.tickets, &t->queue);
                 size += item;
                 n++;
         }
-        if (!p->queue_head)
-                p->queue_tail = NULL;
         p->in_flight.n = n;
 
         json = malloc(size + 1);
@@ -86,9 +86,9 @@ static char *batch_take(Publisher *p, size_t *ret_size) {
                 return NULL;
         w = json;
         *w++ = '[';
-        for (PublishTicket *t = p->in_flight.head; t; t = t->next) {
-                w += sprintf(w, "%s{\"topic\":\"%s\",\"data\":", t == p->in_flight.head ? "" : ",",
-                             t->topic);
+        LIST_FOREACH(t, &p->in_flight.tickets, PublishTicket, queue) {
+                w += sprintf(w, "%s{\"topic\":\"%s\",\"data\":", first ? "" : ",", t->topic);
+                first = false;
                 memcpy(w, t->payload, t->payload_size);
                 w += t->payload_size;
                 *w++ = '}';
@@ -113,7 +113,7 @@ static void answer(Publisher *p, PublishTicket *t, const PublishResult *r) {
 static void batch_fail(Publisher *p, const char *error, bool outcome_unknown) {
         PublishResult r = { .error = error, .outcome_unknown = outcome_unknown };
 
-        for (PublishTicket *t = p->in_flight.head; t; t = t->next) {
+        LIST_FOREACH(t, &p->in_flight.tickets, PublishTicket, queue) {
                 r.topic = t->topic;
                 answer(p, t, &r);
         }
@@ -128,13 +128,13 @@ static void batch_succeed(Publisher *p, PGresult *res) {
         for (int i = 0; i < rows; i++) {
                 const char *topic = PQgetvalue(res, i, 0);
                 uint64_t next = strtoull(PQgetvalue(res, i, 1), NULL, 10);
-                for (PublishTicket *t = p->in_flight.head; t; t = t->next)
+                LIST_FOREACH(t, &p->in_flight.tickets, PublishTicket, queue)
                         if (t->row < 0 && streq(t->topic, topic)) {
                                 t->id = next++;
                                 t->row = i;
                         }
         }
-        for (PublishTicket *t = p->in_flight.head; t; t = t->next) {
+        LIST_FOREACH(t, &p->in_flight.tickets, PublishTicket, queue) {
                 PublishResult r = {
                         .topic = t->topic, .id = t->id, .payload = t->payload,
                         .payload_size = t->payload_size,
@@ -170,7 +170,7 @@ static void send_batch(Publisher *p) {
         size_t size;
         int r;
 
-        if (p->busy || !p->queue_head)
+        if (p->busy || list_empty(&p->queue))
                 return;
         json = batch_take(p, &size);
         if (!json) {
@@ -203,7 +203,7 @@ static int on_kick(sd_event_source *source, void *userdata) {
  * same loop turn goes into one batch, and callbacks never run before
  * publisher_submit() returned. */
 static void schedule(Publisher *p) {
-        if (p->queue_head && !p->busy &&
+        if (!list_empty(&p->queue) && !p->busy &&
             sd_event_source_set_enabled(p->kick, SD_EVENT_ONESHOT) < 0)
                 log_error("Failed to schedule a batch of events.");
 }
@@ -220,11 +220,7 @@ int publisher_submit(Publisher *p, const char *topic, char *payload, size_t payl
         t->payload_size = payload_size;
         t->cb = cb;
         t->userdata = userdata;
-        if (p->queue_tail)
-                p->queue_tail->next = t;
-        else
-                p->queue_head = t;
-        p->queue_tail = t;
+        list_append(&p->queue, &t->queue);
         p->n_queued++;
         schedule(p);
         *ret = t;
@@ -241,6 +237,8 @@ int publisher_new(sd_event *event, Db *write_db, const PublisherSettings *settin
 
         if (!p)
                 return -ENOMEM;
+        list_init(&p->queue);
+        list_init(&p->in_flight.tickets);
         p->event = sd_event_ref(event);
         p->db = write_db;
         p->settings = *settings;
@@ -258,10 +256,7 @@ Publisher *publisher_free(Publisher *p) {
                 return NULL;
         db_cancel(p->db, p);
         batch_free(&p->in_flight);
-        for (PublishTicket *t = p->queue_head, *next; t; t = next) {
-                next = t->next;
-                ticket_free(t);
-        }
+        tickets_free(&p->queue);
         sd_event_source_disable_unref(p->kick);
         sd_event_unref(p->event);
         return mfree(p);

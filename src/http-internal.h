@@ -11,6 +11,7 @@
 #include <microhttpd.h>
 
 #include "http-read-deadline.h"
+#include "list.h"
 #include "http-response.h"
 #include "http-server.h"
 
@@ -73,10 +74,10 @@ struct HttpServer {
         uint64_t request_seq;
 
         /* Suspended requests, so that all can be resumed before MHD stops. */
-        HttpRequest *suspended_head;
+        ListNode suspended;
         /* Requests whose line MHD has parsed but whose headers batond has
          * not seen yet: where to look for those MHD refuses by itself. */
-        HttpRequest *unseen_head;
+        ListNode unseen;
 
         /* Per connection: CONNECTION_TIMEOUT to send a whole request. */
         ReadDeadlines *read_deadlines;
@@ -98,7 +99,6 @@ struct HttpRequest {
         bool headers_seen;
         bool dispatched;
         bool queued;
-        bool suspended;
         bool is_stream;
         bool failed;                    /* no response possible: close */
         bool shed;                      /* answered 503 at the connection limit */
@@ -120,9 +120,8 @@ struct HttpRequest {
         HttpEndCallback end_cb;
         void *end_userdata;
 
-        HttpRequest *suspended_prev, *suspended_next;
-        HttpRequest *unseen_prev, *unseen_next;
-        bool unseen;
+        ListNode suspended;             /* in the server's, while MHD holds it suspended */
+        ListNode unseen;                /* in the server's, from its line to its headers */
 };
 
 /* http-request.c: MHD's callbacks, registered by http-server.c. */

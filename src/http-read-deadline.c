@@ -1,51 +1,39 @@
 /* SPDX-License-Identifier: MIT */
 #include <sys/socket.h>
 
-#include "loop-util.h"
-#include "log.h"
 #include "http-read-deadline.h"
+#include "list.h"
+#include "log.h"
+#include "loop-util.h"
 
 struct ReadDeadlines {
         sd_event *event;
         sd_event_source *timer;         /* fires at the head's due time */
         usec_t timeout;
-        ReadDeadline *head, *tail;      /* running deadlines, oldest first */
+        ListNode running;               /* running deadlines, oldest first */
         uint64_t expired;
 };
 
 struct ReadDeadline {
         ReadDeadlines *owner;
         int fd;
-        bool running;
         usec_t due;
-        ReadDeadline *prev, *next;
+        ListNode running;               /* in the owner's, while it runs */
 };
 
-static void unlink_deadline(ReadDeadline *x) {
-        ReadDeadlines *d = x->owner;
-
-        if (!x->running)
-                return;
-        if (x->prev)
-                x->prev->next = x->next;
-        else
-                d->head = x->next;
-        if (x->next)
-                x->next->prev = x->prev;
-        else
-                d->tail = x->prev;
-        x->prev = x->next = NULL;
-        x->running = false;
+static ReadDeadline *oldest(ReadDeadlines *d) {
+        return list_first(&d->running, ReadDeadline, running);
 }
 
 /* Arms the timer for the oldest running deadline, or leaves it off. */
 static void arm_for_head(ReadDeadlines *d) {
+        ReadDeadline *head = oldest(d);
         usec_t now;
 
-        if (!d->head || event_finished(d->event))
+        if (!head || event_finished(d->event))
                 return;
         now = now_usec(CLOCK_MONOTONIC);
-        if (event_timer_arm(d->timer, d->head->due > now ? d->head->due - now : 0) < 0)
+        if (event_timer_arm(d->timer, head->due > now ? head->due - now : 0) < 0)
                 log_warning("Cannot arm the request read deadline timer; slow clients are not cut.");
 }
 
@@ -53,9 +41,8 @@ static int on_timer(sd_event_source *source, usec_t usec, void *userdata) {
         ReadDeadlines *d = userdata;
         usec_t now = now_usec(CLOCK_MONOTONIC);
 
-        while (d->head && d->head->due <= now) {
-                ReadDeadline *x = d->head;
-                unlink_deadline(x);
+        for (ReadDeadline *x; (x = oldest(d)) && x->due <= now; ) {
+                list_remove(&x->running);
                 d->expired++;
                 /* libmicrohttpd sees the end of the stream on its next read
                  * and closes the connection itself: its state stays its own. */
@@ -74,6 +61,7 @@ int read_deadlines_new(sd_event *event, usec_t timeout, ReadDeadlines **ret) {
 
         if (!d)
                 return -ENOMEM;
+        list_init(&d->running);
         d->event = sd_event_ref(event);
         d->timeout = timeout;
         /* Cutting a slow client a little late costs nothing: a tenth of the
@@ -89,8 +77,8 @@ int read_deadlines_new(sd_event *event, usec_t timeout, ReadDeadlines **ret) {
 ReadDeadlines *read_deadlines_free(ReadDeadlines *d) {
         if (!d)
                 return NULL;
-        while (d->head)         /* a connection left behind: forget it */
-                unlink_deadline(d->head);
+        LIST_FOREACH_SAFE(x, next, &d->running, ReadDeadline, running)
+                list_remove(&x->running);       /* a connection left behind: forget it */
         sd_event_source_disable_unref(d->timer);
         sd_event_unref(d->event);
         return mfree(d);
@@ -114,13 +102,13 @@ ReadDeadline *read_deadline_new(ReadDeadlines *d, int fd) {
 void read_deadline_free(ReadDeadline *x) {
         if (!x)
                 return;
-        unlink_deadline(x);
+        list_remove(&x->running);
         free(x);
 }
 
 void read_deadline_stop(ReadDeadline *x) {
         if (x)
-                unlink_deadline(x);
+                list_remove(&x->running);
 }
 
 void read_deadline_restart(ReadDeadline *x) {
@@ -130,16 +118,10 @@ void read_deadline_restart(ReadDeadline *x) {
         if (!x)
                 return;
         d = x->owner;
-        unlink_deadline(x);
-        was_empty = !d->head;
+        list_remove(&x->running);
+        was_empty = list_empty(&d->running);
         x->due = now_usec(CLOCK_MONOTONIC) + d->timeout;
-        x->prev = d->tail;
-        if (d->tail)
-                d->tail->next = x;
-        else
-                d->head = x;
-        d->tail = x;
-        x->running = true;
+        list_append(&d->running, &x->running);
         /* Later deadlines go behind the head: its timer stays right. */
         if (was_empty)
                 arm_for_head(d);

@@ -14,58 +14,20 @@
 /* --- suspension bookkeeping --- */
 
 void http_request_suspend(HttpRequest *req) {
-        HttpServer *s = req->server;
-
         MHD_suspend_connection(req->connection);
-        req->suspended = true;
-        req->suspended_prev = NULL;
-        req->suspended_next = s->suspended_head;
-        if (s->suspended_head)
-                s->suspended_head->suspended_prev = req;
-        s->suspended_head = req;
+        list_append(&req->server->suspended, &req->suspended);
 }
 
 void http_request_resume(HttpRequest *req) {
         HttpServer *s = req->server;
 
-        if (!req->suspended)
+        if (!list_linked(&req->suspended))
                 return;
-        if (req->suspended_prev)
-                req->suspended_prev->suspended_next = req->suspended_next;
-        else
-                s->suspended_head = req->suspended_next;
-        if (req->suspended_next)
-                req->suspended_next->suspended_prev = req->suspended_prev;
-        req->suspended = false;
+        list_remove(&req->suspended);
         MHD_resume_connection(req->connection);
         /* When stopping, MHD_stop_daemon() processes the resumption itself. */
         if (!s->stopping)
                 http_server_schedule_run(s);
-}
-
-static void request_unseen_add(HttpRequest *req) {
-        HttpServer *s = req->server;
-
-        req->unseen = true;
-        req->unseen_prev = NULL;
-        req->unseen_next = s->unseen_head;
-        if (s->unseen_head)
-                s->unseen_head->unseen_prev = req;
-        s->unseen_head = req;
-}
-
-static void request_unseen_remove(HttpRequest *req) {
-        HttpServer *s = req->server;
-
-        if (!req->unseen)
-                return;
-        if (req->unseen_prev)
-                req->unseen_prev->unseen_next = req->unseen_next;
-        else
-                s->unseen_head = req->unseen_next;
-        if (req->unseen_next)
-                req->unseen_next->unseen_prev = req->unseen_prev;
-        req->unseen = false;
 }
 
 /* --- request accessors --- */
@@ -268,7 +230,7 @@ enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connection, con
 
         if (!req->headers_seen) {
                 req->headers_seen = true;
-                request_unseen_remove(req);
+                list_remove(&req->unseen);
                 req->path = http_target_path(url);
                 req->method = http_method_from_string(method);
                 request_begin(req, version);
@@ -332,7 +294,7 @@ void *http_on_uri(void *cls, const char *uri, struct MHD_Connection *connection)
                 MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         req->read_deadline = info ? info->socket_context : NULL;
         s->counters.active_requests++;
-        request_unseen_add(req);
+        list_append(&s->unseen, &req->unseen);
         return req;
 }
 
@@ -372,11 +334,11 @@ void http_on_completed(void *cls, struct MHD_Connection *connection, void **con_
                 return;
         *con_cls = NULL;
 
-        if (req->suspended) {   /* cannot happen: MHD resumes before closing */
-                req->suspended = false;
+        if (list_linked(&req->suspended)) {     /* cannot happen: MHD resumes before closing */
+                list_remove(&req->suspended);
                 log_debug("Completed a suspended request (bug).");
         }
-        request_unseen_remove(req);
+        list_remove(&req->unseen);
         if (req->end_cb)
                 req->end_cb(req, req->end_userdata);
         /* A keep-alive connection now waits for its next request. */
@@ -478,13 +440,10 @@ static void request_answer_refusal(HttpRequest *req) {
 }
 
 static void answer_refusals(HttpServer *s) {
-        HttpRequest *next;
-
-        for (HttpRequest *req = s->unseen_head; req; req = next) {
-                next = req->unseen_next;
+        LIST_FOREACH_SAFE(req, next, &s->unseen, HttpRequest, unseen) {
                 if (!request_being_refused(req))
                         continue;
-                request_unseen_remove(req);
+                list_remove(&req->unseen);
                 request_answer_refusal(req);
         }
 }

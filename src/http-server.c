@@ -130,6 +130,8 @@ int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limit
         s = calloc(1, sizeof(HttpServer));
         if (!s)
                 return -ENOMEM;
+        list_init(&s->suspended);
+        list_init(&s->unseen);
         s->event = sd_event_ref(event);
         s->limits = *limits;
         s->routes = routes;
@@ -175,8 +177,8 @@ HttpServer *http_server_free(HttpServer *s) {
          * stops: wake everything first; stream readers end once 'stopping'. */
         s->stopping = true;
         s->done_cb = NULL;
-        while (s->suspended_head)
-                http_request_resume(s->suspended_head);
+        while (!list_empty(&s->suspended))
+                http_request_resume(list_first(&s->suspended, HttpRequest, suspended));
 
         for (size_t i = 0; i < s->n_listeners; i++) {
                 HttpListener *l = &s->listeners[i];

@@ -4,8 +4,9 @@
 #include <microhttpd.h>
 #include <stdio.h>
 
-#include "loop-util.h"
+#include "list.h"
 #include "log.h"
+#include "loop-util.h"
 #include "parse-util.h"
 #include "sse-frame.h"
 #include "sse-stream.h"
@@ -34,13 +35,13 @@ struct Stream {
         StreamDrainCallback drain_cb;
         void *drain_userdata;
 
-        Stream *prev, *next;
+        ListNode in_hub;                /* in the hub's, while its request lasts */
 };
 
 struct StreamHub {
         sd_event *event;
         StreamSettings settings;
-        Stream *head;
+        ListNode streams;
         size_t n_streams;
         sd_event_source *heartbeat_timer;
         Frame *heartbeat;
@@ -110,13 +111,7 @@ static void stream_maybe_free(Stream *s) {
 }
 
 static void hub_unlink(StreamHub *hub, Stream *s) {
-        if (s->prev)
-                s->prev->next = s->next;
-        else
-                hub->head = s->next;
-        if (s->next)
-                s->next->prev = s->prev;
-        s->prev = s->next = NULL;
+        list_remove(&s->in_hub);
         hub->n_streams--;
 }
 
@@ -233,7 +228,7 @@ static int on_heartbeat(sd_event_source *source, uint64_t usec, void *userdata) 
         StreamHub *hub = userdata;
         usec_t now = now_usec(CLOCK_MONOTONIC), interval = hub->settings.heartbeat_interval_usec;
 
-        for (Stream *s = hub->head; s; s = s->next) {
+        LIST_FOREACH(s, &hub->streams, Stream, in_hub) {
                 if (s->finishing || now - s->last_write < interval)
                         continue;
                 if (queue_push(&s->queue, hub->heartbeat) >= 0) {
@@ -284,10 +279,7 @@ int stream_open(StreamHub *hub, HttpRequest *req, StreamCloseCallback close_cb, 
                 free(s);
                 return r;
         }
-        s->next = hub->head;
-        if (hub->head)
-                hub->head->prev = s;
-        hub->head = s;
+        list_append(&hub->streams, &s->in_hub);
         hub->n_streams++;
 
         http_request_on_end(req, on_request_end, s);
@@ -306,6 +298,7 @@ int stream_hub_new(sd_event *event, const StreamSettings *settings, StreamHub **
 
         if (!hub)
                 return -ENOMEM;
+        list_init(&hub->streams);
         hub->event = sd_event_ref(event);
         hub->settings = *settings;
         hub->heartbeat = sse_frame_comment("heartbeat");
@@ -354,6 +347,6 @@ void stream_hub_refuse_new(StreamHub *hub, const char *reason) {
 }
 
 void stream_hub_end_all(StreamHub *hub, const char *reason) {
-        for (Stream *s = hub->head; s; s = s->next)
+        LIST_FOREACH_SAFE(s, next, &hub->streams, Stream, in_hub)
                 stream_end_with_reconnect(s, reason);
 }

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <ctype.h>
 
 #include "config-envfile.h"
@@ -83,6 +84,8 @@ int envfile_parse(const char *text, EnvFileCallback cb, void *userdata,
         size_t size = strlen(text) + 1;
         _cleanup_free_ char *key = malloc(size), *value = malloc(size);
         unsigned line_no = 0;
+
+        assert(text && ret_line && ret_reason);
 
         if (!key || !value)
                 return -ENOMEM;

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 
@@ -140,6 +141,8 @@ static char *mask_conninfo(const char *s) {
 }
 
 char *mask_database_url(const char *s) {
+        assert(s);
+
         /* libpq's own rule: a URI only when it starts with the scheme. A
          * "key=value" string may hold "://" in a value (found by fuzz-config). */
         if (strncmp(s, "postgres://", 11) == 0 || strncmp(s, "postgresql://", 13) == 0)
@@ -148,5 +151,7 @@ char *mask_database_url(const char *s) {
 }
 
 char *mask_nats_urls(const char *s) {
+        assert(s);
+
         return mask_uri_list(s, false);
 }

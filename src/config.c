@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <ctype.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -532,6 +533,8 @@ int config_load(const char *path, bool path_required, char *const *envp,
         char *error = NULL;
         int r;
 
+        assert(path && envp && ret && ret_error);
+
         c = calloc(1, sizeof(Config));
         if (!c)
                 return -ENOMEM;
@@ -558,6 +561,8 @@ int config_load(const char *path, bool path_required, char *const *envp,
 bool config_key_equal(const Config *a, const Config *b, ConfigKeyId id) {
         const ConfigKey *k = &config_keys[id];
 
+        assert(a && b);
+
         if (is_string_type(k->type))
                 return streq_ptr(*FIELD(a, k, char *), *FIELD(b, k, char *));
         if (k->type == TYPE_BOOL)
@@ -583,6 +588,8 @@ static int config_copy_key(Config *dst, const Config *src, const ConfigKey *k) {
 int config_merge_reload(const Config *running, Config *next, ConfigChangeReport report,
                         void *userdata) {
         int changed = 0;
+
+        assert(running && next);
 
         for (size_t i = 0; i < _CONFIG_KEY_MAX; i++) {
                 const ConfigKey *k = &config_keys[i];
@@ -631,10 +638,14 @@ static char *config_format_value(const Config *c, const ConfigKey *k) {
 }
 
 char *config_format_key(const Config *c, ConfigKeyId id) {
+        assert(c);
+
         return config_format_value(c, &config_keys[id]);
 }
 
 void config_dump(const Config *c, FILE *f) {
+        assert(c && f);
+
         static const char *const source_names[_CONFIG_SOURCE_MAX] = {
                 [CONFIG_SOURCE_DEFAULT] = "default",
                 [CONFIG_SOURCE_FILE] = "file",
@@ -651,5 +662,7 @@ void config_dump(const Config *c, FILE *f) {
 }
 
 char *config_masked_database_url(const Config *c) {
+        assert(c);
+
         return mask_database_url(c->database_url);
 }

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <stdio.h>
 #include <systemd/sd-event.h>
 
@@ -106,6 +107,8 @@ int migrate_cli(const Config *config, bool status_only) {
         MigrationSet set = { 0 };
         MigrateCli cli = { .config = config, .status_only = status_only, .exit_code = EXIT_FAILURE };
         int r;
+
+        assert(config);
 
         r = migration_set_load(embedded_migrations, n_embedded_migrations, &set, &error);
         if (r < 0) {

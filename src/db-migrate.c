@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <ctype.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -18,6 +19,8 @@ int migration_parse_filename(const char *filename, unsigned *ret_version, char *
         const char *p = filename;
         unsigned long version = 0;
         size_t digits = 0, name_len;
+
+        assert(filename && ret_version && ret_name);
 
         for (; isdigit((unsigned char) *p); p++, digits++) {
                 version = version * 10 + (unsigned long) (*p - '0');
@@ -60,6 +63,8 @@ int migration_set_load(const EmbeddedMigration *embedded, size_t n, MigrationSet
         MigrationSet set = { 0 };
         int r;
 
+        assert((embedded || n == 0) && ret && ret_error);
+
         set.items = calloc(n > 0 ? n : 1, sizeof(Migration));
         if (!set.items)
                 return -ENOMEM;
@@ -95,6 +100,8 @@ int migration_set_load(const EmbeddedMigration *embedded, size_t n, MigrationSet
 int migration_plan(const MigrationSet *known, const AppliedMigration *applied, size_t n_applied,
                    size_t *ret_first_pending, char **ret_error) {
         int r;
+
+        assert(known && (applied || n_applied == 0) && ret_first_pending && ret_error);
 
         for (size_t i = 0; i < n_applied; i++) {
                 const AppliedMigration *a = &applied[i];
@@ -407,6 +414,8 @@ int migrator_run(Db *db, const MigrationSet *set, usec_t lock_timeout_usec,
                  MigrateCallback cb, void *userdata, Migrator **ret) {
         Migrator *m = calloc(1, sizeof(Migrator));
 
+        assert(db && set && ret);
+
         if (!m)
                 return -ENOMEM;
         *m = (Migrator) {
@@ -513,6 +522,8 @@ int migrator_status(Db *db, const MigrationSet *set, MigrateStatusCallback cb, v
                     Migrator **ret) {
         Migrator *m = calloc(1, sizeof(Migrator));
         int r;
+
+        assert(db && set && ret);
 
         if (!m)
                 return -ENOMEM;

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
@@ -79,6 +80,8 @@ static int on_kick(sd_event_source *source, void *userdata) {
 const char *db_one_line(const char *message, char *buf, size_t size) {
         size_t n = 0;
         bool space = false;
+
+        assert(buf);
 
         for (const char *p = strempty(message); *p && n + 1 < size; p++) {
                 if (*p == '\n' || *p == '\r' || *p == '\t' || *p == ' ') {
@@ -518,6 +521,8 @@ int db_new(sd_event *event, const DbSettings *settings, Db **ret) {
         _cleanup_(db_freep) Db *db = NULL;
         int r;
 
+        assert(event && settings && ret);
+
         db = calloc(1, sizeof(Db));
         if (!db)
                 return -ENOMEM;
@@ -559,16 +564,22 @@ Db *db_free(Db *db) {
 }
 
 void db_set_state_callback(Db *db, DbStateCallback cb, void *userdata) {
+        assert(db);
+
         db->state_cb = cb;
         db->state_userdata = userdata;
 }
 
 void db_set_notify_callback(Db *db, DbNotifyCallback cb, void *userdata) {
+        assert(db);
+
         db->notify_cb = cb;
         db->notify_userdata = userdata;
 }
 
 void db_set_timeouts(Db *db, usec_t connect_timeout_usec, usec_t backoff_max_usec) {
+        assert(db);
+
         db->connect_timeout_usec = connect_timeout_usec;
         db->backoff_max_usec = backoff_max_usec;
         if (db->backoff_usec > backoff_max_usec)
@@ -576,6 +587,8 @@ void db_set_timeouts(Db *db, usec_t connect_timeout_usec, usec_t backoff_max_use
 }
 
 int db_start(Db *db) {
+        assert(db);
+
         if (db->started)
                 return 0;
         db->started = true;
@@ -584,10 +597,14 @@ int db_start(Db *db) {
 }
 
 bool db_connected(const Db *db) {
+        assert(db);
+
         return db->state == DB_CONNECTED;
 }
 
 const char *db_last_error(const Db *db) {
+        assert(db);
+
         return db->last_error;
 }
 
@@ -640,15 +657,21 @@ static int query_new(Db *db, const char *sql, int n_params, const char *const *p
 
 int db_query(Db *db, const char *sql, int n_params, const char *const *params,
              usec_t timeout_usec, DbQueryCallback cb, void *userdata) {
+        assert(db && sql);
+
         return query_new(db, sql, n_params, params, timeout_usec, cb, userdata, false);
 }
 
 int db_query_urgent(Db *db, const char *sql, int n_params, const char *const *params,
                     usec_t timeout_usec, DbQueryCallback cb, void *userdata) {
+        assert(db && sql);
+
         return query_new(db, sql, n_params, params, timeout_usec, cb, userdata, true);
 }
 
 void db_cancel(Db *db, void *userdata) {
+        assert(db);
+
         DbQuery *in_flight = db->busy ? queue_first(db) : NULL;
 
         LIST_FOREACH_SAFE(q, next, &db->queue, DbQuery, queue) {
@@ -667,6 +690,8 @@ void db_cancel(Db *db, void *userdata) {
 }
 
 void db_reset(Db *db, const char *reason) {
+        assert(db && reason);
+
         if (db->state == DB_DISCONNECTED)
                 return;
         db->backoff_usec = DB_BACKOFF_MIN_USEC;

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -21,6 +22,8 @@ static const char select_history[] =
         ") page WHERE before < $4 ORDER BY id";
 
 bool event_api_authorized(const char *authorization, const char *api_token) {
+        assert(api_token);              /* authorization: NULL without the header */
+
         if (isempty(api_token))
                 return true;
         if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
@@ -101,6 +104,8 @@ void event_api_handle_publish(Publisher *publisher, const char *api_token, uint6
         char *payload = NULL;
         size_t size, payload_size;
         int r;
+
+        assert(publisher && api_token && req);
 
         if (!event_api_authorized(http_request_header(req, MHD_HTTP_HEADER_AUTHORIZATION), api_token)) {
                 http_respond_error(req, MHD_HTTP_UNAUTHORIZED, "unauthorized",
@@ -231,6 +236,8 @@ void event_api_handle_history(Db *read_db, usec_t query_timeout_usec, HttpReques
         HistoryRequest *h;
         int r;
 
+        assert(read_db && req);
+
         h = calloc(1, sizeof(HistoryRequest));
         if (!h) {
                 http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
@@ -264,6 +271,8 @@ void event_api_handle_stream(Fanout *fanout, HttpRequest *req) {
         char topic[TOPIC_NAME_MAX + 1];
         uint64_t after;
         bool has_after;
+
+        assert(fanout && req);
 
         if (!topic_param(req, topic))
                 return;

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -53,6 +54,8 @@ int mailbox_new(sd_event *event, Mailbox **ret) {
         _cleanup_(mailbox_freep) Mailbox *m = NULL;
         int r;
 
+        assert(event && ret);
+
         m = calloc(1, sizeof(Mailbox));
         if (!m)
                 return -ENOMEM;
@@ -91,6 +94,8 @@ Mailbox *mailbox_free(Mailbox *m) {
 void mailbox_cancel(Mailbox *m, void *userdata) {
         ListNode cancelled;
 
+        assert(m);
+
         list_init(&cancelled);
         pthread_mutex_lock(&m->lock);
         LIST_FOREACH_SAFE(msg, next, &m->queue, Message, queue)
@@ -105,6 +110,8 @@ void mailbox_cancel(Mailbox *m, void *userdata) {
 int mailbox_post(Mailbox *m, MailboxCallback cb, void *userdata, void *payload) {
         static const uint64_t one = 1;
         Message *msg = malloc(sizeof(Message));
+
+        assert(m);
 
         if (!msg)
                 return -ENOMEM;

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <nats/nats.h>
 #include <stdio.h>
@@ -235,6 +236,8 @@ int bus_new(sd_event *event, Mailbox *mailbox, const BusSettings *settings, Bus 
         uint64_t nonce = 0;
         int r;
 
+        assert(event && mailbox && settings && ret);
+
         bus = calloc(1, sizeof(Bus));
         if (!bus)
                 return -ENOMEM;
@@ -267,6 +270,8 @@ int bus_new(sd_event *event, Mailbox *mailbox, const BusSettings *settings, Bus 
 }
 
 int bus_close(Bus *bus) {
+        assert(bus);
+
         bool started = bus->conn || bus->echo_sub;
         natsStatus s;
 
@@ -319,12 +324,16 @@ Bus *bus_free(Bus *bus) {
 }
 
 void bus_set_state_callback(Bus *bus, BusStateCallback cb, void *userdata) {
+        assert(bus);
+
         bus->state_cb = cb;
         bus->state_userdata = userdata;
 }
 
 int bus_start(Bus *bus) {
         natsStatus s;
+
+        assert(bus);
 
         if (bus->conn)
                 return 0;
@@ -352,6 +361,8 @@ int bus_start(Bus *bus) {
 }
 
 void bus_set_event_callback(Bus *bus, BusEventCallback cb, void *userdata) {
+        assert(bus);
+
         bus->event_cb = cb;
         bus->event_userdata = userdata;
 }
@@ -359,6 +370,8 @@ void bus_set_event_callback(Bus *bus, BusEventCallback cb, void *userdata) {
 int bus_publish_event(Bus *bus, const char *topic, const char *data, size_t size) {
         char subject[256];
         natsStatus s;
+
+        assert(bus && topic && data);
 
         if (!bus->conn)
                 return -ENOTCONN;
@@ -369,10 +382,14 @@ int bus_publish_event(Bus *bus, const char *topic, const char *data, size_t size
 }
 
 bool bus_connected(const Bus *bus) {
+        assert(bus);
+
         return bus->connected;
 }
 
 const char *bus_last_error(const Bus *bus) {
+        assert(bus);
+
         return bus->last_error;
 }
 
@@ -380,6 +397,8 @@ int bus_check(Bus *bus, usec_t timeout_usec, BusCheckCallback cb, void *userdata
         char payload[32];
         natsStatus s;
         int r;
+
+        assert(bus);
 
         if (bus->check_cb)
                 return -EBUSY;

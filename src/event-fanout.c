@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <stdio.h>
@@ -467,6 +468,7 @@ static void channel_free(Channel *ch) {
         while (ch->n_pending > 0)
                 pending_pop(ch);
         sd_event_source_disable_unref(ch->timer);
+        assert(f->counters.channels > 0);
         f->counters.channels--;
         free(ch);
 }
@@ -551,6 +553,7 @@ static void subscriber_free(Subscriber *sub) {
         db_cancel(ch->fanout->db, sub);
         sd_event_source_disable_unref(sub->retry);
         list_remove(&sub->in_channel);
+        assert(ch->n_subscribers > 0 && ch->fanout->counters.subscribers > 0);
         ch->n_subscribers--;
         ch->fanout->counters.subscribers--;
         free(sub);
@@ -570,6 +573,8 @@ static void on_waiting_request_end(HttpRequest *req, void *userdata) {
 void fanout_subscribe(Fanout *f, HttpRequest *req, const char *topic, bool has_after, uint64_t after) {
         Channel *ch = channel_find(f, topic);
         Subscriber *sub;
+
+        assert(f && req && topic);
 
         if (!ch)
                 ch = channel_new(f, topic);
@@ -603,6 +608,8 @@ void fanout_event(Fanout *f, const char *topic, uint64_t id, const char *envelop
         Channel *ch = channel_find(f, topic);
         Frame *frame;
 
+        assert(f && topic && envelope);
+
         if (!ch)
                 return;         /* nobody here listens to this topic */
         frame = event_frame(id, envelope);
@@ -619,6 +626,8 @@ void fanout_event(Fanout *f, const char *topic, uint64_t id, const char *envelop
 
 void fanout_hint(Fanout *f, const char *topic, uint64_t last_id) {
         Channel *ch = channel_find(f, topic);
+
+        assert(f && topic);
 
         if (!ch)
                 return;
@@ -651,6 +660,8 @@ void fanout_resync(Fanout *f) {
         _cleanup_free_ char *names = NULL;
         size_t len = 0, size = 2;
         const char *params[1];
+
+        assert(f);
 
         if (f->resyncing) {
                 f->resync_again = true;
@@ -701,6 +712,8 @@ int fanout_new(sd_event *event, Db *read_db, StreamHub *streams, const FanoutSet
         _cleanup_(fanout_freep) Fanout *f = NULL;
         int r;
 
+        assert(event && read_db && streams && settings && ret);
+
         f = calloc(1, sizeof(Fanout));
         if (!f)
                 return -ENOMEM;
@@ -726,8 +739,7 @@ int fanout_new(sd_event *event, Db *read_db, StreamHub *streams, const FanoutSet
 Fanout *fanout_free(Fanout *f) {
         if (!f)
                 return NULL;
-        if (f->counters.channels > 0)
-                log_debug("Freeing the fanout with %" PRIu64 " channels (bug).", f->counters.channels);
+        assert(f->counters.channels == 0 && hashmap_size(&f->channels) == 0);
         db_cancel(f->db, f);
         sd_event_source_disable_unref(f->resync_timer);
         sd_event_unref(f->event);
@@ -736,9 +748,13 @@ Fanout *fanout_free(Fanout *f) {
 }
 
 void fanout_set_settings(Fanout *f, const FanoutSettings *settings) {
+        assert(f && settings);
+
         f->settings = *settings;
 }
 
 FanoutCounters fanout_counters(const Fanout *f) {
+        assert(f);
+
         return f->counters;
 }

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -6,6 +7,8 @@
 #include "event-format.h"
 
 bool topic_name_valid(const char *s, size_t length) {
+        assert(s);
+
         if (length < 1 || length > TOPIC_NAME_MAX)
                 return false;
         for (size_t i = 0; i < length; i++) {
@@ -22,6 +25,8 @@ int event_envelope(uint64_t id, const char *topic, const char *ts, const char *p
         char head[64 + TOPIC_NAME_MAX + 64];
         int n;
         char *s;
+
+        assert(topic && ts && ret && ret_size);
 
         n = snprintf(head, sizeof(head), "{\"id\":%" PRIu64 ",\"topic\":\"%s\",\"ts\":\"%s\",\"data\":",
                      id, topic, ts);
@@ -45,6 +50,8 @@ int event_payload_canonical(const char *body, size_t size, uint64_t max_bytes, c
         json_error_t e;
         char *payload;
         size_t n;
+
+        assert(body && ret && ret_size && error);
 
         if (size == 0) {
                 snprintf(error, error_size, "the body is empty");
@@ -77,6 +84,8 @@ int event_payload_canonical(const char *body, size_t size, uint64_t max_bytes, c
 Frame *event_frame(uint64_t id, const char *envelope) {
         char id_text[24];
 
+        assert(envelope);
+
         snprintf(id_text, sizeof(id_text), "%" PRIu64, id);
         return sse_frame_event(id_text, "message", envelope);
 }
@@ -87,6 +96,8 @@ int event_envelope_parse(const char *data, size_t size, const char *topic, uint6
         const char *p = data, *end = data + size;
         uint64_t id = 0;
         size_t n;
+
+        assert(data && topic && ret_id);
 
         if (size < sizeof(id_prefix) || memcmp(p, id_prefix, sizeof(id_prefix) - 1) != 0)
                 return -EBADMSG;

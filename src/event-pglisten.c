@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -16,6 +17,8 @@ struct PgListener {
 int pglisten_parse(const char *payload, char topic[129], uint64_t *ret_last) {
         uint64_t first, last;
         int consumed = 0;
+
+        assert(payload && topic && ret_last);
 
         if (sscanf(payload, "%128[A-Za-z0-9_-] %" SCNu64 " %" SCNu64 "%n", topic, &first, &last,
                    &consumed) != 3 || payload[consumed] != '\0' || first == 0 || last < first ||
@@ -59,6 +62,8 @@ int pglisten_new(sd_event *event, const DbSettings *settings, Fanout *fanout, Pg
         PgListener *l = calloc(1, sizeof(PgListener));
         int r;
 
+        assert(event && settings && fanout && ret);
+
         if (!l)
                 return -ENOMEM;
         l->fanout = fanout;
@@ -81,9 +86,13 @@ PgListener *pglisten_free(PgListener *l) {
 }
 
 int pglisten_start(PgListener *l) {
+        assert(l);
+
         return db_start(l->db);
 }
 
 Db *pglisten_db(PgListener *l) {
+        assert(l);
+
         return l->db;
 }

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -74,6 +75,7 @@ static char *batch_take(Publisher *p, size_t *ret_size) {
                 if (n > 0 && size + item > BATCH_BYTES_MAX)
                         break;
                 list_remove(&t->queue);
+                assert(p->n_queued > 0);
                 p->n_queued--;
                 list_append(&p->in_flight.tickets, &t->queue);
                 size += item;
@@ -212,6 +214,8 @@ int publisher_submit(Publisher *p, const char *topic, char *payload, size_t payl
                      PublishCallback cb, void *userdata, PublishTicket **ret) {
         PublishTicket *t = calloc(1, sizeof(PublishTicket));
 
+        assert(p && topic && payload && ret);
+
         if (!t)
                 return -ENOMEM;
         t->row = -1;
@@ -228,12 +232,16 @@ int publisher_submit(Publisher *p, const char *topic, char *payload, size_t payl
 }
 
 void publisher_cancel(PublishTicket *t) {
+        assert(t);
+
         t->cb = NULL;
 }
 
 int publisher_new(sd_event *event, Db *write_db, const PublisherSettings *settings, Publisher **ret) {
         Publisher *p = calloc(1, sizeof(Publisher));
         int r;
+
+        assert(event && write_db && settings && ret);
 
         if (!p)
                 return -ENOMEM;
@@ -263,14 +271,20 @@ Publisher *publisher_free(Publisher *p) {
 }
 
 void publisher_set_settings(Publisher *p, const PublisherSettings *settings) {
+        assert(p && settings);
+
         p->settings = *settings;
 }
 
 void publisher_set_published_callback(Publisher *p, PublishedCallback cb, void *userdata) {
+        assert(p);
+
         p->published_cb = cb;
         p->published_userdata = userdata;
 }
 
 PublisherCounters publisher_counters(const Publisher *p) {
+        assert(p);
+
         return p->counters;
 }

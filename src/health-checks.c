@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <microhttpd.h>
 #include <stdio.h>
 
@@ -142,6 +143,8 @@ int health_new(sd_event *event, Db *db, Bus *bus, const HealthSettings *settings
         _cleanup_(health_freep) Health *h = NULL;
         int r;
 
+        assert(event && db && settings && ret);
+
         h = calloc(1, sizeof(Health));
         if (!h)
                 return -ENOMEM;
@@ -170,11 +173,15 @@ Health *health_free(Health *h) {
 }
 
 void health_set_change_callback(Health *h, HealthChangeCallback cb, void *userdata) {
+        assert(h);
+
         h->change_cb = cb;
         h->change_userdata = userdata;
 }
 
 int health_watch_connection(Health *h, const char *name, Db *db) {
+        assert(h && name && db);
+
         if (h->n_watched >= WATCHED_MAX)
                 return -E2BIG;
         h->watched[h->n_watched++] = (WatchedConnection) { .name = name, .db = db };
@@ -182,10 +189,14 @@ int health_watch_connection(Health *h, const char *name, Db *db) {
 }
 
 void health_set_settings(Health *h, const HealthSettings *settings) {
+        assert(h && settings);
+
         h->settings = *settings;
 }
 
 void health_set_phase(Health *h, HealthPhase phase, const char *starting_reason) {
+        assert(h);
+
         bool same_reason = streq(h->starting_reason, strempty(starting_reason));
 
         if (h->snapshot.phase == phase && same_reason)
@@ -196,31 +207,45 @@ void health_set_phase(Health *h, HealthPhase phase, const char *starting_reason)
 }
 
 int health_start(Health *h) {
+        assert(h);
+
         round_start(h);
         return 0;
 }
 
 bool health_ready(const Health *h) {
+        assert(h);
+
         return health_snapshot_ready(&h->snapshot);
 }
 
 const HealthSnapshot *health_snapshot(const Health *h) {
+        assert(h);
+
         return &h->snapshot;
 }
 
 uint64_t health_rounds(const Health *h) {
+        assert(h);
+
         return h->rounds;
 }
 
 const CheckStats *health_database_stats(const Health *h) {
+        assert(h);
+
         return &h->database_stats;
 }
 
 const CheckStats *health_nats_stats(const Health *h) {
+        assert(h);
+
         return &h->nats_stats;
 }
 
 void health_respond_ready(Health *h, HttpRequest *req) {
+        assert(h && req);
+
         if (!h->ready_response) {
                 unsigned status = health_ready(h) ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
                 if (http_shared_response_new(status, health_snapshot_to_json(&h->snapshot),

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <microhttpd.h>
 
 #include "event-api.h"
@@ -39,6 +40,8 @@ static usec_t uptime_usec(const Manager *m) {
 }
 
 void health_handle_health(Manager *m, HttpRequest *req) {
+        assert(m && req);
+
         HttpCounters c = counters_without_self(m);
         FullHealth h = {
                 .snapshot = health_snapshot(m->health),
@@ -61,6 +64,8 @@ void health_handle_health(Manager *m, HttpRequest *req) {
 }
 
 void health_handle_health_db(Manager *m, HttpRequest *req) {
+        assert(m && req);
+
         const HealthSnapshot *s = health_snapshot(m->health);
         bool up = s->database.checked && s->database.up;
 
@@ -77,6 +82,8 @@ const char *health_deployment_status(bool started, bool ready, bool draining) {
 }
 
 void health_handle_deployment(Manager *m, HttpRequest *req) {
+        assert(m && req);
+
         const char *token = m->config->deployment_token;
         bool draining = drain_active(m->drain);
         HttpCounters c;

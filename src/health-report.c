@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 
 #include "health-report.h"
 
 void check_result_set(CheckResult *c, bool up, usec_t duration_usec, const char *error) {
+        assert(c);
+
         c->checked = true;
         c->up = up;
         c->duration_usec = duration_usec;
@@ -12,6 +15,8 @@ void check_result_set(CheckResult *c, bool up, usec_t duration_usec, const char 
 }
 
 bool health_snapshot_ready(const HealthSnapshot *s) {
+        assert(s);
+
         if (s->phase != HEALTH_RUNNING)
                 return false;
         if (!s->database.checked || !s->database.up)
@@ -52,6 +57,8 @@ json_t *health_snapshot_to_json(const HealthSnapshot *s) {
         json_t *checks, *root;
         const char *reason = phase_reason(s);
 
+        assert(s);
+
         checks = json_pack("{s:o}", "database", check_to_json(&s->database));
         if (checks && s->nats_enabled &&
             json_object_set_new(checks, "nats", check_to_json(&s->nats)) < 0) {
@@ -91,6 +98,8 @@ static bool dependency_down(const CheckResult *c) {
 }
 
 OverallHealth full_health_overall(const FullHealth *h, char *reason, size_t size) {
+        assert(h && reason);
+
         const HealthSnapshot *s = h->snapshot;
 
         if (s->phase == HEALTH_STOPPING) {
@@ -154,6 +163,8 @@ static json_t *server_to_json(const ServerCheck *s) {
 }
 
 json_t *full_health_to_json(const FullHealth *h, OverallHealth *ret_overall) {
+        assert(h);
+
         char reason[CHECK_ERROR_MAX + 64];
         OverallHealth overall = full_health_overall(h, reason, sizeof(reason));
         json_t *nats = h->snapshot->nats_enabled ? dependency_to_json(&h->snapshot->nats)
@@ -181,5 +192,7 @@ json_t *full_health_to_json(const FullHealth *h, OverallHealth *ret_overall) {
 }
 
 json_t *health_database_to_json(const HealthSnapshot *s) {
+        assert(s);
+
         return dependency_to_json(&s->database);
 }

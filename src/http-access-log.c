@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -33,6 +34,8 @@ int access_log_new(sd_event *event, AccessLog **ret) {
         _cleanup_(access_log_freep) AccessLog *a = calloc(1, sizeof(AccessLog));
         int r;
 
+        assert(event && ret);
+
         if (!a)
                 return -ENOMEM;
         r = event_timer_new(event, &a->window_timer, 10 * USEC_PER_MSEC, on_window_end, a);
@@ -50,11 +53,15 @@ AccessLog *access_log_free(AccessLog *a) {
 }
 
 void access_log_set_enabled(AccessLog *a, bool enabled) {
+        assert(a);
+
         a->enabled = enabled;
 }
 
 void access_log_format_path(const char *path, char *buf, size_t size) {
         size_t n = 0;
+
+        assert(path && buf);
 
         for (const unsigned char *p = (const unsigned char *) path; *p && n + 5 < size; p++) {
                 if ((size_t) (p - (const unsigned char *) path) >= PATH_SHOWN_MAX) {
@@ -86,6 +93,8 @@ static bool error_admitted(AccessLog *a) {
 }
 
 void access_log_request(const HttpRequestRecord *r, void *userdata) {
+        assert(r);
+
         AccessLog *a = userdata;
         bool error = r->status >= 500 && !(r->route_flags & ROUTE_QUIET);
         int level = error ? LOG_WARNING : LOG_INFO;

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <stdio.h>
 #include <strings.h>
 
@@ -112,6 +113,8 @@ static bool request_lacks_host(const HttpRequest *req, const char *version) {
 bool http_request_misframed(const HttpRequest *req, const char *version, const char *content_length,
                               const char *transfer_encoding, char *why, size_t size) {
         HeaderScan scan = { 0 };
+
+        assert(req && version && why);
 
         (void) MHD_get_connection_values(req->connection, MHD_HEADER_KIND, scan_header, &scan);
         if (request_target_has_nul(req, version))

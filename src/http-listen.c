@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -168,6 +169,8 @@ static int acquire_by_binding(const char *key, const char *host, uint16_t port, 
 }
 
 bool listen_set_has_metrics(const ListenSet *set) {
+        assert(set);
+
         for (size_t i = 0; i < set->n_sockets; i++)
                 if (set->sockets[i].metrics)
                         return true;
@@ -188,6 +191,8 @@ int listen_acquire(const ListenConfig *config, ListenSet *ret, char **ret_error)
         ListenSet set = { 0 };
         char **names = NULL;
         int n, r;
+
+        assert(config && ret && ret_error);
 
         /* unset_environment: children we might spawn must not think the
          * sockets are theirs. */

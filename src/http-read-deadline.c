@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <sys/socket.h>
 
 #include "http-read-deadline.h"
@@ -59,6 +60,8 @@ int read_deadlines_new(sd_event *event, usec_t timeout, ReadDeadlines **ret) {
         _cleanup_(read_deadlines_freep) ReadDeadlines *d = calloc(1, sizeof(ReadDeadlines));
         int r;
 
+        assert(event && ret);
+
         if (!d)
                 return -ENOMEM;
         list_init(&d->running);
@@ -85,11 +88,15 @@ ReadDeadlines *read_deadlines_free(ReadDeadlines *d) {
 }
 
 uint64_t read_deadlines_expired(const ReadDeadlines *d) {
+        assert(d);
+
         return d->expired;
 }
 
 ReadDeadline *read_deadline_new(ReadDeadlines *d, int fd) {
         ReadDeadline *x = calloc(1, sizeof(ReadDeadline));
+
+        assert(d);
 
         if (!x)
                 return NULL;

@@ -89,6 +89,8 @@ int http_refusal_format(const HttpRefusal *refusal, const char *request_id, cons
 const char *http_date_format(time_t t, char buf[HTTP_DATE_MAX]) {
         struct tm tm;
 
+        assert(buf);
+
         /* strftime's %a and %b follow the locale; batond never sets one,
          * so they are the C locale's English names the RFC wants. */
         if (!gmtime_r(&t, &tm) || strftime(buf, HTTP_DATE_MAX, "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0)

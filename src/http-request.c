@@ -14,11 +14,15 @@
 /* --- suspension bookkeeping --- */
 
 void http_request_suspend(HttpRequest *req) {
+        assert(req);
+
         MHD_suspend_connection(req->connection);
         list_append(&req->server->suspended, &req->suspended);
 }
 
 void http_request_resume(HttpRequest *req) {
+        assert(req);
+
         HttpServer *s = req->server;
 
         if (!list_linked(&req->suspended))
@@ -33,34 +37,50 @@ void http_request_resume(HttpRequest *req) {
 /* --- request accessors --- */
 
 HttpServer *http_request_server(HttpRequest *req) {
+        assert(req);
+
         return req->server;
 }
 
 const char *http_request_path(const HttpRequest *req) {
+        assert(req);
+
         return req->path;
 }
 
 HttpMethod http_request_method(const HttpRequest *req) {
+        assert(req);
+
         return req->method;
 }
 
 const char *http_request_route_name(const HttpRequest *req) {
+        assert(req);
+
         return req->match.route ? req->match.route->name : "unmatched";
 }
 
 const RouteParam *http_request_param(const HttpRequest *req, size_t i) {
+        assert(req);
+
         return i < req->match.n_params ? &req->match.params[i] : NULL;
 }
 
 const char *http_request_query(const HttpRequest *req, const char *key) {
+        assert(req && key);
+
         return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, key);
 }
 
 const char *http_request_header(const HttpRequest *req, const char *name) {
+        assert(req && name);
+
         return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
 }
 
 const char *http_request_body(const HttpRequest *req, size_t *ret_size) {
+        assert(req && ret_size);
+
         *ret_size = req->body_size;
         return req->body ? req->body : "";
 }
@@ -76,6 +96,8 @@ static bool request_id_usable(const char *id) {
  * record): most requests never need it. MHD keeps the headers until after
  * the completion callback, where the access log asks. */
 const char *http_request_id(const HttpRequest *req, char buf[HTTP_REQUEST_ID_MAX + 1]) {
+        assert(req && buf);
+
         const char *client = req->connection
                 ? MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "X-Request-ID")
                 : NULL;
@@ -225,6 +247,8 @@ enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connection, con
                                  size_t *upload_data_size, void **con_cls) {
         HttpRequest *req = *con_cls;
 
+        assert(connection && url && method && version);
+
         if (!req)
                 return MHD_NO;          /* allocation failed in http_on_uri() */
 
@@ -274,6 +298,8 @@ void *http_on_uri(void *cls, const char *uri, struct MHD_Connection *connection)
         HttpListener *l = cls;
         HttpServer *s = l->server;
         HttpRequest *req = calloc(1, sizeof(HttpRequest));
+
+        assert(connection);
 
         if (!req)
                 return NULL;
@@ -330,14 +356,14 @@ void http_on_completed(void *cls, struct MHD_Connection *connection, void **con_
         HttpServer *s = cls;
         HttpRequest *req = *con_cls;
 
+        assert(connection);
+
         if (!req)
                 return;
         *con_cls = NULL;
 
-        if (list_linked(&req->suspended)) {     /* cannot happen: MHD resumes before closing */
-                list_remove(&req->suspended);
-                log_debug("Completed a suspended request (bug).");
-        }
+        /* MHD resumes a connection before it closes it. */
+        assert(!list_linked(&req->suspended));
         list_remove(&req->unseen);
         if (req->end_cb)
                 req->end_cb(req, req->end_userdata);
@@ -350,10 +376,13 @@ void http_on_completed(void *cls, struct MHD_Connection *connection, void **con_
         if (req->response)
                 MHD_destroy_response(req->response);
         http_shared_response_unref(req->shared);
-        if (req->is_stream)
+        if (req->is_stream) {
+                assert(s->counters.active_streams > 0);
                 s->counters.active_streams--;
-        else
+        } else {
+                assert(s->counters.active_requests > 0);
                 s->counters.active_requests--;
+        }
         s->counters.requests_total++;
         free(req->body);
         free(req);
@@ -366,6 +395,8 @@ void http_on_connection(void *cls, struct MHD_Connection *connection, void **soc
                           enum MHD_ConnectionNotificationCode toe) {
         HttpServer *s = cls;
 
+        assert(connection);
+
         if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
                 const union MHD_ConnectionInfo *info =
                         MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -376,6 +407,7 @@ void http_on_connection(void *cls, struct MHD_Connection *connection, void **soc
         } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
                 read_deadline_free(*socket_context);
                 *socket_context = NULL;
+                assert(s->counters.active_connections > 0);
                 s->counters.active_connections--;
                 /* At its connection limit (or after EMFILE) MHD drops the
                  * listening socket from its epoll set and adds it back only

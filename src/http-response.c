@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -15,6 +16,8 @@ static void add_common_headers(struct MHD_Response *response) {
 }
 
 bool http_request_has_response(const HttpRequest *req) {
+        assert(req);
+
         return req->response || req->shared || req->queued;
 }
 
@@ -22,13 +25,10 @@ bool http_request_has_response(const HttpRequest *req) {
  * waits suspended for it, wakes it so the access handler queues it. */
 static void request_set_response(HttpRequest *req, unsigned status, struct MHD_Response *response,
                                  HttpSharedResponse *shared) {
-        if (http_request_has_response(req)) {
-                log_debug("Second response for %s ignored (bug).", req->path);
-                if (response)
-                        MHD_destroy_response(response);
-                http_shared_response_unref(shared);
-                return;
-        }
+        /* One answer per request: a second would be a handler's bug. */
+        assert(!http_request_has_response(req));
+        assert(!response != !shared);
+
         if (response) {
                 char id[HTTP_REQUEST_ID_MAX + 1];
                 add_common_headers(response);
@@ -82,6 +82,8 @@ void http_respond_json(HttpRequest *req, unsigned status, json_t *body) {
         static const char oom[] = "{\"error\":\"internal\",\"message\":\"out of memory\"}\n";
         struct MHD_Response *response = body ? response_from_json(body) : NULL;
 
+        assert(req);
+
         json_decref(body);
         if (!response) {
                 status = MHD_HTTP_INTERNAL_SERVER_ERROR;
@@ -98,6 +100,8 @@ void http_respond_json(HttpRequest *req, unsigned status, json_t *body) {
 
 int http_shared_response_new(unsigned status, json_t *body, HttpSharedResponse **ret) {
         HttpSharedResponse *r;
+
+        assert(ret);
 
         if (!body)
                 return -ENOMEM;
@@ -140,12 +144,16 @@ HttpSharedResponse *http_shared_response_unref(HttpSharedResponse *r) {
 }
 
 void http_respond_shared(HttpRequest *req, HttpSharedResponse *r) {
+        assert(req && r);
+
         request_set_response(req, r->status, NULL, http_shared_response_ref(r));
 }
 
 void http_respond_text(HttpRequest *req, unsigned status, const char *content_type, char *text,
                        size_t size) {
         struct MHD_Response *r = MHD_create_response_from_buffer(size, text, MHD_RESPMEM_MUST_FREE);
+
+        assert(req && content_type && text);
 
         if (!r) {
                 free(text);
@@ -163,6 +171,8 @@ void http_respond_text(HttpRequest *req, unsigned status, const char *content_ty
 void http_respond_json_text(HttpRequest *req, unsigned status, char *text, size_t size) {
         struct MHD_Response *response = response_from_text(text, size);
 
+        assert(req && text);
+
         if (!response) {
                 http_respond_json(req, status, NULL);   /* the out-of-memory answer */
                 return;
@@ -171,6 +181,8 @@ void http_respond_json_text(HttpRequest *req, unsigned status, char *text, size_
 }
 
 void http_request_add_response_header(HttpRequest *req, const char *name, const char *value) {
+        assert(req && name && value);
+
         if (req->response && MHD_add_response_header(req->response, name, value) != MHD_YES)
                 log_debug("Failed to add %s header, ignoring.", name);
 }
@@ -178,6 +190,8 @@ void http_request_add_response_header(HttpRequest *req, const char *name, const 
 void http_respond_error(HttpRequest *req, unsigned status, const char *code, const char *format, ...) {
         char message[512];
         va_list ap;
+
+        assert(req && code);
 
         va_start(ap, format);
         (void) vsnprintf(message, sizeof(message), format, ap);
@@ -206,6 +220,8 @@ void http_respond_stream(HttpRequest *req, const char *content_type,
                          MHD_ContentReaderFreeCallback free_cb) {
         struct MHD_Response *response;
 
+        assert(req && content_type);
+
         response = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTP_STREAM_BLOCK, reader, cls, free_cb);
         if (!response) {
                 if (free_cb)
@@ -219,6 +235,7 @@ void http_respond_stream(HttpRequest *req, const char *content_type,
                 log_debug("Failed to add stream headers, ignoring.");
 
         limit_send_buffer(req);
+        assert(!req->is_stream && req->server->counters.active_requests > 0);
         req->is_stream = true;
         req->server->counters.active_requests--;
         req->server->counters.active_streams++;
@@ -226,6 +243,8 @@ void http_respond_stream(HttpRequest *req, const char *content_type,
 }
 
 ssize_t http_stream_wait(HttpRequest *req) {
+        assert(req);
+
         /* MHD_stop_daemon() aborts on suspended connections: once stopping,
          * streams end instead of waiting. */
         if (req->server->stopping)
@@ -235,15 +254,21 @@ ssize_t http_stream_wait(HttpRequest *req) {
 }
 
 void http_stream_wake(HttpRequest *req) {
+        assert(req);
+
         http_request_resume(req);
 }
 
 void http_request_on_end(HttpRequest *req, HttpEndCallback cb, void *userdata) {
+        assert(req);
+
         req->end_cb = cb;
         req->end_userdata = userdata;
 }
 
 enum MHD_Result http_request_queue_response(HttpRequest *req) {
+        assert(req);
+
         bool draining = req->server->draining;
         struct MHD_Response *response;
         enum MHD_Result ret;

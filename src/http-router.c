@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <stdio.h>
 
 #include "http-router.h"
@@ -13,6 +14,8 @@ static const struct {
 };
 
 HttpMethod http_method_from_string(const char *method) {
+        assert(method);
+
         for (size_t i = 0; i < ELEMENTSOF(method_names); i++)
                 if (streq(method, method_names[i].name))
                         return method_names[i].method;
@@ -21,6 +24,8 @@ HttpMethod http_method_from_string(const char *method) {
 
 const char *router_format_allow(unsigned mask, char *buf, size_t size) {
         size_t len = 0;
+
+        assert(buf);
 
         buf[0] = '\0';
         if (mask & HTTP_GET)
@@ -81,6 +86,8 @@ int router_match(const Route *routes, size_t n_routes, const char *path, HttpMet
         RouteMatch m = { 0 };
         unsigned allowed = 0;
         bool seen = false;
+
+        assert(routes && path && ret);
 
         /* Exact and parameter patterns first; a wildcard only when none of
          * them matched the path at all (a 405 beats a catch-all). */

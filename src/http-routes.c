@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <microhttpd.h>
 
 #include "event-api.h"
@@ -108,12 +109,16 @@ static const Route routes[] = {
 };
 
 const Route *routes_table(size_t *ret_n) {
+        assert(ret_n);
+
         *ret_n = ELEMENTSOF(routes);
         return routes;
 }
 
 int routes_build_static_responses(Manager *m) {
         int r;
+
+        assert(m);
 
         r = http_shared_response_new(MHD_HTTP_OK, json_pack("{s:s}", "status", "UP"), &m->live_response);
         if (r < 0)

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <sys/epoll.h>
@@ -52,6 +53,8 @@ static int on_run(sd_event_source *source, void *userdata) {
 }
 
 void http_server_schedule_run(HttpServer *s) {
+        assert(s);
+
         int r = sd_event_source_set_enabled(s->run_source, SD_EVENT_ONESHOT);
         /* -ESTALE: the loop has finished (shutdown resumes the last
          * suspended streams after it); nothing is left to run. */
@@ -127,6 +130,8 @@ int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limit
         _cleanup_(http_server_freep) HttpServer *s = NULL;
         int r;
 
+        assert(event && sockets && limits && routes && ret);
+
         s = calloc(1, sizeof(HttpServer));
         if (!s)
                 return -ENOMEM;
@@ -198,24 +203,34 @@ HttpServer *http_server_free(HttpServer *s) {
 }
 
 void http_server_set_request_done_callback(HttpServer *s, HttpRequestDoneCallback cb, void *userdata) {
+        assert(s);
+
         s->done_cb = cb;
         s->done_userdata = userdata;
 }
 
 void http_server_set_request_log_callback(HttpServer *s, HttpRequestLogCallback cb, void *userdata) {
+        assert(s);
+
         s->log_cb = cb;
         s->log_userdata = userdata;
 }
 
 void http_server_set_public_ops(HttpServer *s, bool public_ops) {
+        assert(s);
+
         s->public_ops = public_ops;
 }
 
 const RequestMetrics *http_server_request_metrics(const HttpServer *s) {
+        assert(s);
+
         return &s->metrics;
 }
 
 uint16_t http_server_public_port(const HttpServer *s) {
+        assert(s);
+
         for (size_t i = 0; i < s->n_listeners; i++)
                 if (!s->listeners[i].metrics)
                         return s->listeners[i].port;
@@ -223,10 +238,14 @@ uint16_t http_server_public_port(const HttpServer *s) {
 }
 
 void http_server_set_ready(HttpServer *s, bool ready) {
+        assert(s);
+
         s->ready = ready;
 }
 
 void http_server_set_body_limits(HttpServer *s, uint64_t max_body_bytes, uint64_t max_event_bytes) {
+        assert(s);
+
         s->limits.max_body_bytes = max_body_bytes;
         s->limits.max_event_bytes = max_event_bytes;
 }
@@ -254,6 +273,8 @@ static void accept_backlog(HttpListener *l, int fd) {
 }
 
 void http_server_begin_drain(HttpServer *s) {
+        assert(s);
+
         if (s->draining)
                 return;
         s->draining = true;
@@ -274,10 +295,14 @@ void http_server_begin_drain(HttpServer *s) {
 }
 
 bool http_server_draining(const HttpServer *s) {
+        assert(s);
+
         return s->draining;
 }
 
 HttpCounters http_server_counters(const HttpServer *s) {
+        assert(s);
+
         HttpCounters c = s->counters;
 
         c.connections_read_timeout = s->read_deadlines ? read_deadlines_expired(s->read_deadlines) : 0;
@@ -287,6 +312,8 @@ HttpCounters http_server_counters(const HttpServer *s) {
 int http_server_add_connection(HttpServer *s, int fd) {
         struct sockaddr_un addr = { .sun_family = AF_UNIX };
         HttpListener *l = NULL;
+
+        assert(s);
 
         /* The self-probe asks for /_/health/live: a listener that serves it. */
         for (size_t i = 0; i < s->n_listeners && !l; i++)

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <strings.h>
 
 #include "http-target.h"
 
 int http_target_check(const char *raw, size_t length) {
+        assert(raw);
+
         for (size_t i = 0; i < length; i++) {
                 unsigned char c = (unsigned char) raw[i];
                 if (c <= 0x20 || c == 0x7f)
@@ -29,6 +32,8 @@ static size_t absolute_form_prefix(const char *target) {
 const char *http_target_path(const char *target) {
         size_t prefix;
         const char *path;
+
+        assert(target);
 
         if (target[0] == '/')
                 return target;

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 
 #include "lifecycle-drain.h"
@@ -97,6 +98,8 @@ void drain_check(Drain *d) {
         usec_t now, elapsed;
         HttpCounters c;
 
+        assert(d);
+
         if (!d->active || d->finished)
                 return;
         c = http_server_counters(d->http);
@@ -139,6 +142,8 @@ static int on_tick(sd_event_source *source, uint64_t usec, void *userdata) {
 int drain_new(sd_event *event, HttpServer *http, StreamHub *streams, Drain **ret) {
         Drain *d = calloc(1, sizeof(Drain));
 
+        assert(event && http && streams && ret);
+
         if (!d)
                 return -ENOMEM;
         d->event = sd_event_ref(event);
@@ -158,15 +163,21 @@ Drain *drain_free(Drain *d) {
 }
 
 void drain_set_timeouts(Drain *d, usec_t shutdown_timeout_usec, usec_t drain_timeout_usec) {
+        assert(d);
+
         d->shutdown_timeout_usec = shutdown_timeout_usec;
         d->drain_timeout_usec = drain_timeout_usec;
 }
 
 bool drain_active(const Drain *d) {
+        assert(d);
+
         return d->active;
 }
 
 void drain_begin(Drain *d, DrainMode mode, DrainDoneCallback cb, void *userdata) {
+        assert(d);
+
         char a[FORMAT_DURATION_MAX], b[FORMAT_DURATION_MAX];
         HttpCounters c = http_server_counters(d->http);
 

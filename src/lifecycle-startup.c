@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -180,6 +181,8 @@ static void step_enter(Startup *s, StartupStep step) {
 }
 
 void startup_cancel(Startup *s) {
+        assert(s);
+
         if (s->step == STARTUP_DONE || s->step == STARTUP_CANCELLED)
                 return;
         log_info("Startup cancelled while %s.", s->status);
@@ -190,17 +193,23 @@ void startup_cancel(Startup *s) {
 }
 
 void startup_on_database(Startup *s, bool connected) {
+        assert(s);
+
         if (connected && s->step == STARTUP_DATABASE)
                 step_enter(s, STARTUP_MIGRATIONS);
         /* A drop during migrations surfaces as a MIGRATE_RETRY result. */
 }
 
 void startup_on_bus(Startup *s, bool connected) {
+        assert(s);
+
         if (connected && s->step == STARTUP_NATS)
                 step_enter(s, STARTUP_CHECKS);
 }
 
 void startup_on_health_round(Startup *s) {
+        assert(s);
+
         if (s->step != STARTUP_CHECKS || health_rounds(s->health) <= s->first_round)
                 return;
         const HealthSnapshot *h = health_snapshot(s->health);
@@ -214,6 +223,8 @@ int startup_new(sd_event *event, Db *db, Bus *bus, Health *health, const Migrati
                 const StartupCallbacks *callbacks, void *userdata, Startup **ret) {
         _cleanup_(startup_freep) Startup *s = NULL;
         int r;
+
+        assert(event && db && health && migrations && callbacks && ret);
 
         s = calloc(1, sizeof(Startup));
         if (!s)
@@ -251,11 +262,15 @@ Startup *startup_free(Startup *s) {
 }
 
 void startup_set_timeouts(Startup *s, usec_t migration_lock_timeout_usec, usec_t backoff_max_usec) {
+        assert(s);
+
         s->lock_timeout_usec = migration_lock_timeout_usec;
         s->backoff_max_usec = backoff_max_usec;
 }
 
 int startup_begin(Startup *s) {
+        assert(s);
+
         int r = db_start(s->db);
         if (r < 0)
                 return r;
@@ -270,9 +285,13 @@ int startup_begin(Startup *s) {
 }
 
 StartupStep startup_step(const Startup *s) {
+        assert(s);
+
         return s->step;
 }
 
 const char *startup_status(const Startup *s) {
+        assert(s);
+
         return s->status;
 }

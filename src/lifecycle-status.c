@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -9,6 +10,8 @@ static const char *plural(uint64_t n, const char *one, const char *many) {
 }
 
 void status_format_running(const RunningStatus *s, char *buf, size_t size) {
+        assert(s && buf);
+
         const HttpCounters *c = &s->counters;
         const char *color_sep = isempty(s->color) ? "" : ", colour ";
 

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -111,6 +112,8 @@ static int on_timer(sd_event_source *source, uint64_t usec, void *userdata) {
 int watchdog_new(sd_event *event, HttpServer *http, Watchdog **ret) {
         Watchdog *w = calloc(1, sizeof(Watchdog));
 
+        assert(event && http && ret);
+
         if (!w)
                 return -ENOMEM;
         w->event = sd_event_ref(event);
@@ -133,6 +136,8 @@ int watchdog_start(Watchdog *w) {
         usec_t usec = notify_watchdog_usec();
         char buf[FORMAT_DURATION_MAX];
         int r;
+
+        assert(w);
 
         if (usec == 0 || w->timer)
                 return 0;

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -61,6 +62,8 @@ void log_set_color(const char *color) {
 }
 
 int log_level_from_string(const char *s) {
+        assert(s);
+
         if (strcasecmp(s, "warn") == 0)
                 return LOG_WARNING;
         if (strcasecmp(s, "err") == 0)
@@ -132,6 +135,8 @@ int log_internal(int level, int error, const char *file, int line, const char *f
         char message[LOG_LINE_MAX];
         int saved_errno = errno;
         va_list ap;
+
+        assert(file && func);
 
         /* glibc's %m prints strerror(errno). */
         if (error != 0)

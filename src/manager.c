@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -525,6 +526,8 @@ int manager_new(Config *config, const char *config_path, bool config_path_requir
         _cleanup_free_ char *error = NULL;
         int r;
 
+        assert(config && config_path && ret);
+
         m = calloc(1, sizeof(Manager));
         if (!m) {
                 config_free(config);
@@ -576,6 +579,8 @@ int manager_new(Config *config, const char *config_path, bool config_path_requir
 }
 
 int manager_start(Manager *m) {
+        assert(m);
+
         _cleanup_free_ char *masked = config_masked_database_url(m->config);
         int r;
 
@@ -612,6 +617,8 @@ int manager_start(Manager *m) {
 }
 
 int manager_run(Manager *m) {
+        assert(m);
+
         int r = sd_event_loop(m->event);
 
         if (r < 0) {

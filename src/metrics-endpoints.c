@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <microhttpd.h>
 
 #include "metrics-endpoints.h"
@@ -25,9 +26,13 @@ static void respond_metrics(Manager *m, HttpRequest *req, ExpositionFormat forma
 }
 
 void metrics_handle_metrics(Manager *m, HttpRequest *req) {
+        assert(m && req);
+
         respond_metrics(m, req, EXPOSITION_TEXT);
 }
 
 void metrics_handle_metrics_json(Manager *m, HttpRequest *req) {
+        assert(m && req);
+
         respond_metrics(m, req, EXPOSITION_JSON);
 }

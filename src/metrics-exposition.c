@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -29,6 +30,8 @@ static const char *const type_names[] = {
 int exposition_new(ExpositionFormat format, Exposition **ret) {
         Exposition *e = calloc(1, sizeof(Exposition));
 
+        assert(ret);
+
         if (!e)
                 return -ENOMEM;
         e->format = format;
@@ -55,6 +58,8 @@ Exposition *exposition_free(Exposition *e) {
 }
 
 const char *exposition_format_value(double value, char *buf, size_t size) {
+        assert(buf);
+
         if (isnan(value))
                 snprintf(buf, size, "NaN");
         else if (isinf(value))
@@ -117,6 +122,8 @@ static void write_help(FILE *out, const char *help) {
 }
 
 void exposition_family(Exposition *e, const char *name, MetricType type, const char *help) {
+        assert(e && name && help);
+
         if (e->format == EXPOSITION_TEXT) {
                 e->family = name;
                 fprintf(e->out, "# HELP %s ", name);
@@ -134,6 +141,8 @@ void exposition_family(Exposition *e, const char *name, MetricType type, const c
 }
 
 void exposition_scalar(Exposition *e, const char *name, MetricType type, const char *help, double value) {
+        assert(e && name && help);
+
         exposition_family(e, name, type, help);
         exposition_sample(e, NULL, value);
 }
@@ -163,6 +172,8 @@ static json_t *json_number(double value) {
 }
 
 void exposition_sample(Exposition *e, const char *const *labels, double value) {
+        assert(e);
+
         if (e->format == EXPOSITION_TEXT) {
                 write_text_sample(e, "", labels, NULL, value);
                 return;
@@ -194,6 +205,8 @@ static json_t *histogram_buckets_json(const Histogram *h) {
 }
 
 void exposition_histogram(Exposition *e, const char *const *labels, const Histogram *h) {
+        assert(e && h);
+
         double sum = (double) h->sum_usec / USEC_PER_SEC;
         char le[32];
 
@@ -212,6 +225,8 @@ void exposition_histogram(Exposition *e, const char *const *labels, const Histog
 }
 
 int exposition_finish(Exposition *e, char **ret_text, size_t *ret_size) {
+        assert(e && ret_text && ret_size);
+
         if (e->format == EXPOSITION_TEXT) {
                 /* fclose() settles text and size. */
                 bool write_failed = ferror(e->out);

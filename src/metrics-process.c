@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -33,6 +34,8 @@ static int read_small_file(const char *path, char *buf, size_t size) {
 
 int parse_statm(const char *text, uint64_t page_size, uint64_t *ret_virtual, uint64_t *ret_resident) {
         uint64_t vsz, rss;
+
+        assert(text && ret_virtual && ret_resident);
 
         if (sscanf(text, "%" SCNu64 " %" SCNu64, &vsz, &rss) != 2)
                 return -EINVAL;
@@ -78,6 +81,8 @@ int process_stats_read(ProcessStats *ret) {
         ProcessStats s = { 0 };
         int r;
 
+        assert(ret);
+
         r = read_statm(&s.virtual_bytes, &s.resident_bytes);
         if (r < 0)
                 return r;
@@ -110,6 +115,8 @@ int cgroup_memory_path(const char *text, char **ret_path, bool *ret_v2) {
         const char *v2 = NULL, *v1 = NULL;
         size_t v2_len = 0, v1_len = 0;
 
+        assert(text && ret_v2);
+
         /* Lines are "hierarchy-id:controllers:path". */
         for (const char *line = text; *line; ) {
                 const char *eol = strchrnul(line, '\n');
@@ -141,6 +148,8 @@ int cgroup_parse_limit(const char *text, uint64_t *ret) {
         size_t n = strcspn(text, "\n");
         uint64_t v;
 
+        assert(text && ret);
+
         if (n == 0 || n >= sizeof(buf))
                 return -EINVAL;
         memcpy(buf, text, n);
@@ -157,6 +166,8 @@ int cgroup_parse_limit(const char *text, uint64_t *ret) {
 
 int memory_stat_field(const char *text, const char *key, uint64_t *ret) {
         size_t n = strlen(key);
+
+        assert(text && key && ret);
 
         for (const char *line = text; *line; ) {
                 const char *eol = strchrnul(line, '\n');
@@ -256,6 +267,8 @@ int memory_usage_read(MemoryUsage *ret) {
         uint64_t virtual_bytes, resident_bytes;
         MemoryUsage m;
         int r;
+
+        assert(ret);
 
         /* A cgroup limit above physical memory limits nothing. */
         if (read_cgroup_memory(&m) == 0 && m.limit_bytes < physical) {

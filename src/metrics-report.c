@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
+
 #include "log.h"
 #include "metrics-report.h"
 #include "metrics-process.h"
@@ -139,6 +141,8 @@ static void collect_process(Manager *m, Exposition *e) {
 int metrics_report(Manager *m, ExpositionFormat format, char **ret_text, size_t *ret_size) {
         _cleanup_(exposition_freep) Exposition *e = NULL;
         int r = exposition_new(format, &e);
+
+        assert(m && ret_text && ret_size);
 
         if (r < 0)
                 return r;

@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
+
 #include "metrics.h"
 
 const usec_t histogram_bounds_usec[HISTOGRAM_N_BOUNDS] = HISTOGRAM_BOUNDS_USEC;
 
 void histogram_observe(Histogram *h, usec_t usec) {
         size_t i = 0;
+
+        assert(h);
 
         while (i < HISTOGRAM_N_BOUNDS && usec > histogram_bounds_usec[i])
                 i++;
@@ -15,6 +19,8 @@ void histogram_observe(Histogram *h, usec_t usec) {
 
 uint64_t histogram_cumulative(const Histogram *h, size_t i) {
         uint64_t n = 0;
+
+        assert(h);
 
         for (size_t j = 0; j <= i && j <= HISTOGRAM_N_BOUNDS; j++)
                 n += h->buckets[j];
@@ -61,6 +67,8 @@ static size_t find_label(const char **labels, size_t n, const char *name) {
 }
 
 int request_metrics_init(RequestMetrics *m, const Route *routes, size_t n_routes) {
+        assert(m && routes);
+
         *m = (RequestMetrics) { 0 };
         m->labels = calloc(n_routes + 1, sizeof(char *));
         m->label_of_route = calloc(n_routes ? n_routes : 1, sizeof(size_t));
@@ -95,6 +103,8 @@ void request_metrics_done(RequestMetrics *m) {
 
 void request_metrics_observe(RequestMetrics *m, size_t route_index, HttpMethod method,
                              unsigned status, usec_t duration_usec) {
+        assert(m);
+
         /* The last label is "unmatched"; an index past the table (a bug)
          * lands there too rather than out of bounds. */
         size_t label = m->n_labels - 1;

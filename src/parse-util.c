@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -7,6 +8,8 @@
 #include "parse-util.h"
 
 int parse_bool(const char *s, bool *ret) {
+        assert(s && ret);
+
         static const char *const yes[] = { "1", "true", "yes", "on" };
         static const char *const no[] = { "0", "false", "no", "off" };
 
@@ -46,6 +49,8 @@ int parse_uint64(const char *s, uint64_t *ret) {
         uint64_t v;
         int r;
 
+        assert(s && ret);
+
         r = parse_digits(s, &v, &end);
         if (r < 0)
                 return r;
@@ -82,6 +87,8 @@ static int parse_with_units(const char *s, const UnitSuffix *units, size_t n_uni
 }
 
 int parse_duration(const char *s, usec_t *ret) {
+        assert(s && ret);
+
         static const UnitSuffix units[] = {
                 { "",    USEC_PER_SEC },
                 { "ms",  USEC_PER_MSEC },
@@ -104,6 +111,8 @@ int parse_duration(const char *s, usec_t *ret) {
 }
 
 int parse_size(const char *s, uint64_t *ret) {
+        assert(s && ret);
+
         static const UnitSuffix units[] = {
                 { "",    1 },
                 { "B",   1 },
@@ -120,6 +129,8 @@ int parse_size(const char *s, uint64_t *ret) {
 
 const char *format_duration(char *buf, size_t size, usec_t usec) {
         uint64_t ms = usec / USEC_PER_MSEC;
+
+        assert(buf);
 
         if (usec == USEC_INFINITY)
                 snprintf(buf, size, "infinity");

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -60,6 +61,8 @@ static void rollback(SseBuffer *b, size_t pending_before) {
 }
 
 int sse_append_event(SseBuffer *b, const char *id, const char *event, const char *data) {
+        assert(b);
+
         size_t pending_before = b->end - b->start;
         const char *p = strempty(data);
         int r = 0;
@@ -89,6 +92,8 @@ int sse_append_event(SseBuffer *b, const char *id, const char *event, const char
 }
 
 int sse_append_comment(SseBuffer *b, const char *text) {
+        assert(b && text);
+
         size_t pending_before = b->end - b->start;
         int r = append_field(b, ": ", text);
 
@@ -102,16 +107,22 @@ int sse_append_comment(SseBuffer *b, const char *text) {
 int sse_append_retry(SseBuffer *b, uint64_t retry_ms) {
         char line[40];
 
+        assert(b);
+
         snprintf(line, sizeof(line), "retry: %" PRIu64 "\n\n", retry_ms);
         return append_str(b, line);
 }
 
 size_t sse_buffer_pending(const SseBuffer *b) {
+        assert(b);
+
         return b->end - b->start;
 }
 
 size_t sse_buffer_take(SseBuffer *b, char *dst, size_t max) {
         size_t n = sse_buffer_pending(b);
+
+        assert(b && dst);
 
         if (n > max)
                 n = max;
@@ -129,6 +140,8 @@ void sse_buffer_done(SseBuffer *b) {
 
 Frame *frame_new(const char *data, size_t size) {
         Frame *f = malloc(sizeof(Frame) + size);
+
+        assert(data);
 
         if (!f)
                 return NULL;
@@ -158,11 +171,15 @@ static Frame *frame_from_buffer(SseBuffer *b, int r) {
 }
 
 Frame *sse_frame_event(const char *id, const char *event, const char *data) {
+        assert(data);
+
         SseBuffer b = { 0 };
         return frame_from_buffer(&b, sse_append_event(&b, id, event, data));
 }
 
 Frame *sse_frame_comment(const char *text) {
+        assert(text);
+
         SseBuffer b = { 0 };
         return frame_from_buffer(&b, sse_append_comment(&b, text));
 }

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -112,6 +113,7 @@ static void stream_maybe_free(Stream *s) {
 
 static void hub_unlink(StreamHub *hub, Stream *s) {
         list_remove(&s->in_hub);
+        assert(hub->n_streams > 0);
         hub->n_streams--;
 }
 
@@ -162,6 +164,8 @@ static void stream_wake(Stream *s) {
 int stream_send_frame(Stream *s, Frame *f) {
         int r;
 
+        assert(s && f);
+
         if (!s->req || s->finishing)
                 return -EPIPE;
         if (s->queue.bytes > s->hub->settings.buffer_max_bytes) {
@@ -182,6 +186,8 @@ int stream_send_event(Stream *s, const char *id, const char *event, const char *
         Frame *f = sse_frame_event(id, event, data);
         int r;
 
+        assert(s && data);
+
         if (!f)
                 return -ENOMEM;
         r = stream_send_frame(s, f);
@@ -190,15 +196,21 @@ int stream_send_event(Stream *s, const char *id, const char *event, const char *
 }
 
 size_t stream_queued_bytes(const Stream *s) {
+        assert(s);
+
         return s->queue.bytes;
 }
 
 void stream_set_drain_callback(Stream *s, StreamDrainCallback cb, void *userdata) {
+        assert(s);
+
         s->drain_cb = cb;
         s->drain_userdata = userdata;
 }
 
 void stream_finish(Stream *s) {
+        assert(s);
+
         if (!s->req)
                 return;
         s->finishing = true;
@@ -209,6 +221,8 @@ void stream_end_with_reconnect(Stream *s, const char *reason) {
         _cleanup_free_ char *data = NULL;
         Frame *f;
         json_t *j;
+
+        assert(s && reason);
 
         if (!s->req || s->finishing)
                 return;
@@ -245,6 +259,8 @@ int stream_last_event_id(const HttpRequest *req, bool *ret_present, uint64_t *re
         const char *s = http_request_header(req, "Last-Event-ID");
         uint64_t id = 0;
 
+        assert(req && ret_present && ret_id);
+
         if (!s)
                 s = http_request_query(req, "lastEventId");
         if (s && (parse_uint64(s, &id) < 0 || id > INT64_MAX))
@@ -260,6 +276,8 @@ int stream_open(StreamHub *hub, HttpRequest *req, StreamCloseCallback close_cb, 
         Frame *hint;
         Stream *s;
         int r;
+
+        assert(hub && req && ret);
 
         s = calloc(1, sizeof(Stream));
         if (!s)
@@ -296,6 +314,8 @@ int stream_hub_new(sd_event *event, const StreamSettings *settings, StreamHub **
         StreamHub *hub = calloc(1, sizeof(StreamHub));
         int r;
 
+        assert(event && settings && ret);
+
         if (!hub)
                 return -ENOMEM;
         list_init(&hub->streams);
@@ -320,8 +340,7 @@ int stream_hub_new(sd_event *event, const StreamSettings *settings, StreamHub **
 StreamHub *stream_hub_free(StreamHub *hub) {
         if (!hub)
                 return NULL;
-        if (hub->n_streams > 0)
-                log_debug("Freeing the stream hub with %zu streams open (bug).", hub->n_streams);
+        assert(hub->n_streams == 0 && list_empty(&hub->streams));
         sd_event_source_disable_unref(hub->heartbeat_timer);
         sd_event_unref(hub->event);
         frame_unref(hub->heartbeat);
@@ -330,23 +349,33 @@ StreamHub *stream_hub_free(StreamHub *hub) {
 }
 
 void stream_hub_set_settings(StreamHub *hub, const StreamSettings *settings) {
+        assert(hub && settings);
+
         hub->settings = *settings;
 }
 
 sd_event *stream_hub_event(StreamHub *hub) {
+        assert(hub);
+
         return hub->event;
 }
 
 size_t stream_hub_count(const StreamHub *hub) {
+        assert(hub);
+
         return hub->n_streams;
 }
 
 void stream_hub_refuse_new(StreamHub *hub, const char *reason) {
+        assert(hub && reason);
+
         if (!hub->refuse_reason)
                 hub->refuse_reason = strdup(reason);    /* NULL: streams just run */
 }
 
 void stream_hub_end_all(StreamHub *hub, const char *reason) {
+        assert(hub && reason);
+
         LIST_FOREACH_SAFE(s, next, &hub->streams, Stream, in_hub)
                 stream_end_with_reconnect(s, reason);
 }

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <stdio.h>
@@ -67,6 +68,8 @@ void sse_ticker_handle(StreamHub *hub, HttpRequest *req, usec_t max_duration_use
         bool has_last;
         TestStream *t;
         int r;
+
+        assert(hub && req);
 
         if (!parse_optional(http_request_query(req, "duration"), &duration) ||
             duration < 1 || duration > max_sec) {

@@ -137,11 +137,13 @@ static void test_payload_canonical(void **state) {
                 assert_string_equal(payload, cases[i].canonical);
                 assert_int_equal(size, strlen(payload));
         }
-        assert_int_equal(event_payload_canonical("", 0, 1024, NULL, &size, error, sizeof(error)), -EINVAL);
+        char *payload = NULL;
+        assert_int_equal(event_payload_canonical("", 0, 1024, &payload, &size, error, sizeof(error)), -EINVAL);
         assert_string_equal(error, "the body is empty");
         /* The limit applies to the stored (compact) form: 1e15 grows. */
-        assert_int_equal(event_payload_canonical("1e15", 4, 10, NULL, &size, error, sizeof(error)), -EFBIG);
+        assert_int_equal(event_payload_canonical("1e15", 4, 10, &payload, &size, error, sizeof(error)), -EFBIG);
         assert_string_equal(error, "the event is 18 bytes as stored (compact JSON), the limit is 10");
+        assert_null(payload);           /* written on success only */
 }
 
 int main(void) {

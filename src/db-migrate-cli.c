@@ -16,20 +16,20 @@ typedef struct MigrateCli {
         const Config *config;
         Migrator *migrator;
         sd_event_source *retry;
-        int exit_code;
+        int result;                     /* 0, or -errno (logged) */
 } MigrateCli;
 
 static void on_status(int error, const char *message, char **lines, size_t n_lines, bool problems,
                       void *userdata) {
         MigrateCli *cli = userdata;
 
-        if (error < 0) {
-                log_error("Cannot read the migration status: %s", strempty(message));
-                cli->exit_code = EXIT_FAILURE;
-        } else {
+        if (error < 0)
+                cli->result = log_error_errno(error, "Cannot read the migration status: %s", strempty(message));
+        else {
                 for (size_t i = 0; i < n_lines; i++)
                         printf("%s\n", lines[i]);
-                cli->exit_code = problems ? EXIT_FAILURE : EXIT_SUCCESS;
+                /* The lines say what does not match. */
+                cli->result = problems ? -EBADMSG : 0;
         }
         (void) sd_event_exit(cli->event, 0);
 }
@@ -46,8 +46,7 @@ static void start(MigrateCli *cli) {
                 r = migrator_run(cli->db, cli->set, cli->config->migration_lock_timeout_usec,
                                  on_migrated, cli, &cli->migrator);
         if (r < 0) {
-                log_error_errno(r, "Cannot start: %s", strerror(abs(r)));
-                cli->exit_code = EXIT_FAILURE;
+                cli->result = log_error_errno(r, "Cannot start: %m");
                 (void) sd_event_exit(cli->event, 0);
         }
 }
@@ -64,7 +63,7 @@ static void on_migrated(const MigrateResult *result, void *userdata) {
         case MIGRATE_OK:
                 printf("Schema at version %u; %u migration(s) applied.\n", result->version,
                        result->n_applied);
-                cli->exit_code = EXIT_SUCCESS;
+                cli->result = 0;
                 break;
         case MIGRATE_RETRY:
                 /* Another instance holds the lock: wait for it, as the daemon does. */
@@ -77,8 +76,7 @@ static void on_migrated(const MigrateResult *result, void *userdata) {
                 }
                 _fallthrough_;
         case MIGRATE_FATAL:
-                log_error("Migration failed: %s", strempty(result->error));
-                cli->exit_code = EXIT_FAILURE;
+                cli->result = log_error_errno(-EIO, "Migration failed: %s", strempty(result->error));
                 break;
         }
         (void) sd_event_exit(cli->event, 0);
@@ -96,8 +94,7 @@ static int on_connect_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 
         if (db_connected(cli->db))
                 return 0;
-        log_error("Cannot connect to PostgreSQL: %s", db_last_error(cli->db));
-        cli->exit_code = EXIT_FAILURE;
+        cli->result = log_error_errno(-ETIMEDOUT, "Cannot connect to PostgreSQL: %s", db_last_error(cli->db));
         (void) sd_event_exit(cli->event, 0);
         return 0;
 }
@@ -105,16 +102,14 @@ static int on_connect_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 int migrate_cli(const Config *config, bool status_only) {
         _cleanup_free_ char *error = NULL;
         MigrationSet set = { 0 };
-        MigrateCli cli = { .config = config, .status_only = status_only, .exit_code = EXIT_FAILURE };
+        MigrateCli cli = { .config = config, .status_only = status_only, .result = -EIO };
         int r;
 
         assert(config);
 
         r = migration_set_load(embedded_migrations, n_embedded_migrations, &set, &error);
-        if (r < 0) {
-                log_error("Embedded migrations are broken: %s", strempty(error));
-                return EXIT_FAILURE;
-        }
+        if (r < 0)
+                return log_error_errno(r, "Embedded migrations are broken: %s", strempty(error));
         cli.set = &set;
         DbSettings ds = {
                 .conninfo = config->database_url,
@@ -127,7 +122,7 @@ int migrate_cli(const Config *config, bool status_only) {
             (r = sd_event_add_time_relative(cli.event, NULL, CLOCK_MONOTONIC,
                                             config->database_connect_timeout_usec, 0,
                                             on_connect_timeout, &cli)) < 0) {
-                log_error_errno(r, "Failed to set up: %s", strerror(abs(r)));
+                cli.result = log_error_errno(r, "Failed to set up: %m");
                 goto finish;
         }
         db_set_state_callback(cli.db, on_db_state, &cli);
@@ -135,12 +130,12 @@ int migrate_cli(const Config *config, bool status_only) {
         if (r >= 0)
                 r = sd_event_loop(cli.event);
         if (r < 0)
-                log_error_errno(r, "Event loop failed: %s", strerror(abs(r)));
+                cli.result = log_error_errno(r, "Event loop failed: %m");
 finish:
         migrator_free(cli.migrator);
         sd_event_source_disable_unref(cli.retry);
         db_free(cli.db);
         sd_event_unref(cli.event);
         migration_set_done(&set);
-        return cli.exit_code;
+        return cli.result;
 }

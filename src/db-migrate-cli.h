@@ -2,8 +2,9 @@
 #pragma once
 
 /* "batond migrate" and "batond migrate --status": the same migration code
- * the daemon runs, driven by a short-lived event loop. Returns the exit
- * code (0 done, 1 failed or problems found). */
+ * the daemon runs, driven by a short-lived event loop. Returns 0, or
+ * -errno when it failed or --status found problems (logged, or for
+ * --status printed). */
 
 #include "config.h"
 

@@ -43,7 +43,7 @@ static int on_eventfd(sd_event_source *source, int fd, uint32_t revents, void *u
         uint64_t count;
 
         if (read(m->eventfd, &count, sizeof(count)) < 0 && errno != EAGAIN)
-                log_debug_errno(errno, "Failed to read mailbox eventfd, ignoring: %s", strerror(abs(errno)));
+                log_debug_errno(errno, "Failed to read mailbox eventfd, ignoring: %m");
         list_init(&messages);
         take_all(m, &messages);
         deliver(&messages, false);

@@ -74,7 +74,7 @@ static void round_finish(Health *h) {
         h->rounds++;
         r = event_timer_arm(h->timer, h->settings.interval_usec);
         if (r < 0)
-                log_error_errno(r, "Failed to schedule the next health check round: %s", strerror(abs(r)));
+                log_error_errno(r, "Failed to schedule the next health check round: %m");
         changed(h);
 }
 

@@ -48,7 +48,7 @@ static int on_timer(sd_event_source *source, usec_t usec, void *userdata) {
                 /* libmicrohttpd sees the end of the stream on its next read
                  * and closes the connection itself: its state stays its own. */
                 if (shutdown(x->fd, SHUT_RDWR) < 0)
-                        log_debug("Cannot shut down a slow connection: %s", strerror(errno));
+                        log_debug_errno(errno, "Cannot shut down a slow connection: %m");
                 log_debug("Cut a connection that did not send a whole request within %.0f s.",
                           (double) d->timeout / (double) USEC_PER_SEC);
         }

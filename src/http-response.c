@@ -212,7 +212,7 @@ static void limit_send_buffer(HttpRequest *req) {
         int size = HTTP_STREAM_SNDBUF;
 
         if (info && setsockopt(info->connect_fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)) < 0)
-                log_debug("Failed to limit the send buffer of a stream, ignoring: %s", strerror(errno));
+                log_debug_errno(errno, "Failed to limit the send buffer of a stream, ignoring: %m");
 }
 
 void http_respond_stream(HttpRequest *req, const char *content_type,

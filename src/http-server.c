@@ -23,7 +23,7 @@ static void listener_rearm_timer(HttpListener *l) {
                 r = event_timer_arm(l->timer_source, (usec_t) timeout_ms * USEC_PER_MSEC);
         }
         if (r < 0)
-                log_error_errno(r, "Failed to re-arm HTTP timer for %s: %s", l->address, strerror(abs(r)));
+                log_error_errno(r, "Failed to re-arm HTTP timer for %s: %m", l->address);
 }
 
 static void listener_run(HttpListener *l) {
@@ -59,7 +59,7 @@ void http_server_schedule_run(HttpServer *s) {
         /* -ESTALE: the loop has finished (shutdown resumes the last
          * suspended streams after it); nothing is left to run. */
         if (r < 0 && r != -ESTALE)
-                log_error_errno(r, "Failed to schedule HTTP processing: %s", strerror(abs(r)));
+                log_error_errno(r, "Failed to schedule HTTP processing: %m");
 }
 
 static int listener_start(HttpServer *s, HttpListener *l, ListenSocket *sock) {
@@ -134,7 +134,7 @@ int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limit
 
         s = calloc(1, sizeof(HttpServer));
         if (!s)
-                return -ENOMEM;
+                return log_oom();
         list_init(&s->suspended);
         list_init(&s->unseen);
         s->event = sd_event_ref(event);
@@ -146,27 +146,27 @@ int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limit
 
         r = request_metrics_init(&s->metrics, routes, n_routes);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "Failed to set up the request metrics: %m");
         r = make_request_id_prefix(s->request_id_prefix, sizeof(s->request_id_prefix));
         if (r < 0)
-                return r;
+                return log_error_errno(r, "Failed to make a request id prefix: %m");
 
         r = event_defer_new(event, &s->run_source, on_run, s);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "Failed to set up HTTP processing: %m");
         r = read_deadlines_new(event, s->limits.connection_timeout_usec, &s->read_deadlines);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "Failed to set up the request read deadlines: %m");
 
         s->listeners = calloc(sockets->n_sockets, sizeof(HttpListener));
         if (!s->listeners)
-                return -ENOMEM;
+                return log_oom();
         for (size_t i = 0; i < sockets->n_sockets; i++) {
                 r = listener_start(s, &s->listeners[i], &sockets->sockets[i]);
                 s->n_listeners = i + 1;
                 if (r < 0)
-                        return log_error_errno(r, "Failed to start HTTP server on %s: %s",
-                                               sockets->sockets[i].address, strerror(abs(r)));
+                        return log_error_errno(r, "Failed to start HTTP server on %s: %m",
+                                               sockets->sockets[i].address);
                 log_info("Serving HTTP on %s (%s socket '%s').", sockets->sockets[i].address,
                          sockets->from_systemd ? "systemd" : "own", sockets->sockets[i].name);
         }

@@ -64,7 +64,8 @@ typedef struct HttpRequestRecord {
 
 typedef void (*HttpRequestLogCallback)(const HttpRequestRecord *record, void *userdata);
 
-/* Takes ownership of the sockets in 'sockets' (their fds become -1). */
+/* Takes ownership of the sockets in 'sockets' (their fds become -1). Logs
+ * its failures (it knows which socket failed). */
 int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limits,
                     const Route *routes, size_t n_routes, void *handler_userdata,
                     HttpServer **ret);

@@ -10,7 +10,7 @@
 static void send_message(const char *message) {
         int r = sd_notify(0, message);
         if (r < 0)
-                log_debug_errno(r, "Failed to send sd_notify message '%s', ignoring: %s", message, strerror(abs(r)));
+                log_debug_errno(r, "Failed to send sd_notify message '%s', ignoring: %m", message);
 }
 
 void notify_ready(void) {

@@ -48,6 +48,7 @@ DEFINE_POINTER_CLEANUP(Startup, startup_free);
 
 void startup_set_timeouts(Startup *s, usec_t migration_lock_timeout_usec, usec_t backoff_max_usec);
 
+/* Logs its failures. */
 int startup_begin(Startup *s);
 
 /* Stops where it is (a stop signal came first): no READY=1 follows, a

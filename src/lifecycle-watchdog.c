@@ -146,7 +146,7 @@ int watchdog_start(Watchdog *w) {
         r = sd_event_add_time_relative(w->event, &w->timer, CLOCK_MONOTONIC, w->interval_usec,
                                        10 * USEC_PER_MSEC, on_timer, w);
         if (r < 0)
-                return log_error_errno(r, "Failed to start the watchdog timer: %s", strerror(abs(r)));
+                return r;
         log_info("Watchdog enabled: self-probe and ping every %s.",
                  format_duration(buf, sizeof(buf), w->interval_usec));
         return 0;

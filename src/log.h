@@ -53,3 +53,6 @@ int log_internal(int level, int error, const char *file, int line, const char *f
 #define log_debug_errno(e, ...)     log_full(LOG_DEBUG, (e), NULL, __VA_ARGS__)
 #define log_warning_errno(e, ...)   log_full(LOG_WARNING, (e), NULL, __VA_ARGS__)
 #define log_error_errno(e, ...)     log_full(LOG_ERR, (e), NULL, __VA_ARGS__)
+
+/* For allocation failures with nothing more to say; returns -ENOMEM. */
+#define log_oom()                   log_error_errno(-ENOMEM, "Out of memory.")

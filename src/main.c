@@ -11,6 +11,9 @@
 
 extern char **environ;
 
+/* Exit status for a configuration error (systemd shows 78 as "CONFIG"). */
+#define EXIT_CONFIG 78
+
 typedef enum Command {
         COMMAND_RUN,
         COMMAND_CHECK_CONFIG,
@@ -38,7 +41,8 @@ static void help(void) {
                CONFIG_DEFAULT_PATH);
 }
 
-/* Returns -1 to continue, or an exit code. */
+/* Returns 1 to go on, 0 when done (--help, --version), -ECONFIG for a
+ * command-line mistake (said on stderr). */
 static int parse_args(int argc, char **argv, Args *args) {
         enum { ARG_CHECK_CONFIG = 0x100, ARG_VERSION, ARG_STATUS };
         static const struct option options[] = {
@@ -67,26 +71,26 @@ static int parse_args(int argc, char **argv, Args *args) {
                         break;
                 case ARG_VERSION:
                         printf("batond %s\n", BATON_VERSION);
-                        return EXIT_SUCCESS;
+                        return 0;
                 case 'h':
                         help();
-                        return EXIT_SUCCESS;
-                default:
-                        return EXIT_CONFIG;
+                        return 0;
+                default:                /* getopt said what */
+                        return -ECONFIG;
                 }
         }
         if (optind < argc) {
                 if (!streq(argv[optind], "migrate") || optind + 1 < argc) {
                         fprintf(stderr, "batond: unexpected argument '%s'; see batond --help\n",
                                 argv[optind + (streq(argv[optind], "migrate") ? 1 : 0)]);
-                        return EXIT_CONFIG;
+                        return -ECONFIG;
                 }
                 args->command = status ? COMMAND_MIGRATE_STATUS : COMMAND_MIGRATE;
         } else if (status) {
                 fprintf(stderr, "batond: --status goes with 'migrate'\n");
-                return EXIT_CONFIG;
+                return -ECONFIG;
         }
-        return -1;
+        return 1;
 }
 
 static int load_config(const Args *args, Config **ret) {
@@ -94,34 +98,74 @@ static int load_config(const Args *args, Config **ret) {
         int r;
 
         r = config_load(args->config_path, args->config_path_required, environ, ret, &error);
+        if (r == -ENOMEM && !error)
+                return log_error_errno(r, "Failed to load the configuration: %m");
         if (r < 0) {
                 /* One line that names the key: what an operator greps for. */
-                log_error("Invalid configuration: %s", error ? error : strerror(-r));
-                return EXIT_CONFIG;
+                if (error)
+                        log_error("Invalid configuration: %s", error);
+                else
+                        log_error_errno(r, "Invalid configuration: %m");
+                return -ECONFIG;
         }
         return 0;
 }
 
+/* Each step logs its own failure, where it knows the context. */
 static int run_daemon(const Args *args, Config *config) {
         _cleanup_(manager_freep) Manager *m = NULL;
         int r;
 
         r = manager_new(config, args->config_path, args->config_path_required, &m);
-        if (r < 0) {
-                log_error_errno(r, "Failed to set up: %s", strerror(abs(r)));
-                return EXIT_FAILURE;
-        }
+        if (r < 0)
+                return r;
         r = manager_start(m);
-        if (r != 0)
+        if (r < 0)
                 return r;
         return manager_run(m);
 }
 
-int main(int argc, char **argv) {
+static int run(int argc, char **argv) {
         Config *config = NULL;
-        sigset_t mask;
         Args args;
         int r;
+
+        r = parse_args(argc, argv, &args);
+        if (r <= 0)
+                return r;
+        r = load_config(&args, &config);
+        if (r < 0)
+                return r;
+        log_set_max_level(config->log_level);
+        log_set_color(config->deployment_color);
+
+        switch (args.command) {
+        case COMMAND_CHECK_CONFIG:
+                config_dump(config, stdout);
+                printf("configuration OK\n");
+                config_free(config);
+                return 0;
+        case COMMAND_MIGRATE:
+        case COMMAND_MIGRATE_STATUS:
+                r = migrate_cli(config, args.command == COMMAND_MIGRATE_STATUS);
+                config_free(config);
+                return r;
+        default:
+                return run_daemon(&args, config);
+        }
+}
+
+/* -errno becomes an exit status here and nowhere else: 78 (systemd shows
+ * it as "CONFIG") for a configuration that cannot work, 1 for any other
+ * failure. A status run() returns (the event loop's) stays as it is. */
+static int exit_status(int r) {
+        if (r >= 0)
+                return r;
+        return r == -ECONFIG ? EXIT_CONFIG : EXIT_FAILURE;
+}
+
+int main(int argc, char **argv) {
+        sigset_t mask;
 
         /* First of all: block the signals we handle in the event loop. Threads
          * that libraries start later (NATS) inherit this mask, so only the
@@ -140,27 +184,5 @@ int main(int argc, char **argv) {
         signal(SIGPIPE, SIG_IGN);
 
         log_open();
-        r = parse_args(argc, argv, &args);
-        if (r >= 0)
-                return r;
-        r = load_config(&args, &config);
-        if (r != 0)
-                return r;
-        log_set_max_level(config->log_level);
-        log_set_color(config->deployment_color);
-
-        switch (args.command) {
-        case COMMAND_CHECK_CONFIG:
-                config_dump(config, stdout);
-                printf("configuration OK\n");
-                config_free(config);
-                return EXIT_SUCCESS;
-        case COMMAND_MIGRATE:
-        case COMMAND_MIGRATE_STATUS:
-                r = migrate_cli(config, args.command == COMMAND_MIGRATE_STATUS);
-                config_free(config);
-                return r;
-        default:
-                return run_daemon(&args, config);
-        }
+        return exit_status(run(argc, argv));
 }

@@ -85,6 +85,7 @@ static void on_startup_progress(Startup *s, const char *status, void *userdata) 
 
 static void on_startup_ready(Startup *s, void *userdata) {
         Manager *m = userdata;
+        int r;
 
         http_server_set_ready(m->http, true);
         health_set_phase(m->health, HEALTH_RUNNING, NULL);
@@ -92,8 +93,10 @@ static void on_startup_ready(Startup *s, void *userdata) {
         m->ready_sent = true;
         log_event(LOG_INFO, "ready", "Ready: serving on %s.", m->listen_summary);
         /* The first ping right after READY=1, then self-probes. */
-        if (watchdog_start(m->watchdog) < 0)
-                log_warning("Running without watchdog pings; systemd will restart us if it expects them.");
+        r = watchdog_start(m->watchdog);
+        if (r < 0)
+                log_warning_errno(r, "Failed to start the watchdog timer, running without pings (systemd "
+                                  "will restart us if it expects them): %m");
         manager_update_running_status(m);
         if (event_timer_arm(m->status_timer, STATUS_REFRESH_USEC) < 0)
                 log_error("Failed to start the status timer; STATUS= shows no live counts.");
@@ -362,7 +365,7 @@ static char *listen_summary(const ListenSet *set) {
         return s;
 }
 
-/* Returns an exit code: EXIT_CONFIG when the settings cannot work. */
+/* Logs its failures; -ECONFIG when the settings cannot work. */
 static int manager_start_http(Manager *m) {
         _cleanup_free_ char *error = NULL;
         ListenSet sockets = { 0 };
@@ -378,10 +381,9 @@ static int manager_start_http(Manager *m) {
                 .metrics_port = (uint16_t) c->metrics_port,
         };
         r = listen_acquire(&lc, &sockets, &error);
-        if (r < 0) {
-                log_error("%s", error ? error : strerror(-r));
-                return EXIT_FAILURE;
-        }
+        if (r < 0)
+                return error ? log_error_errno(r, "%s", error)
+                             : log_error_errno(r, "Failed to acquire the listening sockets: %m");
         /* Hiding the probes with nowhere else to serve them would leave
          * systemd's watchdog and every health check blind. */
         if (!c->public_health && !listen_set_has_metrics(&sockets)) {
@@ -389,7 +391,7 @@ static int manager_start_http(Manager *m) {
                           "(METRICS_PORT, or a socket named '%s'), or health and metrics would be "
                           "served nowhere", LISTEN_METRICS_NAME);
                 listen_set_done(&sockets);
-                return EXIT_CONFIG;
+                return -ECONFIG;
         }
         HttpLimits limits = {
                 .max_connections = fit_connections_to_fd_limit(m->config->max_connections,
@@ -400,12 +402,15 @@ static int manager_start_http(Manager *m) {
                 .max_event_bytes = m->config->max_event_bytes,
         };
         m->listen_summary = listen_summary(&sockets);
+        if (!m->listen_summary) {
+                listen_set_done(&sockets);
+                return log_oom();
+        }
         table = routes_table(&n_routes);
-        r = m->listen_summary ? http_server_new(m->event, &sockets, &limits, table, n_routes, m, &m->http)
-                              : -ENOMEM;
+        r = http_server_new(m->event, &sockets, &limits, table, n_routes, m, &m->http);
         listen_set_done(&sockets);
         if (r < 0)
-                return EXIT_FAILURE;
+                return r;               /* logged which socket failed */
         http_server_set_request_done_callback(m->http, on_request_done, m);
         http_server_set_request_log_callback(m->http, access_log_request, m->access_log);
         http_server_set_public_ops(m->http, c->public_health);
@@ -531,7 +536,7 @@ int manager_new(Config *config, const char *config_path, bool config_path_requir
         m = calloc(1, sizeof(Manager));
         if (!m) {
                 config_free(config);
-                return -ENOMEM;
+                return log_oom();
         }
         m->config = config;
         m->start_monotonic_usec = now_usec(CLOCK_MONOTONIC);
@@ -539,7 +544,7 @@ int manager_new(Config *config, const char *config_path, bool config_path_requir
         m->config_path = strdup(config_path);
         m->config_path_required = config_path_required;
         if (!m->config_path)
-                return -ENOMEM;
+                return log_oom();
 
         r = migration_set_load(embedded_migrations, n_embedded_migrations, &m->migrations, &error);
         if (r < 0)
@@ -547,33 +552,34 @@ int manager_new(Config *config, const char *config_path, bool config_path_requir
 
         r = sd_event_new(&m->event);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "Failed to create the event loop: %m");
         /* Signals arrive as loop events; main() blocked them before any
          * thread started, so no thread can take them instead. */
         if ((r = sd_event_add_signal(m->event, NULL, SIGTERM, on_stop_signal, m)) < 0 ||
             (r = sd_event_add_signal(m->event, NULL, SIGINT, on_stop_signal, m)) < 0 ||
             (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_sighup, m)) < 0)
-                return r;
+                return log_error_errno(r, "Failed to watch SIGTERM, SIGINT and SIGHUP: %m");
 
         r = mailbox_new(m->event, &m->mailbox);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "Failed to set up the NATS mailbox: %m");
         r = access_log_new(m->event, &m->access_log);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "Failed to set up the access log: %m");
         r = event_timer_new(m->event, &m->status_timer, 50 * USEC_PER_MSEC, on_status_timer, m);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "Failed to set up the status timer: %m");
         StreamSettings ss = stream_settings(config);
         r = stream_hub_new(m->event, &ss, &m->streams);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "Failed to set up the stream hub: %m");
         r = manager_setup_dependencies(m);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "Failed to set up the database connections, NATS and the "
+                                       "health checks: %m");
         r = routes_build_static_responses(m);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "Failed to build the probes' answers: %m");
         *ret = TAKE_PTR(m);
         return 0;
 }
@@ -594,37 +600,33 @@ int manager_start(Manager *m) {
         /* HTTP first: while we wait for dependencies, live answers 200,
          * ready 503 with the reason, and the API 503. */
         r = manager_start_http(m);
-        if (r != 0)
+        if (r < 0)
                 return r;
         r = drain_new(m->event, m->http, m->streams, &m->drain);
         if (r < 0)
-                return EXIT_FAILURE;
+                return log_error_errno(r, "Failed to set up the drain: %m");
         r = watchdog_new(m->event, m->http, &m->watchdog);
         if (r < 0)
-                return EXIT_FAILURE;
+                return log_error_errno(r, "Failed to set up the watchdog: %m");
         manager_apply_config(m);
 
         /* Then the dependencies, in the order of the readiness contract.
          * The work connections connect alongside; the health checks that
          * gate READY=1 require them. */
-        if (db_start(m->db_write) < 0 || db_start(m->db_read) < 0 ||
-            (m->listener && pglisten_start(m->listener) < 0))
-                return EXIT_FAILURE;
-        r = startup_begin(m->startup);
-        if (r < 0)
-                return EXIT_FAILURE;
-        return 0;
+        if ((r = db_start(m->db_write)) < 0 || (r = db_start(m->db_read)) < 0 ||
+            (m->listener && (r = pglisten_start(m->listener)) < 0))
+                return log_error_errno(r, "Failed to start the database connections: %m");
+        return startup_begin(m->startup);       /* logs its failures (NATS's words) */
 }
 
 int manager_run(Manager *m) {
+        int r;
+
         assert(m);
 
-        int r = sd_event_loop(m->event);
-
-        if (r < 0) {
-                log_error_errno(r, "Event loop failed: %s", strerror(abs(r)));
-                return EXIT_FAILURE;
-        }
+        r = sd_event_loop(m->event);
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %m");
         return r;
 }
 

@@ -23,9 +23,6 @@
 #include "sse-stream.h"
 #include "lifecycle-watchdog.h"
 
-/* Exit codes (systemd shows 78 as "CONFIG"). */
-#define EXIT_CONFIG 78
-
 typedef struct Manager {
         sd_event *event;
         Config *config;
@@ -66,15 +63,18 @@ typedef struct Manager {
         int exit_code;
 } Manager;
 
-/* Takes ownership of config. */
+/* Takes ownership of config. Logs its failures. */
 int manager_new(Config *config, const char *config_path, bool config_path_required, Manager **ret);
 Manager *manager_free(Manager *m);
 DEFINE_POINTER_CLEANUP(Manager, manager_free);
 
 /* Acquires sockets, starts serving probes, then starts the dependency
- * sequence towards READY=1. Returns an exit code on failure, 0 otherwise. */
+ * sequence towards READY=1. 0, or -errno (logged): -ECONFIG when the
+ * configuration cannot work. */
 int manager_start(Manager *m);
 
-/* Runs the loop until the drain completes or startup fails; returns the
- * process exit code. */
+/* Runs the loop until the drain completes or startup fails. Returns the
+ * status the loop ended with (EXIT_SUCCESS after a drain, EXIT_FAILURE
+ * when startup failed for good, both logged), or -errno (logged) when
+ * the loop itself failed. */
 int manager_run(Manager *m);

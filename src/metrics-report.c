@@ -120,7 +120,7 @@ static void collect_process(Manager *m, Exposition *e) {
 
         /* Without /proc the process figures are missing, the rest stands. */
         if (r < 0) {
-                log_debug("Cannot read the process statistics: %s", strerror(-r));
+                log_debug_errno(r, "Cannot read the process statistics: %m");
                 return;
         }
         exposition_scalar(e, "process_resident_memory_bytes", METRIC_GAUGE,

@@ -22,6 +22,12 @@
 #error "batond is built with its assertions on; do not define NDEBUG"
 #endif
 
+/* The error (negated) for a configuration that cannot work: main() exits
+ * 78 for it, and 1 for any other -errno. An errno of its own, so that a
+ * library's EINVAL deep down never reads as a configuration error; its
+ * strerror() text is never shown (the failure is logged with what is wrong). */
+#define ECONFIG EBADRQC
+
 typedef uint64_t usec_t;
 
 #define USEC_INFINITY ((usec_t) UINT64_MAX)

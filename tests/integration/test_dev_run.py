@@ -23,9 +23,13 @@ SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 class Checkout:
     """tools/ copied into <private dir>/baton, build/ a link to the build
     under test (the run builds it: nothing to do). Its throwaway cluster
-    is keyed to this path, so it is not the developer's own."""
+    is keyed to this path, so it is not the developer's own. Its port is
+    a free one picked here (BATON_DEV_PG_PORT), as every test's PostgreSQL
+    is: "the first free from 55432" could race another test for a port
+    the kernel hands out as ephemeral."""
 
     def __init__(self):
+        self.pg_port = free_port()
         self.home = tempfile.mkdtemp(prefix='baton-home-')
         os.chmod(self.home, 0o700)
         self.root = os.path.join(self.home, 'baton')
@@ -35,12 +39,18 @@ class Checkout:
         os.symlink(build, os.path.join(self.root, 'build'))
         self.dev_dir = self.dev('pg', 'dir').strip()
 
+    def env(self, **extra):
+        env = dict(os.environ, BATON_DEV_PG_PORT=str(self.pg_port), **extra)
+        for k in ('BATON_DEV_DIR', 'DATABASE_URL'):
+            env.pop(k, None)
+        return env
+
     def dev(self, *args):
         return subprocess.run([os.path.join(self.root, 'tools', 'dev'), *args], check=True,
-                              stdout=subprocess.PIPE, text=True).stdout
+                              stdout=subprocess.PIPE, text=True, env=self.env()).stdout
 
     def cleanup(self):
-        subprocess.run([os.path.join(self.root, 'tools', 'dev'), 'pg', 'drop'],
+        subprocess.run([os.path.join(self.root, 'tools', 'dev'), 'pg', 'drop'], env=self.env(),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(self.home, ignore_errors=True)
 
@@ -132,9 +142,7 @@ class Terminal:
 
 def start_run(ctx, checkout):
     port = free_port()
-    env = dict(os.environ, SERVER_PORT=str(port), TERM='xterm')
-    for k in ('BATON_DEV_DIR', 'BATON_DEV_PG_PORT', 'DATABASE_URL'):
-        env.pop(k, None)
+    env = checkout.env(SERVER_PORT=str(port), TERM='xterm')
     term = Terminal(checkout.root, ['./tools/dev', 'run'], env)
     ctx.add(term, lambda t: t.kill())
     term.wait_for('Try: curl', 120)

@@ -10,8 +10,9 @@
 - the pages lint clean (mandoc, groff, man) and are all installed;
 - the shipped file parses, and so does every value it shows (BATOND=).
 
-Python standard library only; prints TAP. Run it directly to debug:
-    BATOND=build/src/batond python3 tests/docs/test_docs.py -v [case ...]
+Python standard library only; prints TAP. Run it from the source root to
+debug:
+    BATOND=build/src/batond python3 -m tests.docs.test_docs -v [case ...]
 """
 
 import glob
@@ -22,8 +23,7 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'integration'))
-from harness import Skip, run, test  # noqa: E402
+from tests.harness import Skip, run, test
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 VERBOSE = '-v' in sys.argv
@@ -506,7 +506,7 @@ def batond_endpoints_and_journal_fields_documented(ctx):
     p = Problems()
     page = Page('man/batond.8')
     endpoints = page.section_text('HTTP ENDPOINTS')
-    routes = re.findall(r'^\s*\{\s*"\w+",\s*"(/[^"]*)"', read('src/routes.c'), re.M)
+    routes = re.findall(r'^\s*\{\s*"\w+",\s*"(/[^"]*)"', read('src/http-routes.c'), re.M)
     assert len(routes) > 5, f'cannot read the route table: {routes}'
     for path in routes:
         if path.endswith('/*'):

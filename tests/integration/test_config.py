@@ -5,7 +5,7 @@ exit code 78 (systemd's "CONFIG"), and never a password on screen."""
 import os
 import subprocess
 
-from harness import Batond, run, test, wait_until
+from tests.harness import Batond, run, test, wait_until
 
 SECRET = 'hunter2-s3cret'
 

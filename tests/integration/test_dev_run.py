@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import Batond, free_port, http_get, publish, run, test, wait_until
+from tests.harness import Batond, free_port, http_get, publish, run, test, wait_until
 
 SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 
-from harness import http_get, publish, raw_request, run, test, wait_until
+from tests.harness import http_get, publish, raw_request, run, test, wait_until
 
 FAST = {'STREAM_RESYNC_INTERVAL': '500ms', 'STREAM_HEARTBEAT_INTERVAL': '1s'}
 

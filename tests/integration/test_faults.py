@@ -24,7 +24,7 @@ import statistics
 import threading
 import time
 
-from harness import close_socket, run, test, wait_until
+from tests.harness import close_socket, run, test, wait_until
 
 INTERVAL = 1.0          # HEALTH_CHECK_INTERVAL
 CHECK_TIMEOUT = 1.0     # HEALTH_CHECK_TIMEOUT

@@ -27,7 +27,7 @@ import threading
 import time
 import urllib.parse
 
-from harness import Batond, Misframed, StrictReader, publish, run, test, wait_until
+from tests.harness import Batond, Misframed, StrictReader, publish, run, test, wait_until
 
 API_TOKEN = 'api-Tok3n-7f1c9e2b5d8a4c6e0b1d'
 DEPLOYMENT_TOKEN = 'dep-Tok3n-3b9d1f7a2c5e8b0d4f6a'

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-from harness import SseClient, StrictReader, http_get, publish, raw_request, run, test, wait_until
+from tests.harness import SseClient, StrictReader, http_get, publish, raw_request, run, test, wait_until
 
 
 def ready_batond(ctx, **env):

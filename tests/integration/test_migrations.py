@@ -5,7 +5,7 @@ unknown migrations, and the migrate command."""
 import os
 import subprocess
 
-from harness import MIGRATIONS, Batond, run, test, wait_until
+from tests.harness import MIGRATIONS, Batond, run, test, wait_until
 
 
 def batond_cli(pg, *args, env=None):

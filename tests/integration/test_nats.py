@@ -2,7 +2,7 @@
 """NATS enabled: no READY without it, readiness follows it, recovery needs
 no restart."""
 
-from harness import MIGRATIONS, run, test, wait_until
+from tests.harness import MIGRATIONS, run, test, wait_until
 
 
 def env(pg, nats):

@@ -3,6 +3,7 @@
 health report, the deployment endpoint, the metrics socket, STATUS= and the
 journal fields, each against a real batond, PostgreSQL and NATS."""
 
+import http.client
 import json
 import os
 import re
@@ -10,14 +11,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Skip, free_port, http_get, publish, run, test, wait_until)  # noqa: E402
-
-import http.client  # noqa: E402
+from tests.harness import Skip, free_port, http_get, publish, run, test, wait_until
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

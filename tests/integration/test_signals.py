@@ -10,8 +10,8 @@ import socket
 import threading
 import time
 
-import harness
-from harness import raw_request, run, test, wait_until
+from tests import harness
+from tests.harness import raw_request, run, test, wait_until
 
 
 def open_stream(port, path, timeout=30):

@@ -6,7 +6,7 @@ itself, without a restart."""
 import signal
 import time
 
-from harness import MIGRATION_LOCK_KEY, MIGRATIONS, run, test, wait_until
+from tests.harness import MIGRATION_LOCK_KEY, MIGRATIONS, run, test, wait_until
 
 
 def tables(pg):
@@ -155,7 +155,7 @@ def first_host_refusing_falls_through_to_the_next(ctx):
     # libpq closes the refused socket and opens the next within one poll;
     # the new socket usually gets the same fd number and must be watched.
     pg = ctx.postgres()
-    from harness import free_port
+    from tests.harness import free_port
     dead = free_port()
     url = f'postgres://baton@127.0.0.1:{dead},127.0.0.1:{pg.port}/baton'
     b = ctx.batond({'DATABASE_URL': url, 'DATABASE_CONNECT_TIMEOUT': '10s'}).start()
@@ -219,7 +219,7 @@ def binds_ipv6_itself(ctx):
     pg = ctx.postgres()
     b = ctx.batond({'DATABASE_URL': pg.url(), 'SERVER_HOST': '::1'}, socket_activate=False)
     b.start(trigger=False)
-    from harness import http_get
+    from tests.harness import http_get
     wait_until(lambda: http_get(b.port, '/_/health/live', host='::1').status == 200, 10,
                what='batond on [::1]')
     b.wait_ready()
@@ -232,7 +232,7 @@ def serves_on_every_passed_socket(ctx):
     pg = ctx.postgres()
     b = ctx.batond({'DATABASE_URL': pg.url()}, n_sockets=2).start()
     b.wait_ready()
-    from harness import http_get
+    from tests.harness import http_get
     for port in b.ports:
         assert http_get(port, '/_/health/ready').status == 200, port
     assert b.log().count('systemd socket') == 2

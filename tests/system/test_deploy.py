@@ -5,22 +5,23 @@ PostgreSQL and nginx run there, and batond runs from the shipped units and
 baton-deploy, with wrk pushing load through nginx and streams open.
 
 Needs root, systemd-nspawn, an overlay mount and wrk; skips with the reason
-otherwise. BATON_BUILD_DIR names the build to install."""
+otherwise. BATON_BUILD_DIR names the build to install (default: build/).
+As root, from the source root:
+    python3 -m tests.system.test_deploy -v [case ...]"""
 
 import json
 import os
 import re
 import subprocess
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
-sys.path.insert(0, HERE)
-from harness import run, test  # noqa: E402
-from container import Shared  # noqa: E402
+from tests.harness import run, test
+from tests.harness.container import Shared
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.environ.get('BATON_BUILD_DIR', os.path.join(HERE, '..', '..', 'build'))
+# The traffic generator, a script: copied into the container, run there.
+TRAFFIC = os.path.join(HERE, '..', 'harness', 'traffic.py')
 NGINX = 'http://127.0.0.1:8000'
 # baton-deploy's settings in the container: a short drain wait for tests.
 DEPLOY_CONF = 'DRAIN_TIMEOUT=25\nPROGRESS_EVERY=3\n'
@@ -33,7 +34,7 @@ def container():
 def install(c):
     subprocess.run(['meson', 'install', '-C', BUILD, '--no-rebuild', '--quiet', '--destdir', c.root],
                    check=True, stdout=subprocess.DEVNULL)
-    c.write('/usr/local/lib/baton-test/traffic.py', open(os.path.join(HERE, 'traffic.py')).read(), 0o755)
+    c.write('/usr/local/lib/baton-test/traffic.py', open(TRAFFIC).read(), 0o755)
     # Only what this test starts: the host's own services in the image stay off.
     c.sh('systemctl stop nats-server nginx 2>/dev/null; systemctl daemon-reload; systemd-sysusers; '
          'systemd-tmpfiles --create /usr/local/lib/tmpfiles.d/baton.conf', check=False)

@@ -7,22 +7,21 @@ built from rpm/baton.spec is compared with the .deb: files, configuration
 markings and what the scriptlets do.
 
 Needs root, systemd-nspawn, dpkg-buildpackage and rpmbuild; skips with the
-reason otherwise."""
+reason otherwise. As root, from the source root:
+    python3 -m tests.system.test_package -v [case ...]"""
 
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
+from tests.harness import Skip, run, test
+from tests.harness.container import Shared
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, '..', '..')
-sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
-sys.path.insert(0, HERE)
-from harness import Skip, run, test  # noqa: E402
-from container import Shared  # noqa: E402
 
 NGINX = 'http://127.0.0.1:8000'
 UPGRADE_VERSION = '0.1.0+rebuild1'

@@ -1,7 +1,8 @@
 """A real systemd, booted with systemd-nspawn on an overlay of this
 machine's own root (../shared/NOTES.md): units, journald, systemctl and
 journalctl as on a production host, with only a loopback network inside.
-Files written under .root from outside are visible inside."""
+Files written under .root from outside are visible inside. Used by the
+system tests (tests/system) and tools/soak."""
 
 import os
 import shutil
@@ -10,7 +11,7 @@ import sys
 import tempfile
 import time
 
-from harness import Skip, failure_notes
+from .runner import Skip, failure_notes
 
 
 class Unavailable(Exception):

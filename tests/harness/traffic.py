@@ -11,6 +11,10 @@ their way (fixed upstream by keepalive_min_timeout, nginx 1.27.4); such
 retries are counted, never hidden. Prints one JSON line.
 
     traffic.py BASE_URL SECONDS TEST_STREAM_SECONDS
+
+A script, not a module of the harness to import: tests/system/test_deploy.py
+copies it into the container (standard library only, nothing from this
+package) and runs it there.
 """
 
 import http.client

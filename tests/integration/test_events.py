@@ -162,11 +162,16 @@ def replay_and_live_meet_without_gap_or_duplicate(ctx):
     t = threading.Thread(target=publisher, args=(b.port, topic, 300, results))
     t.start()
     subscribers = []
-    # Join while events flow, resuming from various points of the past.
+    # Join while events flow, resuming from various points of the past: at
+    # most the newest stored id less one, so that every subscriber has at
+    # least id 320 still to get (one that joined after the publisher
+    # finished and asked for "after 320" rightly got nothing, and waited
+    # for 320 in vain). The same offsets each run.
+    rng = random.Random(320)
     for _ in range(8):
-        time.sleep(random.uniform(0.05, 0.3))
+        time.sleep(rng.uniform(0.05, 0.3))
         have = len(results) + 20
-        after = random.randint(0, have)
+        after = rng.randint(0, have - 1)
         subscribers.append((after, ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream',
                                                  last_event_id=after)))
     t.join()

@@ -10,6 +10,7 @@ import os
 import pty
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -77,6 +78,11 @@ class Terminal:
     def __init__(self, cwd, argv, env):
         self.pid, self.fd = pty.fork()
         if self.pid == 0:
+            # As a terminal starts its shell: no signal ignored. An
+            # inherited SIG_IGN (nohup, a CI runner) would stay ignored in
+            # bash, whose traps could then never see the hangup.
+            for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+                signal.signal(sig, signal.SIG_DFL)
             os.chdir(cwd)
             os.execvpe(argv[0], argv, env)
         self.output = b''

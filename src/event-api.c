@@ -6,20 +6,11 @@
 #include <stdio.h>
 #include <strings.h>
 
-#include "event-format.h"
 #include "event-api.h"
+#include "event-format.h"
+#include "event-store.h"
 #include "log.h"
 #include "parse-util.h"
-
-/* Up to $3 events after $2, but only as many as start within $4 payload
- * bytes (at least one): a page is bounded in memory whatever the events'
- * size. Clients page on with after=<last id>. */
-static const char select_history[] =
-        "SELECT id, ts, payload FROM ("
-        " SELECT id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS ts,"
-        " payload, sum(octet_length(payload::text)) OVER (ORDER BY id) - octet_length(payload::text)"
-        " AS before FROM events WHERE topic = $1 AND id > $2 ORDER BY id LIMIT $3"
-        ") page WHERE before < $4 ORDER BY id";
 
 bool event_api_authorized(const char *authorization, const char *api_token) {
         assert(api_token);              /* authorization: NULL without the header */
@@ -159,23 +150,24 @@ typedef struct HistoryRequest {
 
 /* {"topic":"t","events":[ENVELOPE,...]}: envelopes are concatenated as
  * they are, the stored payloads never re-parsed. */
-static char *history_json(const char *topic, PGresult *res, size_t *ret_size) {
-        size_t size = 64 + strlen(topic);
-        int rows = PQntuples(res);
+static char *history_json(const char *topic, const DbResult *result, size_t *ret_size) {
+        size_t size = 64 + strlen(topic), rows = store_n_events(result);
+        StoredEvent e;
         char *out, *w;
 
-        for (int i = 0; i < rows; i++)
-                size += 128 + TOPIC_NAME_MAX + (size_t) PQgetlength(res, i, 2);
+        for (size_t i = 0; i < rows; i++) {
+                store_event(result, i, &e);
+                size += 128 + TOPIC_NAME_MAX + e.payload_size;
+        }
         out = malloc(size);
         if (!out)
                 return NULL;
         w = out + sprintf(out, "{\"topic\":\"%s\",\"events\":[", topic);
-        for (int i = 0; i < rows; i++) {
+        for (size_t i = 0; i < rows; i++) {
                 _cleanup_free_ char *envelope = NULL;
                 size_t n;
-                if (event_envelope(strtoull(PQgetvalue(res, i, 0), NULL, 10), topic,
-                                   PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
-                                   (size_t) PQgetlength(res, i, 2), &envelope, &n) < 0) {
+                store_event(result, i, &e);
+                if (event_envelope(e.id, topic, e.ts, e.payload, e.payload_size, &envelope, &n) < 0) {
                         free(out);
                         return NULL;
                 }
@@ -199,7 +191,7 @@ static void on_history(Db *db, const DbResult *result, void *userdata) {
                                    "database unavailable: %s", result->error);
                 return;
         }
-        text = history_json(h->topic, result->result, &size);
+        text = history_json(h->topic, result, &size);
         if (!text)
                 http_respond_error(h->req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
         else
@@ -232,7 +224,6 @@ static bool query_number(HttpRequest *req, const char *name, uint64_t min, uint6
 
 void event_api_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *req) {
         uint64_t after = 0, limit = HISTORY_LIMIT_DEFAULT;
-        char after_text[24], limit_text[24];
         HistoryRequest *h;
         int r;
 
@@ -251,10 +242,8 @@ void event_api_handle_history(Db *read_db, usec_t query_timeout_usec, HttpReques
         }
         h->req = req;
         h->db = read_db;
-        snprintf(after_text, sizeof(after_text), "%" PRIu64, after);
-        snprintf(limit_text, sizeof(limit_text), "%" PRIu64, limit);
-        const char *params[] = { h->topic, after_text, limit_text, STRINGIFY(HISTORY_BYTES_MAX) };
-        r = db_query(read_db, select_history, 4, params, query_timeout_usec, on_history, h);
+        r = store_query_page(read_db, h->topic, after, (size_t) limit, HISTORY_BYTES_MAX, query_timeout_usec,
+                             on_history, h);
         if (r < 0) {
                 http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
                                    "database unavailable: %s",

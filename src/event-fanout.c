@@ -6,6 +6,7 @@
 
 #include "event-fanout.h"
 #include "event-format.h"
+#include "event-store.h"
 #include "hashmap.h"
 #include "list.h"
 #include "log.h"
@@ -17,7 +18,7 @@
  * delivered at once, the other instance's earlier one comes through NATS a
  * moment later); a short wait saves most of those reads. */
 #define GAP_WAIT_USEC (50 * USEC_PER_MSEC)
-/* Events read per query, for replays and gap fills. */
+/* Events read per replay page, at most. */
 #define FETCH_PAGE 500
 /* Out-of-order events kept per channel, by count and by bytes; beyond that
  * they are read back from PostgreSQL when their turn comes. */
@@ -30,20 +31,6 @@
  * event of at most a quarter of it). */
 #define RETRY_MIN_USEC (100 * USEC_PER_MSEC)
 #define RETRY_MAX_USEC (5 * USEC_PER_SEC)
-
-/* The rows of a replay page: ids after $2, up to FETCH_PAGE of them, but
- * only as many as start within $3 payload bytes. */
-static const char select_replay_page[] =
-        "SELECT id, ts, payload FROM ("
-        " SELECT id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS ts,"
-        " payload, sum(octet_length(payload::text)) OVER (ORDER BY id) - octet_length(payload::text)"
-        " AS before FROM events WHERE topic = $1 AND id > $2 ORDER BY id LIMIT " STRINGIFY(FETCH_PAGE)
-        ") page WHERE before < $3 ORDER BY id";
-
-static const char select_range[] =
-        "SELECT id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-        "payload FROM events WHERE topic = $1 AND id > $2 AND id <= $3 ORDER BY id "
-        "LIMIT " STRINGIFY(FETCH_PAGE);
 
 typedef struct Pending {
         uint64_t id;
@@ -125,39 +112,27 @@ static usec_t backoff(unsigned failures) {
         return d > RETRY_MAX_USEC ? RETRY_MAX_USEC : d;
 }
 
-/* The frame of one row of select_range. */
-static Frame *row_frame(PGresult *res, int row, const char *topic, uint64_t *ret_id) {
+/* The frame of the i-th stored event of a result. */
+static Frame *row_frame(const DbResult *result, size_t i, const char *topic, uint64_t *ret_id) {
         _cleanup_free_ char *envelope = NULL;
-        uint64_t id = strtoull(PQgetvalue(res, row, 0), NULL, 10);
+        StoredEvent e;
         size_t size;
 
-        if (event_envelope(id, topic, PQgetvalue(res, row, 1), PQgetvalue(res, row, 2),
-                           (size_t) PQgetlength(res, row, 2), &envelope, &size) < 0)
+        store_event(result, i, &e);
+        if (event_envelope(e.id, topic, e.ts, e.payload, e.payload_size, &envelope, &size) < 0)
                 return NULL;
-        *ret_id = id;
-        return event_frame(id, envelope);
+        *ret_id = e.id;
+        return event_frame(e.id, envelope);
 }
 
 static int query_range(Fanout *f, const char *topic, uint64_t after, uint64_t up_to,
                        DbQueryCallback cb, void *userdata) {
-        char a[24], b[24];
-        const char *params[] = { topic, a, b };
-
-        snprintf(a, sizeof(a), "%" PRIu64, after);
-        snprintf(b, sizeof(b), "%" PRIu64, up_to);
-        /* Live delivery waits on gap fills: ahead of replays and history. */
-        return db_query_urgent(f->db, select_range, 3, params, f->settings.query_timeout_usec, cb,
-                               userdata);
+        return store_query_range(f->db, topic, after, up_to, f->settings.query_timeout_usec, cb, userdata);
 }
 
 static int query_replay_page(Fanout *f, const char *topic, uint64_t after, void *userdata) {
-        char a[24], budget[24];
-        const char *params[] = { topic, a, budget };
-
-        snprintf(a, sizeof(a), "%" PRIu64, after);
-        snprintf(budget, sizeof(budget), "%zu", f->settings.replay_page_bytes);
-        return db_query(f->db, select_replay_page, 3, params, f->settings.query_timeout_usec,
-                        on_replay_page, userdata);
+        return store_query_page(f->db, topic, after, FETCH_PAGE, f->settings.replay_page_bytes,
+                                f->settings.query_timeout_usec, on_replay_page, userdata);
 }
 
 /* --- delivery --- */
@@ -307,10 +282,10 @@ static void on_range_fetched(Db *db, const DbResult *result, void *userdata) {
                 return;
         }
         ch->failures = 0;
-        rows = PQntuples(result->result);
+        rows = (int) store_n_events(result);
         for (int i = 0; i < rows; i++) {
                 uint64_t id;
-                Frame *frame = row_frame(result->result, i, ch->topic, &id);
+                Frame *frame = row_frame(result, (size_t) i, ch->topic, &id);
                 if (!frame) {
                         rows = 0;       /* retry with backoff below */
                         break;
@@ -362,10 +337,10 @@ static void on_replay_page(Db *db, const DbResult *result, void *userdata) {
                 return;
         }
         sub->failures = 0;
-        rows = PQntuples(result->result);
+        rows = (int) store_n_events(result);
         for (int i = 0; i < rows && r >= 0; i++) {
                 uint64_t id;
-                Frame *frame = row_frame(result->result, i, ch->topic, &id);
+                Frame *frame = row_frame(result, (size_t) i, ch->topic, &id);
                 if (!frame) {
                         stream_end_with_reconnect(sub->stream, "out of memory");
                         return;
@@ -484,8 +459,7 @@ static void on_position(Db *db, const DbResult *result, void *userdata) {
         }
         ch->failures = 0;
         ch->initialized = true;
-        ch->position = PQntuples(result->result) > 0
-                ? strtoull(PQgetvalue(result->result, 0, 0), NULL, 10) : 0;
+        ch->position = store_position(result);
         if (ch->target < ch->position)
                 ch->target = ch->position;
         /* Subscribers first, at this position; then the events that arrived
@@ -500,13 +474,12 @@ static void on_position(Db *db, const DbResult *result, void *userdata) {
 }
 
 static void channel_init(Channel *ch) {
-        const char *params[] = { ch->topic };
         int r;
 
         if (ch->initializing || ch->initialized)
                 return;
-        r = db_query_urgent(ch->fanout->db, "SELECT last_id FROM topics WHERE name = $1", 1, params,
-                            ch->fanout->settings.query_timeout_usec, on_position, ch);
+        r = store_query_position(ch->fanout->db, ch->topic, ch->fanout->settings.query_timeout_usec,
+                                 on_position, ch);
         if (r < 0) {
                 channel_arm(ch, backoff(ch->failures++));
                 return;
@@ -645,9 +618,12 @@ static void on_resync(Db *db, const DbResult *result, void *userdata) {
         if (result->error)
                 log_debug("Resync failed, trying again: %s", result->error);
         else
-                for (int i = 0; i < PQntuples(result->result); i++)
-                        fanout_hint(f, PQgetvalue(result->result, i, 0),
-                                    strtoull(PQgetvalue(result->result, i, 1), NULL, 10));
+                for (size_t i = 0; i < store_n_positions(result); i++) {
+                        const char *topic;
+                        uint64_t last_id;
+                        store_position_at(result, i, &topic, &last_id);
+                        fanout_hint(f, topic, last_id);
+                }
         /* A reconnect asked while this ran: its outage may postdate our
          * snapshot. A failure: the next interval retries anyway. */
         if (f->resync_again && !result->error) {
@@ -657,9 +633,8 @@ static void on_resync(Db *db, const DbResult *result, void *userdata) {
 }
 
 void fanout_resync(Fanout *f) {
-        _cleanup_free_ char *names = NULL;
-        size_t len = 0, size = 2;
-        const char *params[1];
+        _cleanup_free_ const char **topics = NULL;
+        size_t n = 0;
 
         assert(f);
 
@@ -669,30 +644,14 @@ void fanout_resync(Fanout *f) {
         }
         if (f->counters.channels == 0 || !db_connected(f->db))
                 return;         /* the periodic resync runs once it is back */
+        topics = calloc(hashmap_size(&f->channels), sizeof(char *));
+        if (!topics)
+                return;
         HashmapIter it = HASHMAP_ITER_INIT;
         for (HashmapEntry *e; (e = hashmap_iterate(&f->channels, &it)); )
-                size += strlen(e->key) + 1;
-        names = malloc(size + 1);
-        if (!names)
-                return;
-        /* A text[] literal; topic names need no quoting ([A-Za-z0-9_-]). */
-        names[len++] = '{';
-        it = HASHMAP_ITER_INIT;
-        for (HashmapEntry *e; (e = hashmap_iterate(&f->channels, &it)); ) {
-                const Channel *ch = container_of(e, Channel, by_topic);
-                size_t n = strlen(ch->topic);
-                if (!ch->initialized)
-                        continue;
-                if (len > 1)
-                        names[len++] = ',';
-                memcpy(names + len, ch->topic, n);
-                len += n;
-        }
-        names[len++] = '}';
-        names[len] = '\0';
-        params[0] = names;
-        if (db_query_urgent(f->db, "SELECT name, last_id FROM topics WHERE name = ANY($1::text[])", 1,
-                            params, f->settings.query_timeout_usec, on_resync, f) >= 0)
+                if (container_of(e, Channel, by_topic)->initialized)
+                        topics[n++] = e->key;
+        if (store_query_positions(f->db, topics, n, f->settings.query_timeout_usec, on_resync, f) >= 0)
                 f->resyncing = true;
 }
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "event-publisher.h"
+#include "event-store.h"
 #include "list.h"
 #include "log.h"
 #include "loop-util.h"
@@ -124,23 +125,25 @@ static void batch_fail(Publisher *p, const char *error, bool outcome_unknown) {
 
 /* Rows: one per topic, (topic, first_id, n, ts); each topic's ids run in
  * batch order. */
-static void batch_succeed(Publisher *p, PGresult *res) {
-        int rows = PQntuples(res);
+static void batch_succeed(Publisher *p, const DbResult *result) {
+        StoredBatch b;
 
-        for (int i = 0; i < rows; i++) {
-                const char *topic = PQgetvalue(res, i, 0);
-                uint64_t next = strtoull(PQgetvalue(res, i, 1), NULL, 10);
+        for (size_t i = 0; i < store_n_batches(result); i++) {
+                store_batch(result, i, &b);
+                uint64_t next = b.first_id;
                 LIST_FOREACH(t, &p->in_flight.tickets, PublishTicket, queue)
-                        if (t->row < 0 && streq(t->topic, topic)) {
+                        if (t->row < 0 && streq(t->topic, b.topic)) {
                                 t->id = next++;
-                                t->row = i;
+                                t->row = (int) i;
                         }
         }
         LIST_FOREACH(t, &p->in_flight.tickets, PublishTicket, queue) {
+                if (t->row >= 0)
+                        store_batch(result, (size_t) t->row, &b);
                 PublishResult r = {
                         .topic = t->topic, .id = t->id, .payload = t->payload,
                         .payload_size = t->payload_size,
-                        .ts = t->row >= 0 ? PQgetvalue(res, t->row, 3) : NULL,
+                        .ts = t->row >= 0 ? b.ts : NULL,
                         .error = t->row >= 0 ? NULL : "the database returned no id for this event",
                 };
                 answer(p, t, &r);
@@ -162,7 +165,7 @@ static void on_batch_done(Db *db, const DbResult *result, void *userdata) {
                  * statement back; anything else came after it was sent. */
                 batch_fail(p, error, !result->sqlstate);
         } else
-                batch_succeed(p, result->result);
+                batch_succeed(p, result);
         schedule(p);
 }
 
@@ -183,9 +186,8 @@ static void send_batch(Publisher *p) {
                 schedule(p);
                 return;
         }
-        const char *params[] = { json, p->settings.notify ? "t" : "f" };
-        r = db_query(p->db, "SELECT topic, first_id, n, ts FROM baton_publish($1::json, $2)", 2,
-                     params, p->settings.query_timeout_usec, on_batch_done, p);
+        r = store_query_publish(p->db, json, p->settings.notify, p->settings.query_timeout_usec,
+                                on_batch_done, p);
         if (r < 0) {
                 snprintf(error, sizeof(error), "database unavailable: %s",
                          r == -ENOTCONN ? db_last_error(p->db) : strerror(-r));

@@ -81,11 +81,11 @@ static int parse_assignment(const char *line, const char *end, char *key, char *
 
 int envfile_parse(const char *text, EnvFileCallback cb, void *userdata,
                   unsigned *ret_line, const char **ret_reason) {
+        assert(text && ret_line && ret_reason);
+
         size_t size = strlen(text) + 1;
         _cleanup_free_ char *key = malloc(size), *value = malloc(size);
         unsigned line_no = 0;
-
-        assert(text && ret_line && ret_reason);
 
         if (!key || !value)
                 return -ENOMEM;

@@ -100,12 +100,12 @@ static int on_connect_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 }
 
 int migrate_cli(const Config *config, bool status_only) {
+        assert(config);
+
         _cleanup_free_ char *error = NULL;
         MigrationSet set = { 0 };
         MigrateCli cli = { .config = config, .status_only = status_only, .result = -EIO };
         int r;
-
-        assert(config);
 
         r = migration_set_load(embedded_migrations, n_embedded_migrations, &set, &error);
         if (r < 0)

@@ -16,11 +16,11 @@
 #define MIGRATION_TIMEOUT_USEC (24 * 3600 * USEC_PER_SEC)
 
 int migration_parse_filename(const char *filename, unsigned *ret_version, char **ret_name) {
+        assert(filename && ret_version && ret_name);
+
         const char *p = filename;
         unsigned long version = 0;
         size_t digits = 0, name_len;
-
-        assert(filename && ret_version && ret_name);
 
         for (; isdigit((unsigned char) *p); p++, digits++) {
                 version = version * 10 + (unsigned long) (*p - '0');

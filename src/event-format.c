@@ -91,13 +91,13 @@ Frame *event_frame(uint64_t id, const char *envelope) {
 }
 
 int event_envelope_parse(const char *data, size_t size, const char *topic, uint64_t *ret_id) {
+        assert(data && topic && ret_id);
+
         static const char id_prefix[] = "{\"id\":";
         char expect[32 + TOPIC_NAME_MAX];
         const char *p = data, *end = data + size;
         uint64_t id = 0;
         size_t n;
-
-        assert(data && topic && ret_id);
 
         if (size < sizeof(id_prefix) || memcmp(p, id_prefix, sizeof(id_prefix) - 1) != 0)
                 return -EBADMSG;

@@ -33,9 +33,9 @@ static uint64_t column_u64(PGresult *res, size_t row, int column) {
 
 int store_query_position(Db *db, const char *topic, usec_t timeout_usec, DbQueryCallback cb,
                          void *userdata) {
-        const char *params[] = { topic };
-
         assert(db && topic && cb);
+
+        const char *params[] = { topic };
 
         return db_query_urgent(db, select_position, 1, params, timeout_usec, cb, userdata);
 }
@@ -48,10 +48,10 @@ uint64_t store_position(const DbResult *result) {
 
 int store_query_range(Db *db, const char *topic, uint64_t after, uint64_t up_to, usec_t timeout_usec,
                       DbQueryCallback cb, void *userdata) {
+        assert(db && topic && cb && after < up_to);
+
         char a[24], b[24];
         const char *params[] = { topic, a, b };
-
-        assert(db && topic && cb && after < up_to);
 
         snprintf(a, sizeof(a), "%" PRIu64, after);
         snprintf(b, sizeof(b), "%" PRIu64, up_to);
@@ -60,10 +60,10 @@ int store_query_range(Db *db, const char *topic, uint64_t after, uint64_t up_to,
 
 int store_query_page(Db *db, const char *topic, uint64_t after, size_t max_rows, size_t max_bytes,
                      usec_t timeout_usec, DbQueryCallback cb, void *userdata) {
+        assert(db && topic && cb && max_rows > 0 && max_bytes > 0);
+
         char a[24], rows[24], bytes[24];
         const char *params[] = { topic, a, rows, bytes };
-
-        assert(db && topic && cb && max_rows > 0 && max_bytes > 0);
 
         snprintf(a, sizeof(a), "%" PRIu64, after);
         snprintf(rows, sizeof(rows), "%zu", max_rows);
@@ -140,9 +140,9 @@ void store_position_at(const DbResult *result, size_t i, const char **ret_topic,
 
 int store_query_publish(Db *db, const char *batch_json, bool notify, usec_t timeout_usec,
                         DbQueryCallback cb, void *userdata) {
-        const char *params[] = { batch_json, notify ? "t" : "f" };
-
         assert(db && batch_json && cb);
+
+        const char *params[] = { batch_json, notify ? "t" : "f" };
 
         return db_query(db, call_publish, 2, params, timeout_usec, cb, userdata);
 }

@@ -28,14 +28,14 @@ static inline uint64_t read_le64(const uint8_t *p) {
 
 /* As in the reference implementation (https://github.com/veorq/SipHash). */
 uint64_t siphash24(const void *data, size_t size, const uint64_t key[2]) {
+        assert(data || size == 0);
+
         const uint8_t *p = data, *end = p + (size - size % 8);
         uint64_t v0 = 0x736f6d6570736575ULL ^ key[0];
         uint64_t v1 = 0x646f72616e646f6dULL ^ key[1];
         uint64_t v2 = 0x6c7967656e657261ULL ^ key[0];
         uint64_t v3 = 0x7465646279746573ULL ^ key[1];
         uint64_t m, last = (uint64_t) size << 56;
-
-        assert(data || size == 0);
 
         for (; p != end; p += 8) {
                 m = read_le64(p);

@@ -54,10 +54,10 @@ static const char *phase_reason(const HealthSnapshot *s) {
 }
 
 json_t *health_snapshot_to_json(const HealthSnapshot *s) {
+        assert(s);
+
         json_t *checks, *root;
         const char *reason = phase_reason(s);
-
-        assert(s);
 
         checks = json_pack("{s:o}", "database", check_to_json(&s->database));
         if (checks && s->nats_enabled &&

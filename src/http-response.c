@@ -151,9 +151,9 @@ void http_respond_shared(HttpRequest *req, HttpSharedResponse *r) {
 
 void http_respond_text(HttpRequest *req, unsigned status, const char *content_type, char *text,
                        size_t size) {
-        struct MHD_Response *r = MHD_create_response_from_buffer(size, text, MHD_RESPMEM_MUST_FREE);
-
         assert(req && content_type && text);
+
+        struct MHD_Response *r = MHD_create_response_from_buffer(size, text, MHD_RESPMEM_MUST_FREE);
 
         if (!r) {
                 free(text);
@@ -169,9 +169,9 @@ void http_respond_text(HttpRequest *req, unsigned status, const char *content_ty
 }
 
 void http_respond_json_text(HttpRequest *req, unsigned status, char *text, size_t size) {
-        struct MHD_Response *response = response_from_text(text, size);
-
         assert(req && text);
+
+        struct MHD_Response *response = response_from_text(text, size);
 
         if (!response) {
                 http_respond_json(req, status, NULL);   /* the out-of-memory answer */

@@ -17,20 +17,20 @@ static int take_disabled(sd_event_source *s, sd_event_source **ret) {
 
 int event_timer_new(sd_event *event, sd_event_source **ret, usec_t accuracy_usec,
                     sd_event_time_handler_t callback, void *userdata) {
+        assert(event && ret);
+
         sd_event_source *s = NULL;
         int r = sd_event_add_time_relative(event, &s, CLOCK_MONOTONIC, 0, accuracy_usec, callback, userdata);
-
-        assert(event && ret);
 
         return r < 0 ? r : take_disabled(s, ret);
 }
 
 int event_defer_new(sd_event *event, sd_event_source **ret, sd_event_handler_t callback,
                     void *userdata) {
+        assert(event && ret);
+
         sd_event_source *s = NULL;
         int r = sd_event_add_defer(event, &s, callback, userdata);
-
-        assert(event && ret);
 
         return r < 0 ? r : take_disabled(s, ret);
 }

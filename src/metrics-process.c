@@ -144,11 +144,11 @@ int cgroup_memory_path(const char *text, char **ret_path, bool *ret_v2) {
 }
 
 int cgroup_parse_limit(const char *text, uint64_t *ret) {
+        assert(text && ret);
+
         char buf[32];
         size_t n = strcspn(text, "\n");
         uint64_t v;
-
-        assert(text && ret);
 
         if (n == 0 || n >= sizeof(buf))
                 return -EINVAL;
@@ -165,9 +165,9 @@ int cgroup_parse_limit(const char *text, uint64_t *ret) {
 }
 
 int memory_stat_field(const char *text, const char *key, uint64_t *ret) {
-        size_t n = strlen(key);
-
         assert(text && key && ret);
+
+        size_t n = strlen(key);
 
         for (const char *line = text; *line; ) {
                 const char *eol = strchrnul(line, '\n');

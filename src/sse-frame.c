@@ -120,9 +120,9 @@ size_t sse_buffer_pending(const SseBuffer *b) {
 }
 
 size_t sse_buffer_take(SseBuffer *b, char *dst, size_t max) {
-        size_t n = sse_buffer_pending(b);
-
         assert(b && dst);
+
+        size_t n = sse_buffer_pending(b);
 
         if (n > max)
                 n = max;

@@ -183,10 +183,10 @@ int stream_send_frame(Stream *s, Frame *f) {
 }
 
 int stream_send_event(Stream *s, const char *id, const char *event, const char *data) {
+        assert(s && data);
+
         Frame *f = sse_frame_event(id, event, data);
         int r;
-
-        assert(s && data);
 
         if (!f)
                 return -ENOMEM;
@@ -256,10 +256,10 @@ static int on_heartbeat(sd_event_source *source, uint64_t usec, void *userdata) 
 }
 
 int stream_last_event_id(const HttpRequest *req, bool *ret_present, uint64_t *ret_id) {
+        assert(req && ret_present && ret_id);
+
         const char *s = http_request_header(req, "Last-Event-ID");
         uint64_t id = 0;
-
-        assert(req && ret_present && ret_id);
 
         if (!s)
                 s = http_request_query(req, "lastEventId");

@@ -28,10 +28,10 @@ usec_t now_usec(clockid_t clock) {
 }
 
 bool streq_constant_time(const char *given, const char *secret) {
+        assert(given && secret);
+
         size_t given_len = strlen(given), secret_len = strlen(secret);
         unsigned char diff = given_len != secret_len;
-
-        assert(given && secret);
 
         /* Walk the secret's length whatever 'given' is; index 'given' modulo its
          * length so a short guess never reads out of bounds nor exits early. */
@@ -76,10 +76,10 @@ static size_t utf8_sequence_length(const unsigned char *s) {
 }
 
 size_t utf8_scrub(char *s) {
+        assert(s);
+
         unsigned char *p = (unsigned char *) s;
         size_t replaced = 0;
-
-        assert(s);
 
         while (*p) {
                 size_t n = utf8_sequence_length(p);

@@ -6,24 +6,15 @@
 
 #include "event-fanout.h"
 #include "event-format.h"
+#include "event-order.h"
 #include "event-store.h"
 #include "hashmap.h"
 #include "list.h"
 #include "log.h"
 #include "loop-util.h"
 
-/* How long an event that arrived ahead of its predecessors waits for them
- * before the channel reads them from PostgreSQL. Out-of-order arrival is
- * normal when two instances publish to one topic (our own commit is
- * delivered at once, the other instance's earlier one comes through NATS a
- * moment later); a short wait saves most of those reads. */
-#define GAP_WAIT_USEC (50 * USEC_PER_MSEC)
 /* Events read per replay page, at most. */
 #define FETCH_PAGE 500
-/* Out-of-order events kept per channel, by count and by bytes; beyond that
- * they are read back from PostgreSQL when their turn comes. */
-#define PENDING_MAX 4096
-#define PENDING_BYTES_MAX (4 * 1024 * 1024)
 /* A replay page holds events up to replay_page_bytes of payload (at least
  * one event), and the next page is read only once the client took the
  * previous one: a client far behind never makes us hold more than a page
@@ -31,11 +22,11 @@
  * event of at most a quarter of it). */
 #define RETRY_MIN_USEC (100 * USEC_PER_MSEC)
 #define RETRY_MAX_USEC (5 * USEC_PER_SEC)
-
-typedef struct Pending {
-        uint64_t id;
-        Frame *frame;
-} Pending;
+/* Sends (an event to one subscriber) per loop turn, across channels: a
+ * burst is delivered over several turns, so that one topic's batch of a
+ * thousand events stalls neither other topics nor the probes. An event
+ * goes to all of a channel's subscribers in one turn, whatever it costs. */
+#define DELIVER_SENDS_PER_TURN 4096
 
 typedef enum SubscriberState {
         SUBSCRIBER_WAITING,             /* for the channel to know its position */
@@ -59,26 +50,25 @@ typedef struct Subscriber {
         ListNode in_channel;            /* in its channel's subscribers */
 } Subscriber;
 
+/* Events in order, handed on by the channel's TopicOrder, waiting for
+ * their turn to go to the subscribers: a ring. */
+typedef struct ReadyQueue {
+        OrderPending *items;
+        size_t head, count, capacity;
+} ReadyQueue;
+
 struct Channel {
         Fanout *fanout;
         char topic[TOPIC_NAME_MAX + 1];
-        bool initialized;
+        TopicOrder order;
         bool initializing;
-        uint64_t position;
-        uint64_t target;                /* the highest id known to exist */
-        /* Early events, sorted by id, all above position: entries
-         * [pending_start, pending_start + n_pending) of an array that is
-         * allocated while there are any. */
-        Pending *pending;
-        size_t pending_start;
-        size_t n_pending;
-        size_t pending_capacity;
-        size_t pending_bytes;
-        bool fetching;
         unsigned failures;
-        sd_event_source *timer;         /* gap wait, or retry after a failure */
+        sd_event_source *timer;         /* the order's wait, or a retry after a failure */
         ListNode subscribers;
         size_t n_subscribers;
+        ReadyQueue ready;
+        ListNode in_busy;               /* in the fanout's, while ready holds events */
+        ListNode in_unused;             /* in the fanout's, once its last subscriber left */
         HashmapEntry by_topic;          /* in the fanout's channels */
 };
 
@@ -88,28 +78,34 @@ struct Fanout {
         StreamHub *streams;
         FanoutSettings settings;
         Hashmap channels;               /* by topic */
+        ListNode busy;                  /* channels with events ready, in turn */
+        ListNode unused;                /* channels to free once the turn is over */
+        sd_event_source *deliver_source;
+        sd_event_source *reap_source;
         FanoutCounters counters;
         bool resyncing;
         bool resync_again;              /* asked for while one ran */
         sd_event_source *resync_timer;
 };
 
-static void channel_fetch(Channel *ch);
 static void subscriber_fetch(Subscriber *sub);
 static void on_replay_page(Db *db, const DbResult *result, void *userdata);
+static void channel_apply(Channel *ch, OrderPlan plan);
 
-/* --- the channel table --- */
+/* --- helpers --- */
 
 static Channel *channel_find(Fanout *f, const char *topic) {
         HashmapEntry *e = hashmap_get(&f->channels, topic);
         return e ? container_of(e, Channel, by_topic) : NULL;
 }
 
-/* --- helpers --- */
-
 static usec_t backoff(unsigned failures) {
         usec_t d = RETRY_MIN_USEC << (failures < 6 ? failures : 6);
         return d > RETRY_MAX_USEC ? RETRY_MAX_USEC : d;
+}
+
+static usec_t now(void) {
+        return now_usec(CLOCK_MONOTONIC);
 }
 
 /* The frame of the i-th stored event of a result. */
@@ -125,27 +121,104 @@ static Frame *row_frame(const DbResult *result, size_t i, const char *topic, uin
         return event_frame(e.id, envelope);
 }
 
-static int query_range(Fanout *f, const char *topic, uint64_t after, uint64_t up_to,
-                       DbQueryCallback cb, void *userdata) {
-        return store_query_range(f->db, topic, after, up_to, f->settings.query_timeout_usec, cb, userdata);
+/* -ESTALE: the loop has finished (the HTTP server, freed after it, ends
+ * the last streams); fanout_free() does what is left. */
+static void schedule(sd_event_source *source, int enabled, const char *what) {
+        int r = sd_event_source_set_enabled(source, enabled);
+
+        if (r < 0 && r != -ESTALE)
+                log_error_errno(r, "Failed to schedule %s: %m", what);
 }
 
-static int query_replay_page(Fanout *f, const char *topic, uint64_t after, void *userdata) {
-        return store_query_page(f->db, topic, after, FETCH_PAGE, f->settings.replay_page_bytes,
-                                f->settings.query_timeout_usec, on_replay_page, userdata);
+static void channel_arm(Channel *ch, usec_t delay) {
+        if (event_timer_arm(ch->timer, delay) < 0)
+                log_error("Failed to arm the timer of topic %s.", ch->topic);
 }
 
-/* --- delivery --- */
+/* --- the ready queue and delivery, a budget per turn --- */
 
-/* Sends event id to every live subscriber that has not seen it, and moves
- * the channel's position to it. */
-static void channel_deliver(Channel *ch, uint64_t id, Frame *frame) {
+static void *order_ref(void *item) {
+        return frame_ref(item);
+}
+
+static void order_unref(void *item) {
+        frame_unref(item);
+}
+
+static int ready_push(ReadyQueue *q, uint64_t id, Frame *frame) {
+        if (q->count == q->capacity) {
+                size_t capacity = q->capacity ? q->capacity * 2 : 16;
+                OrderPending *items = calloc(capacity, sizeof(OrderPending));
+                if (!items)
+                        return -ENOMEM;
+                for (size_t i = 0; i < q->count; i++)
+                        items[i] = q->items[(q->head + i) % q->capacity];
+                free(q->items);
+                q->items = items;
+                q->head = 0;
+                q->capacity = capacity;
+        }
+        q->items[(q->head + q->count) % q->capacity] = (OrderPending) {
+                .id = id, .item = frame_ref(frame), .size = frame->size,
+        };
+        q->count++;
+        return 0;
+}
+
+static OrderPending ready_pop(ReadyQueue *q) {
+        assert(q->count > 0);
+
+        OrderPending p = q->items[q->head];
+
+        q->head = (q->head + 1) % q->capacity;
+        if (--q->count == 0) {
+                q->items = mfree(q->items);
+                q->head = q->capacity = 0;
+        }
+        return p;
+}
+
+static void ready_done(ReadyQueue *q) {
+        while (q->count > 0)
+                frame_unref(ready_pop(q).item);
+}
+
+/* The order hands on the next id: it goes to the subscribers on a later
+ * turn. Without memory to queue it, live subscribers could miss it: end
+ * their streams, they resume from what they have. */
+static void on_order_deliver(uint64_t id, void *item, void *userdata) {
+        Channel *ch = userdata;
         Fanout *f = ch->fanout;
+
+        if (ready_push(&ch->ready, id, item) < 0) {
+                LIST_FOREACH(sub, &ch->subscribers, Subscriber, in_channel)
+                        if (sub->state == SUBSCRIBER_LIVE && sub->cursor < id)
+                                stream_end_with_reconnect(sub->stream, "out of memory");
+                return;
+        }
+        if (!list_linked(&ch->in_busy)) {
+                list_append(&f->busy, &ch->in_busy);
+                schedule(f->deliver_source, SD_EVENT_ON, "event delivery");
+        }
+}
+
+static const OrderOps order_ops = {
+        .ref = order_ref,
+        .unref = order_unref,
+        .deliver = on_order_deliver,
+};
+
+/* Sends event id to every live subscriber that has not seen it; returns
+ * the sends it cost. */
+static size_t channel_send(Channel *ch, uint64_t id, Frame *frame) {
+        Fanout *f = ch->fanout;
+        size_t sends = 0;
 
         LIST_FOREACH(sub, &ch->subscribers, Subscriber, in_channel) {
                 if (sub->state != SUBSCRIBER_LIVE || id <= sub->cursor)
                         continue;
                 int r = stream_send_frame(sub->stream, frame);
+                sends++;
                 if (r >= 0) {
                         sub->cursor = id;
                         f->counters.delivered++;
@@ -156,165 +229,98 @@ static void channel_deliver(Channel *ch, uint64_t id, Frame *frame) {
                          * stream; the client resumes from what it has. */
                         stream_end_with_reconnect(sub->stream, "out of memory");
         }
-        ch->position = id;
-        if (ch->target < id)
-                ch->target = id;
+        return sends;
 }
 
-static Pending *pending_first(Channel *ch) {
-        return &ch->pending[ch->pending_start];
-}
+static int on_deliver_turn(sd_event_source *source, void *userdata) {
+        Fanout *f = userdata;
+        size_t budget = DELIVER_SENDS_PER_TURN;
 
-static void pending_pop(Channel *ch) {
-        Pending *p = pending_first(ch);
+        while (budget > 0 && !list_empty(&f->busy)) {
+                Channel *ch = list_first(&f->busy, Channel, in_busy);
+                OrderPending p = ready_pop(&ch->ready);
+                size_t sends = channel_send(ch, p.id, p.item);
 
-        ch->pending_bytes -= p->frame->size;
-        frame_unref(p->frame);
-        ch->pending_start++;
-        if (--ch->n_pending == 0) {
-                /* Early events are a moment's affair: give the memory back. */
-                ch->pending = mfree(ch->pending);
-                ch->pending_start = ch->pending_capacity = ch->pending_bytes = 0;
+                frame_unref(p.item);
+                budget = sends >= budget ? 0 : budget - (sends ? sends : 1);
+                /* Each channel in turn, one event at a time. */
+                list_remove(&ch->in_busy);
+                if (ch->ready.count > 0)
+                        list_append(&f->busy, &ch->in_busy);
         }
-}
-
-/* Delivers what waited and now follows the position. */
-static void channel_drain_pending(Channel *ch) {
-        while (ch->n_pending > 0 && pending_first(ch)->id <= ch->position + 1) {
-                if (pending_first(ch)->id == ch->position + 1)
-                        channel_deliver(ch, pending_first(ch)->id, pending_first(ch)->frame);
-                pending_pop(ch);
-        }
-}
-
-/* Makes room for one more entry at the end of the active range. */
-static int pending_reserve(Channel *ch) {
-        if (ch->pending_start + ch->n_pending < ch->pending_capacity)
-                return 0;
-        if (ch->pending_start > 0) {
-                memmove(ch->pending, pending_first(ch), ch->n_pending * sizeof(Pending));
-                ch->pending_start = 0;
-                if (ch->n_pending < ch->pending_capacity)
-                        return 0;
-        }
-        size_t capacity = ch->pending_capacity ? ch->pending_capacity * 2 : 16;
-        Pending *p = reallocarray(ch->pending, capacity, sizeof(Pending));
-        if (!p)
-                return -ENOMEM;
-        ch->pending = p;
-        ch->pending_capacity = capacity;
+        if (list_empty(&f->busy))
+                schedule(source, SD_EVENT_OFF, "a pause of event delivery");
         return 0;
 }
 
-static void pending_insert(Channel *ch, uint64_t id, Frame *frame) {
-        size_t lo = 0, hi = ch->n_pending;
-        Pending *first;
-
-        if (ch->target < id)
-                ch->target = id;
-        if (ch->n_pending >= PENDING_MAX || ch->pending_bytes + frame->size > PENDING_BYTES_MAX ||
-            pending_reserve(ch) < 0)
-                return;         /* read back from PostgreSQL when its turn comes */
-        first = pending_first(ch);
-        while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                if (first[mid].id < id)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        if (lo < ch->n_pending && first[lo].id == id)
-                return;         /* already waiting */
-        memmove(first + lo + 1, first + lo, (ch->n_pending - lo) * sizeof(Pending));
-        first[lo] = (Pending) { .id = id, .frame = frame_ref(frame) };
-        ch->n_pending++;
-        ch->pending_bytes += frame->size;
-}
-
-static void channel_arm(Channel *ch, usec_t delay) {
-        if (event_timer_arm(ch->timer, delay) < 0)
-                log_error("Failed to arm the timer of topic %s.", ch->topic);
-}
-
-static bool channel_timer_armed(Channel *ch) {
-        int enabled = SD_EVENT_OFF;
-        (void) sd_event_source_get_enabled(ch->timer, &enabled);
-        return enabled != SD_EVENT_OFF;
-}
-
-/* The channel is behind what exists: read the rest now, or after a short
- * wait when events may still arrive by themselves. */
-static void channel_catch_up(Channel *ch, bool wait) {
-        if (!ch->initialized || ch->fetching || ch->position >= ch->target)
-                return;
-        if (!wait)
-                channel_fetch(ch);
-        else if (!channel_timer_armed(ch))
-                /* Not re-armed by each further early event: under steady
-                 * out-of-order traffic the wait would never end. */
-                channel_arm(ch, GAP_WAIT_USEC);
-}
-
-static void channel_receive(Channel *ch, uint64_t id, Frame *frame) {
-        if (ch->initialized && id <= ch->position)
-                return;                 /* seen before (our own echo, a resync) */
-        if (ch->initialized && id == ch->position + 1) {
-                channel_deliver(ch, id, frame);
-                channel_drain_pending(ch);
-                return;
-        }
-        pending_insert(ch, id, frame);
-        channel_catch_up(ch, true);
-}
-
-/* --- gap filling --- */
+/* --- the channel's order, and what its plans ask for --- */
 
 static void on_range_fetched(Db *db, const DbResult *result, void *userdata) {
         Channel *ch = userdata;
         Fanout *f = ch->fanout;
-        int rows;
+        size_t n, built = 0;
+        OrderPending *rows;
 
-        ch->fetching = false;
         if (result->error) {
                 log_warning("Cannot read events of topic %s from PostgreSQL: %s", ch->topic,
                             result->error);
+                order_fetch_failed(&ch->order);
                 channel_arm(ch, backoff(ch->failures++));
                 return;
+        }
+        n = store_n_events(result);
+        rows = calloc(n ? n : 1, sizeof(OrderPending));
+        if (!rows) {
+                order_fetch_failed(&ch->order);
+                channel_arm(ch, backoff(ch->failures++));
+                return;
+        }
+        for (; built < n; built++) {
+                uint64_t id;
+                Frame *frame = row_frame(result, built, ch->topic, &id);
+                if (!frame)
+                        break;          /* the rest is read again */
+                rows[built] = (OrderPending) { .id = id, .item = frame, .size = frame->size };
         }
         ch->failures = 0;
-        rows = (int) store_n_events(result);
-        for (int i = 0; i < rows; i++) {
-                uint64_t id;
-                Frame *frame = row_frame(result, (size_t) i, ch->topic, &id);
-                if (!frame) {
-                        rows = 0;       /* retry with backoff below */
-                        break;
-                }
-                if (id == ch->position + 1) {
-                        channel_deliver(ch, id, frame);
-                        f->counters.fetched++;
-                }
-                frame_unref(frame);
-        }
-        channel_drain_pending(ch);
-        if (ch->position < ch->target)
-                /* No rows at all would mean the hint ran ahead of the data;
-                 * do not spin on it. */
-                channel_arm(ch, rows > 0 ? 0 : backoff(ch->failures++));
+        f->counters.fetched += built;
+        channel_apply(ch, order_fetched(&ch->order, rows, built, now()));
+        for (size_t i = 0; i < built; i++)
+                frame_unref(rows[i].item);
+        free(rows);
 }
 
-static void channel_fetch(Channel *ch) {
+static void channel_fetch(Channel *ch, uint64_t after, uint64_t up_to) {
+        Fanout *f = ch->fanout;
         int r;
 
-        if (ch->fetching || !ch->initialized || ch->position >= ch->target)
-                return;
         (void) sd_event_source_set_enabled(ch->timer, SD_EVENT_OFF);
-        r = query_range(ch->fanout, ch->topic, ch->position, ch->target, on_range_fetched, ch);
+        r = store_query_range(f->db, ch->topic, after, up_to, f->settings.query_timeout_usec,
+                              on_range_fetched, ch);
         if (r < 0) {
+                order_fetch_failed(&ch->order);
                 channel_arm(ch, backoff(ch->failures++));
-                return;
         }
-        ch->fetching = true;
+}
+
+/* Carries out what the order decided. */
+static void channel_apply(Channel *ch, OrderPlan plan) {
+        if (plan.skipped_to > 0)
+                log_warning("Topic %s: events %" PRIu64 " to %" PRIu64 " are not in the database "
+                            "(deleted?); delivering on from %" PRIu64 ".", ch->topic, plan.skipped_from,
+                            plan.skipped_to, plan.skipped_to + 1);
+        switch (plan.action) {
+        case ORDER_FETCH:
+                channel_fetch(ch, plan.fetch_after, plan.fetch_up_to);
+                break;
+        case ORDER_WAIT: {
+                usec_t t = now();
+                channel_arm(ch, plan.at > t ? plan.at - t : 0);
+                break;
+        }
+        case ORDER_NOTHING:
+                break;
+        }
 }
 
 /* --- subscribers --- */
@@ -324,23 +330,28 @@ static void subscriber_go_live(Subscriber *sub) {
         stream_set_drain_callback(sub->stream, NULL, NULL);
 }
 
+static void subscriber_retry(Subscriber *sub) {
+        if (event_timer_arm(sub->retry, backoff(sub->failures++)) < 0)
+                stream_end_with_reconnect(sub->stream, "replay failed");
+}
+
 static void on_replay_page(Db *db, const DbResult *result, void *userdata) {
         Subscriber *sub = userdata;
         Channel *ch = sub->channel;
-        int rows, r = 0;
+        size_t rows;
+        int r = 0;
 
         sub->fetching = false;
         if (result->error) {
                 log_warning("Cannot replay topic %s from PostgreSQL: %s", ch->topic, result->error);
-                if (event_timer_arm(sub->retry, backoff(sub->failures++)) < 0)
-                        stream_end_with_reconnect(sub->stream, "replay failed");
+                subscriber_retry(sub);
                 return;
         }
         sub->failures = 0;
-        rows = (int) store_n_events(result);
-        for (int i = 0; i < rows && r >= 0; i++) {
+        rows = store_n_events(result);
+        for (size_t i = 0; i < rows && r >= 0; i++) {
                 uint64_t id;
-                Frame *frame = row_frame(result, (size_t) i, ch->topic, &id);
+                Frame *frame = row_frame(result, i, ch->topic, &id);
                 if (!frame) {
                         stream_end_with_reconnect(sub->stream, "out of memory");
                         return;
@@ -358,31 +369,26 @@ static void on_replay_page(Db *db, const DbResult *result, void *userdata) {
         /* Caught up with what this instance delivers live: switch now, in the
          * same loop turn, so no event can fall in between. Everything after
          * the position reaches the channel (and so this subscriber) live. */
-        if (sub->cursor >= ch->position) {
+        if (order_replay_next(ch->order.position, rows, &sub->cursor) == REPLAY_LIVE)
                 subscriber_go_live(sub);
-                return;
-        }
-        if (rows == 0) {
-                /* The channel is ahead of what the database returns (it
-                 * should not be): do not spin on it. */
-                if (event_timer_arm(sub->retry, backoff(sub->failures++)) < 0)
-                        stream_end_with_reconnect(sub->stream, "replay failed");
-        } else if (stream_queued_bytes(sub->stream) > 0)
+        else if (stream_queued_bytes(sub->stream) > 0)
                 sub->wants_room = true;
         else
                 subscriber_fetch(sub);
 }
 
 static void subscriber_fetch(Subscriber *sub) {
+        Fanout *f = sub->channel->fanout;
         int r;
 
         if (sub->fetching)
                 return;
         sub->wants_room = false;
-        r = query_replay_page(sub->channel->fanout, sub->channel->topic, sub->cursor, sub);
+        r = store_query_page(f->db, sub->channel->topic, sub->cursor, FETCH_PAGE,
+                             f->settings.replay_page_bytes, f->settings.query_timeout_usec,
+                             on_replay_page, sub);
         if (r < 0) {
-                if (event_timer_arm(sub->retry, backoff(sub->failures++)) < 0)
-                        stream_end_with_reconnect(sub->stream, "replay failed");
+                subscriber_retry(sub);
                 return;
         }
         sub->fetching = true;
@@ -418,12 +424,7 @@ static void subscriber_start(Subscriber *sub) {
                 subscriber_free(sub);
                 return;
         }
-        if (!sub->has_after || sub->cursor >= ch->position) {
-                /* From now on; or the client is ahead of this instance (it
-                 * came from the other colour) and ids up to its cursor are
-                 * skipped as they arrive. */
-                if (!sub->has_after)
-                        sub->cursor = ch->position;
+        if (order_subscriber_start(ch->order.position, sub->has_after, &sub->cursor)) {
                 subscriber_go_live(sub);
                 return;
         }
@@ -440,16 +441,40 @@ static void channel_free(Channel *ch) {
         /* A query of ours may be in flight on the shared connection. */
         db_cancel(f->db, ch);
         hashmap_remove(&f->channels, &ch->by_topic);
-        while (ch->n_pending > 0)
-                pending_pop(ch);
+        list_remove(&ch->in_busy);
+        list_remove(&ch->in_unused);
+        order_done(&ch->order);
+        ready_done(&ch->ready);
         sd_event_source_disable_unref(ch->timer);
         assert(f->counters.channels > 0);
         f->counters.channels--;
         free(ch);
 }
 
+/* A channel whose last subscriber left goes at the end of the turn, not
+ * now: whoever freed the subscriber may still be walking the channel (a
+ * stream that failed to open for its only subscriber, on_position()'s
+ * walk over the waiting ones). A subscriber arriving meanwhile keeps it. */
+static void channel_release(Channel *ch) {
+        Fanout *f = ch->fanout;
+
+        if (ch->n_subscribers > 0 || list_linked(&ch->in_unused))
+                return;
+        list_append(&f->unused, &ch->in_unused);
+        schedule(f->reap_source, SD_EVENT_ONESHOT, "freeing a channel");
+}
+
+static int on_reap(sd_event_source *source, void *userdata) {
+        Fanout *f = userdata;
+
+        LIST_FOREACH_SAFE(ch, next, &f->unused, Channel, in_unused)
+                channel_free(ch);
+        return 0;
+}
+
 static void on_position(Db *db, const DbResult *result, void *userdata) {
         Channel *ch = userdata;
+        OrderPlan plan;
 
         ch->initializing = false;
         if (result->error) {
@@ -458,25 +483,21 @@ static void on_position(Db *db, const DbResult *result, void *userdata) {
                 return;
         }
         ch->failures = 0;
-        ch->initialized = true;
-        ch->position = store_position(result);
-        if (ch->target < ch->position)
-                ch->target = ch->position;
+        plan = order_positioned(&ch->order, store_position(result), now());
         /* Subscribers first, at this position; then the events that arrived
          * while we asked: those above the position reach them live, those
-         * at or below it are history (replays cover them). */
-        LIST_FOREACH_SAFE(sub, next, &ch->subscribers, Subscriber, in_channel) {
+         * at or below it are history (replays cover them). Starting one may
+         * end it (and release the channel, which stays until the turn ends). */
+        LIST_FOREACH_SAFE(sub, next, &ch->subscribers, Subscriber, in_channel)
                 if (sub->state == SUBSCRIBER_WAITING)
                         subscriber_start(sub);
-        }
-        channel_drain_pending(ch);
-        channel_catch_up(ch, ch->n_pending > 0);
+        channel_apply(ch, plan);
 }
 
 static void channel_init(Channel *ch) {
         int r;
 
-        if (ch->initializing || ch->initialized)
+        if (ch->initializing || ch->order.positioned)
                 return;
         r = store_query_position(ch->fanout->db, ch->topic, ch->fanout->settings.query_timeout_usec,
                                  on_position, ch);
@@ -490,20 +511,27 @@ static void channel_init(Channel *ch) {
 static int on_channel_timer(sd_event_source *source, uint64_t usec, void *userdata) {
         Channel *ch = userdata;
 
-        if (!ch->initialized)
+        if (!ch->order.positioned)
                 channel_init(ch);
         else
-                channel_fetch(ch);
+                channel_apply(ch, order_tick(&ch->order, now()));
         return 0;
 }
 
 static Channel *channel_new(Fanout *f, const char *topic) {
+        static const OrderLimits limits = {
+                .pending_max = ORDER_PENDING_MAX,
+                .pending_bytes_max = ORDER_PENDING_BYTES_MAX,
+                .gap_wait_usec = ORDER_GAP_WAIT_USEC,
+                .hole_wait_usec = ORDER_HOLE_WAIT_USEC,
+        };
         Channel *ch = calloc(1, sizeof(Channel));
 
         if (!ch)
                 return NULL;
         ch->fanout = f;
         list_init(&ch->subscribers);
+        order_init(&ch->order, &order_ops, &limits, ch);
         snprintf(ch->topic, sizeof(ch->topic), "%s", topic);
         if (event_timer_new(f->event, &ch->timer, USEC_PER_MSEC, on_channel_timer, ch) < 0) {
                 free(ch);
@@ -530,8 +558,7 @@ static void subscriber_free(Subscriber *sub) {
         ch->n_subscribers--;
         ch->fanout->counters.subscribers--;
         free(sub);
-        if (ch->n_subscribers == 0)
-                channel_free(ch);
+        channel_release(ch);
 }
 
 static void on_stream_closed(Stream *stream, void *userdata) {
@@ -544,21 +571,23 @@ static void on_waiting_request_end(HttpRequest *req, void *userdata) {
 }
 
 void fanout_subscribe(Fanout *f, HttpRequest *req, const char *topic, bool has_after, uint64_t after) {
-        Channel *ch = channel_find(f, topic);
+        Channel *ch;
         Subscriber *sub;
 
         assert(f && req && topic);
 
+        ch = channel_find(f, topic);
         if (!ch)
                 ch = channel_new(f, topic);
         sub = ch ? calloc(1, sizeof(Subscriber)) : NULL;
         if (!sub || event_timer_new(f->event, &sub->retry, USEC_PER_MSEC, on_subscriber_retry, sub) < 0) {
                 free(sub);
-                if (ch && ch->n_subscribers == 0)
-                        channel_free(ch);
+                if (ch)
+                        channel_release(ch);
                 http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
                 return;
         }
+        list_remove(&ch->in_unused);    /* it was about to go */
         sub->channel = ch;
         sub->req = req;
         sub->cursor = after;
@@ -571,44 +600,40 @@ void fanout_subscribe(Fanout *f, HttpRequest *req, const char *topic, bool has_a
         /* Until the channel knows its position the request waits without an
          * answer (see subscriber_start()). */
         http_request_on_end(req, on_waiting_request_end, sub);
-        if (ch->initialized)
+        if (ch->order.positioned)
                 subscriber_start(sub);
 }
 
 /* --- inputs --- */
 
 void fanout_event(Fanout *f, const char *topic, uint64_t id, const char *envelope) {
+        assert(f && topic && envelope);
+
         Channel *ch = channel_find(f, topic);
         Frame *frame;
-
-        assert(f && topic && envelope);
 
         if (!ch)
                 return;         /* nobody here listens to this topic */
         frame = event_frame(id, envelope);
         if (!frame) {
                 /* Cannot build it now: read it back later. */
-                if (ch->target < id)
-                        ch->target = id;
-                channel_catch_up(ch, true);
+                channel_apply(ch, order_hint(&ch->order, id, now()));
                 return;
         }
-        channel_receive(ch, id, frame);
+        channel_apply(ch, order_receive(&ch->order, id, frame, frame->size, now()));
         frame_unref(frame);
 }
 
 void fanout_hint(Fanout *f, const char *topic, uint64_t last_id) {
-        Channel *ch = channel_find(f, topic);
-
         assert(f && topic);
+
+        Channel *ch = channel_find(f, topic);
 
         if (!ch)
                 return;
-        if (ch->target < last_id)
-                ch->target = last_id;
         /* Even an old hint re-kicks a channel that is behind: periodic
          * resyncs are also what unsticks one whose timer failed. */
-        channel_catch_up(ch, false);
+        channel_apply(ch, order_hint(&ch->order, last_id, now()));
 }
 
 static void on_resync(Db *db, const DbResult *result, void *userdata) {
@@ -649,7 +674,7 @@ void fanout_resync(Fanout *f) {
                 return;
         HashmapIter it = HASHMAP_ITER_INIT;
         for (HashmapEntry *e; (e = hashmap_iterate(&f->channels, &it)); )
-                if (container_of(e, Channel, by_topic)->initialized)
+                if (container_of(e, Channel, by_topic)->order.positioned)
                         topics[n++] = e->key;
         if (store_query_positions(f->db, topics, n, f->settings.query_timeout_usec, on_resync, f) >= 0)
                 f->resyncing = true;
@@ -676,11 +701,19 @@ int fanout_new(sd_event *event, Db *read_db, StreamHub *streams, const FanoutSet
         f = calloc(1, sizeof(Fanout));
         if (!f)
                 return -ENOMEM;
+        list_init(&f->busy);
+        list_init(&f->unused);
         f->event = sd_event_ref(event);
         f->db = read_db;
         f->streams = streams;
         f->settings = *settings;
         r = hashmap_init(&f->channels);
+        if (r < 0)
+                return r;
+        r = event_defer_new(event, &f->deliver_source, on_deliver_turn, f);
+        if (r < 0)
+                return r;
+        r = event_defer_new(event, &f->reap_source, on_reap, f);
         if (r < 0)
                 return r;
         r = event_timer_new(event, &f->resync_timer, 100 * USEC_PER_MSEC, on_resync_timer, f);
@@ -693,14 +726,19 @@ int fanout_new(sd_event *event, Db *read_db, StreamHub *streams, const FanoutSet
         return 0;
 }
 
-/* Streams (and with them subscribers and channels) are gone by now: the
- * HTTP server is freed first. */
+/* Streams (and with them subscribers) are gone by now: the HTTP server is
+ * freed first. Their channels may wait for the end of a turn that will
+ * not come. */
 Fanout *fanout_free(Fanout *f) {
         if (!f)
                 return NULL;
+        LIST_FOREACH_SAFE(ch, next, &f->unused, Channel, in_unused)
+                channel_free(ch);
         assert(f->counters.channels == 0 && hashmap_size(&f->channels) == 0);
         db_cancel(f->db, f);
         sd_event_source_disable_unref(f->resync_timer);
+        sd_event_source_disable_unref(f->deliver_source);
+        sd_event_source_disable_unref(f->reap_source);
         sd_event_unref(f->event);
         hashmap_done(&f->channels);
         return mfree(f);

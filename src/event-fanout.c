@@ -222,9 +222,7 @@ static size_t channel_send(Channel *ch, uint64_t id, Frame *frame) {
                 if (r >= 0) {
                         sub->cursor = id;
                         f->counters.delivered++;
-                } else if (r == -ENOBUFS)
-                        f->counters.cut++;
-                else if (r != -EPIPE)
+                } else if (r != -ENOBUFS && r != -EPIPE)
                         /* Skipping this id silently would be a gap: end the
                          * stream; the client resumes from what it has. */
                         stream_end_with_reconnect(sub->stream, "out of memory");

@@ -40,7 +40,6 @@ typedef struct FanoutCounters {
         uint64_t channels;
         uint64_t subscribers;
         uint64_t delivered;             /* events handed to subscribers' streams */
-        uint64_t cut;                   /* subscribers ended for falling behind */
         uint64_t fetched;               /* events read from PostgreSQL to fill gaps */
 } FanoutCounters;
 

@@ -253,6 +253,18 @@ ssize_t http_stream_wait(HttpRequest *req) {
         return 0;
 }
 
+void http_stream_abort(HttpRequest *req) {
+        const union MHD_ConnectionInfo *info;
+
+        assert(req);
+
+        info = MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (info && shutdown(info->connect_fd, SHUT_RDWR) < 0)
+                log_debug_errno(errno, "Failed to shut down a stream's connection, ignoring: %m");
+        /* MHD notices on its next look at the connection. */
+        http_request_resume(req);
+}
+
 void http_stream_wake(HttpRequest *req) {
         assert(req);
 

@@ -75,8 +75,9 @@ static void collect_events(Manager *m, Exposition *e) {
                           "Events read back from PostgreSQL to fill gaps the bus left.",
                           (double) f.fetched);
         exposition_scalar(e, "baton_stream_subscribers_cut_total", METRIC_COUNTER,
-                          "Subscribers ended with a reconnect event because they fell too far behind.",
-                          (double) f.cut);
+                          "Streams cut with a reconnect event because they stayed behind longer than "
+                          "STREAM_SLOW_TIMEOUT, or their backlog reached its hard limit.",
+                          (double) stream_hub_cut(m->streams));
         exposition_scalar(e, "baton_stream_subscribers", METRIC_GAUGE,
                           "Subscribers of topic streams.", (double) f.subscribers);
         exposition_scalar(e, "baton_stream_topics", METRIC_GAUGE,

@@ -30,6 +30,8 @@ struct Stream {
         bool finishing;                 /* end after the queue drains */
         bool response_alive;            /* MHD still holds our reader */
         usec_t last_write;
+        usec_t over_since;              /* queued past buffer_max_bytes since then; 0: not */
+        usec_t cut_at;                  /* cut as too slow then; 0: not */
 
         StreamCloseCallback close_cb;
         void *close_userdata;
@@ -45,7 +47,9 @@ struct StreamHub {
         ListNode streams;
         size_t n_streams;
         sd_event_source *heartbeat_timer;
+        sd_event_source *slow_timer;    /* once a second: who stayed behind too long */
         Frame *heartbeat;
+        uint64_t cut;
         char *refuse_reason;            /* set once draining: new streams end at once */
 };
 
@@ -93,6 +97,19 @@ static size_t queue_take(FrameQueue *q, char *buf, size_t max) {
         return n;
 }
 
+/* Drops every frame not started yet: the one on its way stays whole, so
+ * that the stream's framing does. */
+static void queue_drop_unsent(FrameQueue *q) {
+        size_t keep = q->count > 0 && q->offset > 0 ? 1 : 0;
+
+        while (q->count > keep) {
+                size_t last = (q->head + q->count - 1) % q->capacity;
+                q->bytes -= q->items[last]->size;
+                frame_unref(q->items[last]);
+                q->count--;
+        }
+}
+
 static void queue_done(FrameQueue *q) {
         for (size_t i = 0; i < q->count; i++)
                 frame_unref(q->items[(q->head + i) % q->capacity]);
@@ -125,6 +142,8 @@ static ssize_t on_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 return MHD_CONTENT_READER_END_WITH_ERROR;
         if (s->queue.count > 0) {
                 n = queue_take(&s->queue, buf, max);
+                if (s->queue.bytes <= s->hub->settings.buffer_max_bytes)
+                        s->over_since = 0;
                 /* Whoever feeds this stream in pages (a replay) wants to know
                  * when it has room again. */
                 if (s->queue.bytes == 0 && s->drain_cb && !s->finishing)
@@ -161,23 +180,47 @@ static void stream_wake(Stream *s) {
                 http_stream_wake(s->req);
 }
 
+/* The client does not keep up: what it has not been sent goes (it resumes
+ * from its last id), it gets "reconnect", and its connection is shut if it
+ * does not take even that in time (on_slow_check()). */
+static void stream_cut(Stream *s, const char *reason) {
+        queue_drop_unsent(&s->queue);
+        s->cut_at = now_usec(CLOCK_MONOTONIC);
+        s->hub->cut++;
+        stream_end_with_reconnect(s, reason);
+}
+
+static bool stream_too_slow(const Stream *s, usec_t now) {
+        return s->over_since > 0 && now - s->over_since >= s->hub->settings.slow_timeout_usec;
+}
+
 int stream_send_frame(Stream *s, Frame *f) {
+        const StreamSettings *st;
+        usec_t now;
         int r;
 
         assert(s && f);
 
         if (!s->req || s->finishing)
                 return -EPIPE;
-        if (s->queue.bytes > s->hub->settings.buffer_max_bytes) {
-                /* The client does not keep up: cut it loose rather than
-                 * buffer without bound; it resumes from its last id. */
-                stream_end_with_reconnect(s, "too slow: fell behind");
+        st = &s->hub->settings;
+        now = now_usec(CLOCK_MONOTONIC);
+        if (s->queue.bytes + f->size > st->buffer_hard_max_bytes || s->queue.count >= STREAM_FRAMES_MAX) {
+                stream_cut(s, "too slow: its backlog reached the limit");
+                return -ENOBUFS;
+        }
+        if (s->queue.bytes > st->buffer_max_bytes && s->over_since == 0)
+                s->over_since = now;
+        if (stream_too_slow(s, now)) {
+                stream_cut(s, "too slow: behind for longer than STREAM_SLOW_TIMEOUT");
                 return -ENOBUFS;
         }
         r = queue_push(&s->queue, f);
         if (r < 0)
                 return r;
-        s->last_write = now_usec(CLOCK_MONOTONIC);
+        if (s->queue.bytes > st->buffer_max_bytes && s->over_since == 0)
+                s->over_since = now;
+        s->last_write = now;
         stream_wake(s);
         return 0;
 }
@@ -235,6 +278,25 @@ void stream_end_with_reconnect(Stream *s, const char *reason) {
                 log_debug("Failed to queue the reconnect event; ending the stream without it.");
         frame_unref(f);
         stream_finish(s);
+}
+
+/* Streams that stayed behind too long without being sent anything new,
+ * and cut ones that do not read even their "reconnect". */
+static int on_slow_check(sd_event_source *source, uint64_t usec, void *userdata) {
+        StreamHub *hub = userdata;
+        usec_t now = now_usec(CLOCK_MONOTONIC);
+
+        LIST_FOREACH(s, &hub->streams, Stream, in_hub) {
+                if (!s->finishing && stream_too_slow(s, now))
+                        stream_cut(s, "too slow: behind for longer than STREAM_SLOW_TIMEOUT");
+                else if (s->cut_at > 0 && s->req && now - s->cut_at >= hub->settings.slow_timeout_usec) {
+                        s->cut_at = 0;
+                        http_stream_abort(s->req);
+                }
+        }
+        if (event_timer_arm(source, USEC_PER_SEC) < 0)
+                log_error("Failed to re-arm the slow stream check.");
+        return 0;
 }
 
 /* Heartbeats for streams that were quiet for a whole interval. */
@@ -329,6 +391,9 @@ int stream_hub_new(sd_event *event, const StreamSettings *settings, StreamHub **
         r = sd_event_add_time_relative(event, &hub->heartbeat_timer, CLOCK_MONOTONIC,
                                        settings->heartbeat_interval_usec, USEC_PER_SEC,
                                        on_heartbeat, hub);
+        if (r >= 0)
+                r = sd_event_add_time_relative(event, &hub->slow_timer, CLOCK_MONOTONIC, USEC_PER_SEC,
+                                               100 * USEC_PER_MSEC, on_slow_check, hub);
         if (r < 0) {
                 stream_hub_free(hub);
                 return r;
@@ -342,6 +407,7 @@ StreamHub *stream_hub_free(StreamHub *hub) {
                 return NULL;
         assert(hub->n_streams == 0 && list_empty(&hub->streams));
         sd_event_source_disable_unref(hub->heartbeat_timer);
+        sd_event_source_disable_unref(hub->slow_timer);
         sd_event_unref(hub->event);
         frame_unref(hub->heartbeat);
         free(hub->refuse_reason);
@@ -358,6 +424,12 @@ sd_event *stream_hub_event(StreamHub *hub) {
         assert(hub);
 
         return hub->event;
+}
+
+uint64_t stream_hub_cut(const StreamHub *hub) {
+        assert(hub);
+
+        return hub->cut;
 }
 
 size_t stream_hub_count(const StreamHub *hub) {

@@ -7,9 +7,16 @@
  * timer of its own. One hub timer sends heartbeats (which is also how dead
  * peers are found: MHD cannot notice a closed socket while suspended).
  *
- * Each stream has a bounded buffer: a client that does not read falls
- * behind, and once buffer_max_bytes are queued it is ended with a
- * "reconnect" event instead of stalling anyone else. */
+ * Each stream has a bounded buffer. "Too slow" means staying behind over
+ * time, never one burst: a stream may hold more than buffer_max_bytes for
+ * up to slow_timeout_usec (a batch of a thousand events lands at once and
+ * drains in a moment); one that stays over longer, or whose backlog
+ * reaches buffer_hard_max_bytes or STREAM_FRAMES_MAX frames, is cut: what
+ * it has not been sent is dropped, it gets a "reconnect" event (the client
+ * resumes from its last id), and if it does not read even that within
+ * slow_timeout_usec its connection is shut. Frames are shared by every
+ * stream they go to, so a backlog pins memory once per event, not once per
+ * stream. */
 
 #include <systemd/sd-event.h>
 
@@ -17,11 +24,18 @@
 #include "sse-frame.h"
 #include "util.h"
 
-/* Bytes queued for one client before it is cut off as too slow: at least
- * this, and room for four of the largest events. */
+/* Bytes queued for one client that it may stay over only for a while: at
+ * least this, and room for four of the largest events. */
 #define STREAM_BUFFER_MIN (256 * 1024)
 #define STREAM_BUFFER_FOR(max_event_bytes) \
         ((max_event_bytes) * 4 > STREAM_BUFFER_MIN ? (max_event_bytes) * 4 : STREAM_BUFFER_MIN)
+/* ... and what it is never let past: no burst of a sane size gets there. */
+#define STREAM_BUFFER_HARD_MIN (16 * 1024 * 1024)
+#define STREAM_BUFFER_HARD_FOR(max_event_bytes) \
+        ((max_event_bytes) * 16 > STREAM_BUFFER_HARD_MIN ? (max_event_bytes) * 16 : STREAM_BUFFER_HARD_MIN)
+/* Frames queued for one client, whatever their size: the queue itself
+ * (8 bytes a frame) stays bounded too, at 128 KiB. */
+#define STREAM_FRAMES_MAX 16384
 
 typedef struct StreamHub StreamHub;
 typedef struct Stream Stream;
@@ -30,6 +44,8 @@ typedef struct StreamSettings {
         usec_t heartbeat_interval_usec;
         usec_t retry_hint_usec;         /* sent as "retry:" when a stream opens */
         size_t buffer_max_bytes;        /* see STREAM_BUFFER_FOR() */
+        size_t buffer_hard_max_bytes;   /* see STREAM_BUFFER_HARD_FOR() */
+        usec_t slow_timeout_usec;       /* STREAM_SLOW_TIMEOUT */
 } StreamSettings;
 
 /* The stream ended (client gone, finished, cut off, server stopping). The
@@ -68,7 +84,7 @@ int stream_open(StreamHub *hub, HttpRequest *req, StreamCloseCallback close_cb, 
 
 /* Queues a frame (takes a reference of its own). -EPIPE when the stream is
  * ending; -ENOBUFS when the client fell too far behind: then the stream
- * was just ended with a "reconnect" event. */
+ * was just cut, with a "reconnect" event. */
 int stream_send_frame(Stream *s, Frame *f);
 int stream_send_event(Stream *s, const char *id, const char *event, const char *data);
 size_t stream_queued_bytes(const Stream *s);
@@ -79,3 +95,6 @@ void stream_finish(Stream *s);
 
 /* Ends the stream after a "reconnect" event telling the client why. */
 void stream_end_with_reconnect(Stream *s, const char *reason);
+
+/* Streams cut for being too slow, since the start. */
+uint64_t stream_hub_cut(const StreamHub *hub);

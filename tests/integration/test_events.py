@@ -3,8 +3,10 @@
 every event exactly once, in increasing id order, across the replay/live
 seam, across instances, across reconnects, and across outages."""
 
+import collections
 import json
 import random
+import re
 import threading
 import time
 
@@ -237,8 +239,51 @@ def reconnecting_to_the_other_instance_continues_seamlessly(ctx):
 
 
 @test
-def slow_subscriber_is_cut_and_resumes_without_loss(ctx):
+def a_burst_cuts_no_subscriber_that_keeps_up(ctx):
+    """Sixteen publishers post 40 events of 16 KB each to one topic at once:
+    640 events, 10 MB, in batches of many events a commit. Three subscribers
+    reading as fast as they can get every event, in order, and none is cut
+    (a batch lands in a stream at once, past its 256 KiB buffer, and drains
+    in a moment). It used to cut every one of them after a few events."""
     pg, b = one_instance(ctx)
+    topic = 'burst'
+    subs = [ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream') for _ in range(3)]
+    time.sleep(0.3)
+    pad = 'x' * 16000
+    results = []
+
+    def post(k):
+        for i in range(40):
+            r = publish(b.port, topic, {'k': k, 'i': i, 'pad': pad})
+            results.append(r.status)
+    threads = [threading.Thread(target=post, args=(k,)) for k in range(16)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(201) == 640, collections.Counter(results)
+    for sub in subs:
+        sub.wait_for_id(640, timeout=20)
+    took = time.monotonic() - started
+    time.sleep(0.2)
+    for sub in subs:
+        assert_exactly_once(sub.ids(), 1, 640, 'a fast subscriber')
+        assert not any(e[1] == 'reconnect' for e in sub.all())
+    cut = re.search(r'^baton_stream_subscribers_cut_total (\S+)$', b.get('/metrics').body, re.M)
+    assert cut and float(cut.group(1)) == 0, cut
+    print(f'# 640 events of 16 KB from 16 publishers at once: 3 subscribers had all of them in '
+          f'order {took:.1f} s after the first publish; 0 cut', flush=True)
+
+
+@test
+def a_subscriber_that_stays_behind_is_cut_and_resumes_without_loss(ctx):
+    """Slow means staying behind over time: a subscriber that reads nothing
+    while 300 events of 4 KB arrive is over its buffer from the start, and
+    is cut STREAM_SLOW_TIMEOUT later, with its backlog dropped and a
+    reconnect event; it resumes from its last id and loses nothing. The
+    fast one beside it is not delayed."""
+    pg, b = one_instance(ctx, STREAM_SLOW_TIMEOUT='2s')
     topic = 'firehose'
     # Both live (no Last-Event-ID). A replaying subscriber is paced from
     # PostgreSQL instead and never needs cutting.
@@ -251,7 +296,14 @@ def slow_subscriber_is_cut_and_resumes_without_loss(ctx):
         assert publish(b.port, topic, {'i': i, 'pad': payload}).status == 201
     fast.wait_for_id(300, timeout=10)
     fast_done = time.monotonic() - started
-    # The slow one was cut: its stream ends with a reconnect event.
+    # Not cut yet, behind for less than 2 s...
+    def cut_count():
+        m = re.search(r'^baton_stream_subscribers_cut_total (\S+)$', b.get('/metrics').body, re.M)
+        return float(m.group(1))
+    assert cut_count() == 0 or time.monotonic() - started >= 2
+    # ... but once it was.
+    wait_until(lambda: cut_count() == 1, 10, what='the slow subscriber to be cut')
+    cut_after = time.monotonic() - started
     slow.start_reading()
     slow.wait_ended()
     events = slow.all()
@@ -263,8 +315,26 @@ def slow_subscriber_is_cut_and_resumes_without_loss(ctx):
     time.sleep(0.2)
     assert_exactly_once(got + resumed.ids(), 1, 300, 'slow client after resuming')
     assert_exactly_once(fast.ids(), 1, 300, 'fast client')
-    print(f'# fast subscriber had all 300 events {fast_done:.2f}s after the first publish; '
-          f'the slow one was cut after {len(got)}')
+    print(f'# fast subscriber had all 300 events {fast_done:.2f}s after the first publish; the slow '
+          f'one was cut {cut_after:.1f} s in (STREAM_SLOW_TIMEOUT=2s) after {len(got)}, and resumed',
+          flush=True)
+
+
+@test
+def a_subscriber_that_reads_nothing_at_all_is_disconnected(ctx):
+    """Cut, it does not even read its reconnect event: its connection is
+    shut STREAM_SLOW_TIMEOUT after the cut, so its memory is given back."""
+    pg, b = one_instance(ctx, STREAM_SLOW_TIMEOUT='1s')
+    topic = 'deaf'
+    deaf = ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream', rcvbuf=4096, read=False)
+    time.sleep(0.3)
+    for i in range(200):
+        assert publish(b.port, topic, {'i': i, 'pad': 'x' * 4000}).status == 201
+
+    def streams():
+        m = re.search(r'^baton_streams_active (\S+)$', b.get('/metrics').body, re.M)
+        return float(m.group(1))
+    wait_until(lambda: streams() == 0, 10, what='the deaf stream to be shut')
 
 
 @test

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
@@ -37,6 +38,7 @@ struct Db {
         usec_t connect_timeout_usec;
         usec_t backoff_max_usec;
         usec_t backoff_usec;
+        usec_t statement_timeout_usec;
 
         DbState state;
         bool started;
@@ -247,18 +249,29 @@ static void connection_established(Db *db) {
 
 static void on_session_defaults(Db *db, const DbResult *result, void *userdata) {
         if (result->error)
-                log_warning("Could not set client_connection_check_interval, ignoring: %s", result->error);
+                log_warning("Could not set the session settings, ignoring: %s", result->error);
 }
 
 /* A backend whose client went away keeps running (and holding its locks,
  * our migration lock included) until its query ends; waiting on a lock, it
  * may never end. Since PostgreSQL 14 it can check the client meanwhile.
  * Queued first, before anyone else can use the new connection. */
+/* statement_timeout: the server cancels a query that runs too long, and
+ * the connection stays (a client-side timeout would have to reset it).
+ * client_connection_check_interval (14+): a query whose client vanished
+ * stops, instead of running to its end. */
 static void set_session_defaults(Db *db) {
-        if (PQserverVersion(db->conn) < 140000)
+        char sql[160];
+        size_t n = 0;
+
+        if (PQserverVersion(db->conn) >= 140000)
+                n += (size_t) snprintf(sql + n, sizeof(sql) - n, "SET client_connection_check_interval = '1s';");
+        if (db->statement_timeout_usec > 0)
+                n += (size_t) snprintf(sql + n, sizeof(sql) - n, "SET statement_timeout = '%" PRIu64 "ms';",
+                                       db->statement_timeout_usec / USEC_PER_MSEC);
+        if (n == 0)
                 return;
-        if (db_query(db, "SET client_connection_check_interval = '1s'", 0, NULL,
-                     10 * USEC_PER_SEC, on_session_defaults, NULL) < 0)
+        if (db_query_urgent(db, sql, 0, NULL, 10 * USEC_PER_SEC, on_session_defaults, NULL) < 0)
                 log_warning("Could not queue the session settings, ignoring.");
 }
 
@@ -423,7 +436,8 @@ static void db_send_next(Db *db) {
                 return;
         }
         db->busy = true;
-        if (event_timer_arm(db->timer_source, q->timeout_usec) < 0)
+        if (event_timer_arm(db->timer_source,
+                            q->timeout_usec + (db->statement_timeout_usec > 0 ? DB_CANCEL_GRACE_USEC : 0)) < 0)
                 log_error("Failed to arm the query timer; the query runs without timeout.");
         flush_output(db);
 }
@@ -535,6 +549,7 @@ int db_new(sd_event *event, const DbSettings *settings, Db **ret) {
                 return -ENOMEM;
         db->connect_timeout_usec = settings->connect_timeout_usec;
         db->backoff_max_usec = settings->backoff_max_usec;
+        db->statement_timeout_usec = settings->statement_timeout_usec;
         db->backoff_usec = DB_BACKOFF_MIN_USEC;
 
         r = event_timer_new(event, &db->timer_source, USEC_PER_MSEC, on_timer, db);
@@ -577,13 +592,21 @@ void db_set_notify_callback(Db *db, DbNotifyCallback cb, void *userdata) {
         db->notify_userdata = userdata;
 }
 
-void db_set_timeouts(Db *db, usec_t connect_timeout_usec, usec_t backoff_max_usec) {
+void db_set_timeouts(Db *db, usec_t connect_timeout_usec, usec_t backoff_max_usec,
+                     usec_t statement_timeout_usec) {
+        bool changed;
+
         assert(db);
 
+        changed = db->statement_timeout_usec != statement_timeout_usec;
         db->connect_timeout_usec = connect_timeout_usec;
         db->backoff_max_usec = backoff_max_usec;
+        db->statement_timeout_usec = statement_timeout_usec;
         if (db->backoff_usec > backoff_max_usec)
                 db->backoff_usec = backoff_max_usec;
+        /* A reload: the session takes the new one now, later ones at connect. */
+        if (changed && db->state == DB_CONNECTED)
+                set_session_defaults(db);
 }
 
 int db_start(Db *db) {

@@ -5,8 +5,11 @@
  * itself connected: after a failure it reconnects with exponential backoff
  * (with jitter, so two colours do not retry in lockstep) for as long as it
  * exists. Queries run one at a time in submission order, each with its own
- * timeout; a timed-out query resets the connection, since its state is then
- * unknown.
+ * timeout. A query that runs too long is cancelled by the server itself
+ * (statement_timeout, when the connection has one): only that query fails
+ * and the connection goes on serving the others. A query the server does
+ * not answer at all within its timeout (plus DB_CANCEL_GRACE_USEC with a
+ * statement timeout) resets the connection, since its state is unknown.
  *
  * libpq never blocks the loop here, with one documented exception: a host
  * name in DATABASE_URL is resolved by libpq synchronously when a connection
@@ -36,7 +39,14 @@ typedef struct DbSettings {
         const char *application_name;
         usec_t connect_timeout_usec;
         usec_t backoff_max_usec;
+        /* The server cancels statements running longer (0: none, for
+         * migrations, which may take their time). */
+        usec_t statement_timeout_usec;
 } DbSettings;
+
+/* How long past its timeout a query may still be answered (by the server's
+ * own cancel) before the connection is given up on. */
+#define DB_CANCEL_GRACE_USEC (2 * USEC_PER_SEC)
 
 int db_new(sd_event *event, const DbSettings *settings, Db **ret);
 /* Pending queries are dropped without their callbacks running. */
@@ -45,7 +55,8 @@ DEFINE_POINTER_CLEANUP(Db, db_free);
 
 void db_set_state_callback(Db *db, DbStateCallback cb, void *userdata);
 void db_set_notify_callback(Db *db, DbNotifyCallback cb, void *userdata);
-void db_set_timeouts(Db *db, usec_t connect_timeout_usec, usec_t backoff_max_usec);
+void db_set_timeouts(Db *db, usec_t connect_timeout_usec, usec_t backoff_max_usec,
+                     usec_t statement_timeout_usec);
 
 /* Starts connecting; from then on the connection is kept up. */
 int db_start(Db *db);

@@ -266,12 +266,14 @@ static void manager_apply_config(Manager *m) {
 
         log_set_max_level(c->log_level);
         access_log_set_enabled(m->access_log, c->access_log);
-        db_set_timeouts(m->db, c->database_connect_timeout_usec, c->retry_backoff_max_usec);
-        db_set_timeouts(m->db_write, c->database_connect_timeout_usec, c->retry_backoff_max_usec);
-        db_set_timeouts(m->db_read, c->database_connect_timeout_usec, c->retry_backoff_max_usec);
+        db_set_timeouts(m->db, c->database_connect_timeout_usec, c->retry_backoff_max_usec, 0);
+        db_set_timeouts(m->db_write, c->database_connect_timeout_usec, c->retry_backoff_max_usec,
+                        c->database_query_timeout_usec);
+        db_set_timeouts(m->db_read, c->database_connect_timeout_usec, c->retry_backoff_max_usec,
+                        c->database_query_timeout_usec);
         if (m->listener)
                 db_set_timeouts(pglisten_db(m->listener), c->database_connect_timeout_usec,
-                                c->retry_backoff_max_usec);
+                                c->retry_backoff_max_usec, c->database_query_timeout_usec);
         publisher_set_settings(m->publisher, &ps);
         fanout_set_settings(m->fanout, &fs);
         health_set_settings(m->health, &hs);
@@ -438,12 +440,19 @@ static int connection_settings(const Manager *m, const char *app_name, const cha
         return 0;
 }
 
+/* The work connections get statement_timeout: a slow read fails alone
+ * instead of resetting the connection every other read waits on. The
+ * control connection runs migrations, which may take their time. */
 static int make_db(Manager *m, const char *app_name, const char *purpose, Db **ret) {
         _cleanup_free_ char *name = NULL;
         DbSettings ds;
         int r = connection_settings(m, app_name, purpose, &ds, &name);
 
-        return r < 0 ? r : db_new(m->event, &ds, ret);
+        if (r < 0)
+                return r;
+        if (purpose)
+                ds.statement_timeout_usec = m->config->database_query_timeout_usec;
+        return db_new(m->event, &ds, ret);
 }
 
 static int make_listener(Manager *m, const char *app_name) {
@@ -451,7 +460,10 @@ static int make_listener(Manager *m, const char *app_name) {
         DbSettings ds;
         int r = connection_settings(m, app_name, "listen", &ds, &name);
 
-        return r < 0 ? r : pglisten_new(m->event, &ds, m->fanout, &m->listener);
+        if (r < 0)
+                return r;
+        ds.statement_timeout_usec = m->config->database_query_timeout_usec;
+        return pglisten_new(m->event, &ds, m->fanout, &m->listener);
 }
 
 static int manager_setup_events(Manager *m) {

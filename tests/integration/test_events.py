@@ -373,6 +373,43 @@ def a_hole_in_the_ids_is_skipped_after_a_wait_not_spun_on(ctx):
 
 
 @test
+def a_slow_read_fails_alone_and_its_connection_keeps_serving(ctx):
+    """Two history reads wait on one connection while the events table is
+    locked for 3 s; DATABASE_QUERY_TIMEOUT is 2 s. The server cancels the
+    first at 2 s (503); the second then runs, and is answered 200 when the
+    lock goes. The connection was reset on the first timeout before, which
+    failed everything queued on it."""
+    pg, b = one_instance(ctx, DATABASE_QUERY_TIMEOUT='2s')
+    assert publish(b.port, 'slow', {'n': 1}).status == 201
+    lock = pg.session()
+    lock.stdin.write('BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;\n')
+    lock.stdin.flush()
+    wait_until(lambda: pg.psql("SELECT count(*) FROM pg_locks WHERE relation = 'events'::regclass "
+                               "AND mode = 'AccessExclusiveLock' AND granted") == '1', 5,
+               what='the lock')
+    answers = {}
+
+    def history(name):
+        started = time.monotonic()
+        r = b.get('/api/v1/topics/slow/events', timeout=15)
+        answers[name] = (r.status, time.monotonic() - started, r.body)
+    first = threading.Thread(target=history, args=('first',))
+    first.start()
+    time.sleep(0.2)
+    second = threading.Thread(target=history, args=('second',))
+    second.start()
+    first.join()
+    second.join()
+    lock.stdin.close()
+    lock.wait(10)
+    assert answers['first'][0] == 503 and 'statement timeout' in answers['first'][2], answers
+    assert answers['second'][0] == 200 and json.loads(answers['second'][2])['events'], answers
+    assert 'Lost the PostgreSQL connection (batond/read)' not in b.log(), b.log()[-2000:]
+    print(f"# the locked read was cancelled after {answers['first'][1]:.1f} s (503), the one queued "
+          f"behind it answered 200 after {answers['second'][1]:.1f} s, the connection kept", flush=True)
+
+
+@test
 def events_published_while_nats_is_down_reach_the_other_instance(ctx):
     pg, n, a, b = two_instances(ctx, nats=True)
     topic = 'outage'

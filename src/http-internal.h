@@ -102,6 +102,7 @@ struct HttpRequest {
         bool is_stream;
         bool failed;                    /* no response possible: close */
         bool shed;                      /* answered 503 at the connection limit */
+        bool over_limit;                /* on a connection of the shedding reserve */
         bool refused;                   /* refused by MHD, answered by batond (http-refusal.h) */
 
         uint64_t seq;

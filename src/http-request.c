@@ -192,6 +192,7 @@ static enum MHD_Result request_begin(HttpRequest *req, const char *version) {
                 return MHD_YES;
         }
 
+        req->over_limit = listener_over_limit(req->listener);
         if (r == -ENOENT)
                 http_respond_error(req, MHD_HTTP_NOT_FOUND, "not_found", "no such resource: %s",
                                    req->path);
@@ -203,7 +204,7 @@ static enum MHD_Result request_begin(HttpRequest *req, const char *version) {
                 response = req->response;
                 if (response && MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES)
                         log_debug("Failed to add Allow header, ignoring.");
-        } else if (!(req->match.route->flags & ROUTE_OPS) && listener_over_limit(req->listener))
+        } else if (!(req->match.route->flags & ROUTE_OPS) && req->over_limit)
                 respond_overloaded(req);
         else if ((req->match.route->flags & ROUTE_NEEDS_READY) && !s->ready)
                 http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "not_ready",

@@ -281,7 +281,9 @@ void http_request_on_end(HttpRequest *req, HttpEndCallback cb, void *userdata) {
 enum MHD_Result http_request_queue_response(HttpRequest *req) {
         assert(req);
 
-        bool draining = req->server->draining;
+        /* Draining, tell keep-alive clients to go elsewhere next time; from
+         * the shedding reserve, give the slot back (HTTP_SHED_RESERVE). */
+        bool close_after = req->server->draining || req->over_limit;
         struct MHD_Response *response;
         enum MHD_Result ret;
 
@@ -289,11 +291,10 @@ enum MHD_Result http_request_queue_response(HttpRequest *req) {
         read_deadline_stop(req->read_deadline);
 
         if (req->shared)
-                response = draining ? req->shared->close : req->shared->keep_alive;
+                response = close_after ? req->shared->close : req->shared->keep_alive;
         else {
                 response = req->response;
-                /* While draining, tell keep-alive clients to go elsewhere next time. */
-                if (draining &&
+                if (close_after &&
                     MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)
                         log_debug("Failed to add Connection: close, ignoring.");
         }

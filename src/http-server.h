@@ -24,8 +24,10 @@ typedef struct HttpServer HttpServer;
 
 /* Connections past MAX_CONNECTIONS that are still accepted, each to be told
  * 503 at once (probes are still served on them) instead of waiting unseen
- * in the kernel's backlog: a sixteenth, between 4 and 256. Past that MHD
- * stops accepting until a connection closes. */
+ * in the kernel's backlog: a sixteenth, between 4 and 256. Every answer on
+ * such a connection closes it, so that the reserve turns over and a flood
+ * keeps getting its 503s; past the reserve MHD stops accepting until a
+ * connection closes. */
 #define HTTP_SHED_RESERVE(max_connections) \
         ((max_connections) / 16 < 4 ? 4 : (max_connections) / 16 > 256 ? 256 : (max_connections) / 16)
 

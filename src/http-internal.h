@@ -27,6 +27,10 @@
  * and at MHD's default of 32 KiB the memset alone cost 7% of a probe. */
 #define HTTP_POOL_FOR(max_header_bytes) (2 * (max_header_bytes) + 1024)
 
+/* Connections the internal daemon takes at once: the watchdog has one
+ * probe out at a time; a few more leave room for one that lingers. */
+#define HTTP_INTERNAL_CONNECTIONS 4
+
 struct HttpSharedResponse {
         unsigned n_ref;
         unsigned status;
@@ -42,6 +46,7 @@ typedef struct HttpListener {
         char *address;
         uint16_t port;
         bool metrics;                   /* health and metrics only */
+        bool internal;                  /* the watchdog's: ops routes only, no socket */
         bool quiesced;
 } HttpListener;
 
@@ -49,6 +54,7 @@ struct HttpServer {
         sd_event *event;
         HttpListener *listeners;
         size_t n_listeners;
+        HttpListener internal;          /* http_server_add_connection()'s */
         sd_event_source *run_source;
 
         const Route *routes;

@@ -123,7 +123,7 @@ static uint64_t request_body_limit(const HttpRequest *req) {
 static bool route_hidden(const HttpListener *l, const Route *route) {
         bool ops = route->flags & ROUTE_OPS;
 
-        if (l->metrics)
+        if (l->metrics || l->internal)
                 return !ops;
         return ops && !l->server->public_ops;
 }

@@ -49,6 +49,8 @@ static int on_run(sd_event_source *source, void *userdata) {
 
         for (size_t i = 0; i < s->n_listeners; i++)
                 listener_run(&s->listeners[i]);
+        if (s->internal.daemon)
+                listener_run(&s->internal);
         return 0;
 }
 
@@ -62,25 +64,27 @@ void http_server_schedule_run(HttpServer *s) {
                 log_error_errno(r, "Failed to schedule HTTP processing: %m");
 }
 
-static int listener_start(HttpServer *s, HttpListener *l, ListenSocket *sock) {
+/* Starts l's daemon on listen_fd, or with no listening socket at all when
+ * listen_fd is -1 (connections come only from http_server_add_connection()),
+ * and puts it on the loop. */
+static int listener_start_daemon(HttpServer *s, HttpListener *l, int listen_fd, unsigned connection_limit) {
         const union MHD_DaemonInfo *info;
         size_t pool = HTTP_POOL_FOR(s->limits.max_header_bytes);
         unsigned timeout_sec = (unsigned) (s->limits.connection_timeout_usec / USEC_PER_SEC);
+        unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+        struct MHD_OptionItem listen_options[] = {
+                { listen_fd >= 0 ? MHD_OPTION_LISTEN_SOCKET : MHD_OPTION_END, listen_fd, NULL },
+                { MHD_OPTION_END, 0, NULL },
+        };
         int r;
 
+        if (listen_fd < 0)
+                flags |= MHD_USE_NO_LISTEN_SOCKET;
         l->server = s;
-        l->port = sock->port;
-        l->metrics = sock->metrics;
-        l->address = strdup(sock->address);
-        if (!l->address)
-                return -ENOMEM;
-
         l->daemon = MHD_start_daemon(
-                MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO,
-                0, NULL, NULL, http_on_access, s,
-                MHD_OPTION_LISTEN_SOCKET, sock->fd,
-                MHD_OPTION_CONNECTION_LIMIT,
-                (unsigned) (s->limits.max_connections + HTTP_SHED_RESERVE(s->limits.max_connections)),
+                flags, 0, NULL, NULL, http_on_access, s,
+                MHD_OPTION_ARRAY, listen_options,
+                MHD_OPTION_CONNECTION_LIMIT, connection_limit,
                 MHD_OPTION_CONNECTION_TIMEOUT, timeout_sec,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
                 MHD_OPTION_URI_LOG_CALLBACK, http_on_uri, l,
@@ -96,7 +100,6 @@ static int listener_start(HttpServer *s, HttpListener *l, ListenSocket *sock) {
                 MHD_OPTION_END);
         if (!l->daemon)
                 return -EIO;
-        sock->fd = -1;          /* the daemon owns it now */
 
         info = MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_EPOLL_FD);
         if (!info)
@@ -112,6 +115,52 @@ static int listener_start(HttpServer *s, HttpListener *l, ListenSocket *sock) {
                 return r;
         listener_rearm_timer(l);
         return 0;
+}
+
+static int listener_start(HttpServer *s, HttpListener *l, ListenSocket *sock) {
+        int r;
+
+        l->port = sock->port;
+        l->metrics = sock->metrics;
+        l->address = strdup(sock->address);
+        if (!l->address)
+                return -ENOMEM;
+        r = listener_start_daemon(s, l, sock->fd,
+                                  (unsigned) (s->limits.max_connections +
+                                              HTTP_SHED_RESERVE(s->limits.max_connections)));
+        if (l->daemon)
+                sock->fd = -1;          /* the daemon owns it now */
+        return r;
+}
+
+/* The watchdog's own way in (http_server_add_connection()): a daemon with
+ * no listening socket, outside MAX_CONNECTIONS, serving the ops routes only.
+ * Whoever fills the public sockets cannot starve the self-probe, and the
+ * probe still crosses the same HTTP stack and handlers as everyone. */
+static int internal_listener_start(HttpServer *s) {
+        HttpListener *l = &s->internal;
+        int r;
+
+        l->internal = true;
+        l->address = strdup("the internal socket");
+        if (!l->address)
+                return -ENOMEM;
+        r = listener_start_daemon(s, l, -1, HTTP_INTERNAL_CONNECTIONS);
+        if (r < 0)
+                return r;
+        /* Ahead of the public sockets' work, like the probe's other steps. */
+        r = sd_event_source_set_priority(l->io_source, SD_EVENT_PRIORITY_IMPORTANT);
+        if (r >= 0)
+                r = sd_event_source_set_priority(l->timer_source, SD_EVENT_PRIORITY_IMPORTANT);
+        return r;
+}
+
+static void listener_stop(HttpListener *l) {
+        sd_event_source_disable_unref(l->io_source);
+        sd_event_source_disable_unref(l->timer_source);
+        if (l->daemon)
+                MHD_stop_daemon(l->daemon);
+        free(l->address);
 }
 
 static int make_request_id_prefix(char *buf, size_t size) {
@@ -170,6 +219,9 @@ int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limit
                 log_info("Serving HTTP on %s (%s socket '%s').", sockets->sockets[i].address,
                          sockets->from_systemd ? "systemd" : "own", sockets->sockets[i].name);
         }
+        r = internal_listener_start(s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start the internal HTTP server: %m");
         *ret = TAKE_PTR(s);
         return 0;
 }
@@ -185,15 +237,10 @@ HttpServer *http_server_free(HttpServer *s) {
         while (!list_empty(&s->suspended))
                 http_request_resume(list_first(&s->suspended, HttpRequest, suspended));
 
-        for (size_t i = 0; i < s->n_listeners; i++) {
-                HttpListener *l = &s->listeners[i];
-                sd_event_source_disable_unref(l->io_source);
-                sd_event_source_disable_unref(l->timer_source);
-                if (l->daemon)
-                        MHD_stop_daemon(l->daemon);
-                free(l->address);
-        }
+        for (size_t i = 0; i < s->n_listeners; i++)
+                listener_stop(&s->listeners[i]);
         free(s->listeners);
+        listener_stop(&s->internal);
         /* After MHD stopped: it closed every connection, freeing its deadline. */
         read_deadlines_free(s->read_deadlines);
         request_metrics_done(&s->metrics);
@@ -311,22 +358,16 @@ HttpCounters http_server_counters(const HttpServer *s) {
 
 int http_server_add_connection(HttpServer *s, int fd) {
         struct sockaddr_un addr = { .sun_family = AF_UNIX };
-        HttpListener *l = NULL;
 
         assert(s);
+        assert(fd >= 0);
 
-        /* The self-probe asks for /_/health/live: a listener that serves it. */
-        for (size_t i = 0; i < s->n_listeners && !l; i++)
-                if (s->listeners[i].metrics || s->public_ops)
-                        l = &s->listeners[i];
-        if (!l) {
-                close(fd);
-                return -ENOTCONN;
-        }
         /* MHD closes fd itself when this fails. */
-        if (MHD_add_connection(l->daemon, fd, (const struct sockaddr *) &addr,
+        if (MHD_add_connection(s->internal.daemon, fd, (const struct sockaddr *) &addr,
                                sizeof(sa_family_t)) != MHD_YES)
                 return errno > 0 ? -errno : -EIO;
-        http_server_schedule_run(s);
+        /* The request is already in the socket: serve it now, not after
+         * whatever else the loop has pending (a flood's connections). */
+        listener_run(&s->internal);
         return 0;
 }

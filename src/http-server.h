@@ -106,6 +106,9 @@ HttpCounters http_server_counters(const HttpServer *server);
  * itself in external-loop mode). */
 void http_server_schedule_run(HttpServer *server);
 
-/* Feeds an already-connected socket to the first daemon as if accepted:
- * the watchdog's self-probe enters the request path this way. Takes the fd. */
+/* Feeds an already-connected socket to an internal daemon as if accepted:
+ * the watchdog's self-probe enters the request path this way. That daemon
+ * serves the ops routes only, takes HTTP_INTERNAL_CONNECTIONS at once and
+ * counts in no socket's MAX_CONNECTIONS, so a flood of the public sockets
+ * cannot starve it. Takes the fd. */
 int http_server_add_connection(HttpServer *server, int fd);

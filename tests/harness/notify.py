@@ -3,10 +3,15 @@ batond as NOTIFY_SOCKET, keeping every message with its arrival time."""
 
 import re
 import socket
+import struct
 import threading
 import time
 
 from .core import log, wait_until
+
+# Not in Python's socket module; asm-generic/socket.h (SO_TIMESTAMPNS_OLD,
+# a struct timespec of two 64-bit fields on 64-bit Linux).
+SO_TIMESTAMPNS = 35
 
 
 class NotifySocket:
@@ -17,6 +22,9 @@ class NotifySocket:
         self.path = tmp.join(f'notify-{id(self) % 100000}.sock')
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
+        # The kernel stamps each datagram as it arrives: a busy test process
+        # may read it much later, and gaps between pings must be batond's.
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.sock.settimeout(0.2)
         self.messages = []  # (time, text)
         self.lock = threading.Lock()
@@ -27,15 +35,26 @@ class NotifySocket:
     def _loop(self):
         while self.running:
             try:
-                data = self.sock.recv(65536)
+                data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(16))
             except socket.timeout:
                 continue
             except OSError:
                 return
             text = data.decode(errors='replace')
             with self.lock:
-                self.messages.append((time.monotonic(), text))
+                self.messages.append((self._arrival(ancillary), text))
             log(f'notify: {text!r}')
+
+    @staticmethod
+    def _arrival(ancillary):
+        """The datagram's arrival on the monotonic clock, from the kernel's
+        CLOCK_REALTIME stamp."""
+        now_monotonic, now_real = time.monotonic(), time.time()
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                sec, nsec = struct.unpack('qq', data[:16])
+                return now_monotonic - max(0.0, now_real - (sec + nsec / 1e9))
+        return now_monotonic
 
     def all(self):
         with self.lock:

@@ -11,7 +11,8 @@ import threading
 import time
 
 from tests import harness
-from tests.harness import raw_request, run, test, wait_until
+from tests.harness import http_get, raw_request, run, test, wait_until
+from tests.harness.flood import Flood
 
 
 def open_stream(port, path, timeout=30):
@@ -285,6 +286,42 @@ def watchdog_pings_follow_ready_and_stop_when_stuck(ctx):
     assert len([m for m in b.notify.texts() if m == 'WATCHDOG=1']) == n
     b.signal(signal.SIGCONT)
     b.notify.wait_for(r'^WATCHDOG=1$', 2, since=b.notify.count())
+
+
+
+@test
+def watchdog_pings_go_on_while_a_flood_holds_every_connection(ctx):
+    """200 clients hold keep-alive connections to a batond that serves 64
+    (and sheds 4 more): the self-probe has its own way in, so WATCHDOG=1
+    never pauses for longer than half the interval, and requests that reach
+    the shedding reserve are still answered 503, one per connection."""
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url(), 'MAX_CONNECTIONS': '64'}, fdnames=['http', 'metrics'],
+                   watchdog_usec=2_000_000).start()
+    b.wait_ready()
+    public, ops = b.ports
+    with Flood(public, 200) as flood:
+        flood_started = time.monotonic()
+        wait_until(lambda: int(re.search(r'^baton_http_connections (\d+)$', http_get(ops, '/metrics').body,
+                                         re.M).group(1)) >= 64,
+                   20, interval=0.2, what='the flood to fill MAX_CONNECTIONS')
+        # A request past the limit waits in the kernel's backlog behind the
+        # flood until the reserve turns over to it, and is told 503.
+        answer = raw_request(public, b'GET /api/v1/topics/flood/events HTTP/1.1\r\nHost: t\r\n\r\n',
+                             timeout=30)
+        assert answer.startswith(b'HTTP/1.1 503 ') and b'"error":"overloaded"' in answer, answer[:300]
+        assert b'Retry-After: 1' in answer and b'Connection: close' in answer, answer[:300]
+        time.sleep(max(0.0, flood_started + 8 - time.monotonic()))
+        flood_ended = time.monotonic()
+    pings = [t for t, m in b.notify.all() if m == 'WATCHDOG=1' and flood_started - 1 <= t <= flood_ended]
+    gaps = [later - earlier for earlier, later in zip(pings, pings[1:])]
+    assert len(pings) >= 8 and max(gaps) <= 1.0, gaps
+    assert 'not pinging' not in b.log()
+    assert flood.answers >= 64
+    print(f'# flood of 200 held connections for {flood_ended - flood_started:.1f}s against MAX_CONNECTIONS=64: '
+          f'{len(pings)} pings, longest gap {max(gaps):.2f}s (WATCHDOG_USEC=2s); a request past the '
+          f'limit was answered 503', flush=True)
+    assert b.running()
 
 
 if __name__ == '__main__':

@@ -22,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.environ.get('BATON_BUILD_DIR', os.path.join(HERE, '..', '..', 'build'))
 # The traffic generator, a script: copied into the container, run there.
 TRAFFIC = os.path.join(HERE, '..', 'harness', 'traffic.py')
+FLOOD = os.path.join(HERE, '..', 'harness', 'flood.py')
 NGINX = 'http://127.0.0.1:8000'
 # baton-deploy's settings in the container: a short drain wait for tests.
 DEPLOY_CONF = 'DRAIN_TIMEOUT=25\nPROGRESS_EVERY=3\n'
@@ -35,6 +36,7 @@ def install(c):
     subprocess.run(['meson', 'install', '-C', BUILD, '--no-rebuild', '--quiet', '--destdir', c.root],
                    check=True, stdout=subprocess.DEVNULL)
     c.write('/usr/local/lib/baton-test/traffic.py', open(TRAFFIC).read(), 0o755)
+    c.write('/usr/local/lib/baton-test/flood.py', open(FLOOD).read(), 0o755)
     # Only what this test starts: the host's own services in the image stay off.
     c.sh('systemctl stop nats-server nginx 2>/dev/null; systemctl daemon-reload; systemd-sysusers; '
          'systemd-tmpfiles --create /usr/local/lib/tmpfiles.d/baton.conf', check=False)
@@ -311,6 +313,36 @@ def frozen_process_is_killed_by_the_watchdog_and_restarted(ctx):
     log = c.run(['journalctl', '-u', 'batond', '--no-pager', '-o', 'cat']).stdout
     assert re.search(r'[Ww]atchdog timeout', log), log[-2000:]
     os.unlink(c.path('/etc/systemd/system/batond.service.d/watchdog.conf'))
+    c.run(['systemctl', 'daemon-reload'])
+    c.run(['systemctl', 'stop', 'batond.service', 'batond.socket'])
+
+
+@test
+def a_connection_flood_does_not_get_batond_restarted_by_the_watchdog(ctx):
+    """200 clients hold every connection batond.service accepts
+    (MAX_CONNECTIONS=64 and its reserve) for 15 s under WatchdogSec=2s:
+    the self-probe has its own way in, so systemd sees its pings and keeps
+    the same process running."""
+    c = container()
+    c.write('/etc/systemd/system/batond.service.d/flood.conf',
+            '[Service]\nWatchdogSec=2s\nEnvironment=MAX_CONNECTIONS=64\n')
+    c.run(['systemctl', 'daemon-reload'])
+    c.run(['systemctl', 'restart', 'batond.service'])
+    c.sh('until curl -sf http://127.0.0.1:8080/_/health/ready >/dev/null; do sleep 0.2; done', timeout=30)
+    pid = c.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'batond']).stdout.strip()
+    restarts = c.run(['systemctl', 'show', '-p', 'NRestarts', 'batond']).stdout.strip()
+    flood = json.loads(c.run(['python3', '/usr/local/lib/baton-test/flood.py', '8080', '200', '15'],
+                             timeout=60).stdout)
+    after = c.run(['systemctl', 'show', '-p', 'MainPID', '-p', 'NRestarts', '-p', 'ActiveState',
+                   'batond']).stdout
+    log = c.run(['journalctl', '-u', 'batond', '--no-pager', '-o', 'cat', f'_PID={pid}']).stdout
+    print(f'# 15 s of 200 held connections against MAX_CONNECTIONS=64 (WatchdogSec=2s): '
+          f'{flood["connections"]} connections, {flood["answers"]} probes answered; '
+          f'{" ".join(after.split())}')
+    assert f'MainPID={pid}' in after and restarts in after and 'ActiveState=active' in after, (restarts, after)
+    assert 'not pinging' not in log, log[-2000:]
+    assert flood['answers'] >= 64, flood
+    os.unlink(c.path('/etc/systemd/system/batond.service.d/flood.conf'))
     c.run(['systemctl', 'daemon-reload'])
     c.run(['systemctl', 'stop', 'batond.service', 'batond.socket'])
 

@@ -15,10 +15,14 @@
 /* Payload bytes per history page (at least one event is returned). */
 #define HISTORY_BYTES_MAX 1048576
 
-/* POST /api/v1/topics/{topic}/events. api_token "" means open publishing;
- * max_event_bytes bounds the event as stored. */
-void event_api_handle_publish(Publisher *publisher, const char *api_token, uint64_t max_event_bytes,
-                           HttpRequest *req);
+/* POST /api/v1/topics/{topic}/events, at its headers: refuses a missing or
+ * wrong token (401), a bad topic (400) and a body that is not JSON (415)
+ * before the body is read. api_token "" means open publishing. */
+void event_api_admit_publish(const char *api_token, HttpRequest *req);
+
+/* ... and with its body, once admitted. max_event_bytes bounds the event
+ * as stored. */
+void event_api_handle_publish(Publisher *publisher, uint64_t max_event_bytes, HttpRequest *req);
 
 /* GET /api/v1/topics/{topic}/events?after=ID&limit=N */
 void event_api_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *req);

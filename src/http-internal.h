@@ -109,6 +109,7 @@ struct HttpRequest {
         bool failed;                    /* no response possible: close */
         bool shed;                      /* answered 503 at the connection limit */
         bool over_limit;                /* on a connection of the shedding reserve */
+        bool stop_body;                 /* refused by its route's admit: the body is not read */
         bool refused;                   /* refused by MHD, answered by batond (http-refusal.h) */
 
         uint64_t seq;

@@ -161,6 +161,7 @@ static enum MHD_Result request_begin(HttpRequest *req, const char *version) {
         const union MHD_ConnectionInfo *info;
         const char *content_length, *transfer_encoding;
         uint64_t length;
+        bool has_body;
         char allow[64], why[256];
         int r;
 
@@ -184,6 +185,8 @@ static enum MHD_Result request_begin(HttpRequest *req, const char *version) {
                 http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", why);
                 return MHD_YES;
         }
+        has_body = transfer_encoding || (content_length && parse_uint64(content_length, &length) == 0 &&
+                                         length > 0);
         if (content_length && parse_uint64(content_length, &length) == 0 &&
             length > request_body_limit(req)) {
                 http_respond_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
@@ -209,6 +212,11 @@ static enum MHD_Result request_begin(HttpRequest *req, const char *version) {
         else if ((req->match.route->flags & ROUTE_NEEDS_READY) && !s->ready)
                 http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "not_ready",
                                    "the service is starting; retry shortly");
+        else if (req->match.route->admit) {
+                req->match.route->admit(req, s->handler_userdata);
+                /* Refused at its headers: its body is not wanted at all. */
+                req->stop_body = http_request_has_response(req) && has_body;
+        }
         return MHD_YES;
 }
 
@@ -262,9 +270,10 @@ enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connection, con
                 /* Queueing on the first call costs keep-alive in MHD 0.9.75;
                  * do it only for answers that mean "stop sending" (a shed
                  * connection should close, to free its slot). */
-                if (http_request_has_response(req) && (req->status == MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE ||
-                                                  req->status == MHD_HTTP_CONTENT_TOO_LARGE ||
-                                                  req->status == MHD_HTTP_BAD_REQUEST || req->shed))
+                if (http_request_has_response(req) &&
+                    (req->status == MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE ||
+                     req->status == MHD_HTTP_CONTENT_TOO_LARGE || req->status == MHD_HTTP_BAD_REQUEST ||
+                     req->shed || req->stop_body))
                         return http_request_queue_response(req);
                 return MHD_YES;
         }

@@ -43,6 +43,10 @@ typedef struct Route {
         unsigned methods;               /* HttpMethod bits; GET implies HEAD */
         unsigned flags;                 /* RouteFlags */
         RouteHandler handler;
+        /* NULL, or runs as soon as the headers are in, before any of the
+         * body is read: it refuses the request by answering it (the body
+         * is then never read nor buffered), or lets it go on by not. */
+        RouteHandler admit;
 } Route;
 
 #define ROUTE_PARAMS_MAX 2

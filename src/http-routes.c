@@ -54,7 +54,12 @@ static void on_stream_test(HttpRequest *req, void *userdata) {
 
 static void on_publish(HttpRequest *req, void *userdata) {
         Manager *m = userdata;
-        event_api_handle_publish(m->publisher, m->config->api_token, m->config->max_event_bytes, req);
+        event_api_handle_publish(m->publisher, m->config->max_event_bytes, req);
+}
+
+static void on_publish_admit(HttpRequest *req, void *userdata) {
+        Manager *m = userdata;
+        event_api_admit_publish(m->config->api_token, req);
 }
 
 static void on_history(HttpRequest *req, void *userdata) {
@@ -78,34 +83,34 @@ static void on_api_unknown(HttpRequest *req, void *userdata) {
 static const Route routes[] = {
         /* Probes: /_/health/... is batond's own namespace; the short
          * aliases suit other ecosystems' defaults (Kubernetes, Spring). */
-        { "health_live",       "/_/health/live",     HTTP_GET, PROBE, on_live },
-        { "health_ready",      "/_/health/ready",    HTTP_GET, PROBE, on_ready },
+        { "health_live",       "/_/health/live",     HTTP_GET, PROBE, on_live, NULL },
+        { "health_ready",      "/_/health/ready",    HTTP_GET, PROBE, on_ready, NULL },
         /* 503 until the first READY=1, then the same as ready. */
-        { "health_startup",    "/_/health/startup",  HTTP_GET, PROBE, on_ready },
-        { "health_summary",    "/_/health",          HTTP_GET, PROBE, on_summary },
-        { "health_live",       "/live",              HTTP_GET, PROBE, on_live },
-        { "health_ready",      "/ready",             HTTP_GET, PROBE, on_ready },
-        { "health_live",       "/health/live",       HTTP_GET, PROBE, on_live },
-        { "health_ready",      "/health/ready",      HTTP_GET, PROBE, on_ready },
+        { "health_startup",    "/_/health/startup",  HTTP_GET, PROBE, on_ready, NULL },
+        { "health_summary",    "/_/health",          HTTP_GET, PROBE, on_summary, NULL },
+        { "health_live",       "/live",              HTTP_GET, PROBE, on_live, NULL },
+        { "health_ready",      "/ready",             HTTP_GET, PROBE, on_ready, NULL },
+        { "health_live",       "/health/live",       HTTP_GET, PROBE, on_live, NULL },
+        { "health_ready",      "/health/ready",      HTTP_GET, PROBE, on_ready, NULL },
 
         /* Reports for operators and the drain helper. */
-        { "health",            "/health",            HTTP_GET, PROBE, on_health },
-        { "health_db",         "/health/db",         HTTP_GET, PROBE, on_health_db },
-        { "health_deployment", "/health/deployment", HTTP_GET, PROBE, on_deployment },
-        { "metrics",           "/metrics",           HTTP_GET, ROUTE_OPS, on_metrics },
-        { "metrics_json",      "/metrics/json",      HTTP_GET, ROUTE_OPS, on_metrics_json },
+        { "health",            "/health",            HTTP_GET, PROBE, on_health, NULL },
+        { "health_db",         "/health/db",         HTTP_GET, PROBE, on_health_db, NULL },
+        { "health_deployment", "/health/deployment", HTTP_GET, PROBE, on_deployment, NULL },
+        { "metrics",           "/metrics",           HTTP_GET, ROUTE_OPS, on_metrics, NULL },
+        { "metrics_json",      "/metrics/json",      HTTP_GET, ROUTE_OPS, on_metrics_json, NULL },
 
-        { "stream_test",    "/stream/test",      HTTP_GET, ROUTE_NEEDS_READY, on_stream_test },
+        { "stream_test",    "/stream/test",      HTTP_GET, ROUTE_NEEDS_READY, on_stream_test, NULL },
 
         /* The event API. */
         { "events_publish", "/api/v1/topics/{topic}/events", HTTP_POST,
-          ROUTE_NEEDS_READY | ROUTE_ACCEPTS_BODY | ROUTE_EVENT_BODY, on_publish },
-        { "events_history", "/api/v1/topics/{topic}/events", HTTP_GET, ROUTE_NEEDS_READY, on_history },
-        { "events_stream",  "/api/v1/topics/{topic}/stream", HTTP_GET, ROUTE_NEEDS_READY, on_stream },
+          ROUTE_NEEDS_READY | ROUTE_ACCEPTS_BODY | ROUTE_EVENT_BODY, on_publish, on_publish_admit },
+        { "events_history", "/api/v1/topics/{topic}/events", HTTP_GET, ROUTE_NEEDS_READY, on_history, NULL },
+        { "events_stream",  "/api/v1/topics/{topic}/stream", HTTP_GET, ROUTE_NEEDS_READY, on_stream, NULL },
 
         /* Everything under /api answers 503 until ready, then 404 unless a
          * more precise route above takes it. */
-        { "api_unknown",    "/api/*",            HTTP_ANY_METHOD, ROUTE_NEEDS_READY, on_api_unknown },
+        { "api_unknown",    "/api/*",            HTTP_ANY_METHOD, ROUTE_NEEDS_READY, on_api_unknown, NULL },
 };
 
 const Route *routes_table(size_t *ret_n) {

@@ -7,9 +7,11 @@ import collections
 import json
 import random
 import re
+import socket
 import threading
 import time
 
+from tests import harness
 from tests.harness import http_get, publish, raw_request, run, test, wait_until
 
 FAST = {'STREAM_RESYNC_INTERVAL': '500ms', 'STREAM_HEARTBEAT_INTERVAL': '1s'}
@@ -150,6 +152,15 @@ def api_token_protects_publishing(ctx):
     # Reading stays open; the token never shows anywhere.
     assert b.get('/api/v1/topics/secure/events').status == 200
     assert token not in b.log()
+
+    # Refused at its headers: the 401 comes before any of the body is
+    # sent, and the connection closes rather than read it.
+    for auth in (b'', b'Authorization: Bearer wrong\r\n'):
+        with socket.create_connection(('127.0.0.1', b.port), timeout=5) as s:
+            s.sendall(b'POST /api/v1/topics/secure/events HTTP/1.1\r\nHost: t\r\n' + auth +
+                      b'Content-Type: application/json\r\nContent-Length: 65536\r\n\r\n')
+            answer = harness.read_until_closed(s)
+        assert answer.startswith(b'HTTP/1.1 401 ') and b'"error":"unauthorized"' in answer, answer
 
 
 @test

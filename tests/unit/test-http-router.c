@@ -10,11 +10,11 @@ static void handler(HttpRequest *req, void *userdata) {
 }
 
 static const Route routes[] = {
-        { "live",     "/_/health/live",                  HTTP_GET, 0, handler },
-        { "events",   "/api/v1/topics/{topic}/events",   HTTP_GET | HTTP_POST, ROUTE_ACCEPTS_BODY, handler },
-        { "stream",   "/api/v1/topics/{topic}/stream",   HTTP_GET, 0, handler },
-        { "delete",   "/api/v1/topics/{topic}",          HTTP_DELETE, 0, handler },
-        { "api",      "/api/*",                          HTTP_ANY_METHOD, ROUTE_NEEDS_READY, handler },
+        { "live",     "/_/health/live",                  HTTP_GET, 0, handler, NULL },
+        { "events",   "/api/v1/topics/{topic}/events",   HTTP_GET | HTTP_POST, ROUTE_ACCEPTS_BODY, handler, NULL },
+        { "stream",   "/api/v1/topics/{topic}/stream",   HTTP_GET, 0, handler, NULL },
+        { "delete",   "/api/v1/topics/{topic}",          HTTP_DELETE, 0, handler, NULL },
+        { "api",      "/api/*",                          HTTP_ANY_METHOD, ROUTE_NEEDS_READY, handler, NULL },
 };
 
 static const Route *match(const char *path, HttpMethod method, int expect) {

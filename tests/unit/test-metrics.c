@@ -13,10 +13,10 @@ static void on_nothing(HttpRequest *req, void *userdata) {
 }
 
 static const Route routes[] = {
-        { "health_live", "/_/health/live", HTTP_GET, 0, on_nothing },
-        { "health_ready", "/_/health/ready", HTTP_GET, 0, on_nothing },
-        { "health_live", "/live", HTTP_GET, 0, on_nothing },
-        { "events_publish", "/api/v1/topics/{topic}/events", HTTP_POST, 0, on_nothing },
+        { "health_live", "/_/health/live", HTTP_GET, 0, on_nothing, NULL },
+        { "health_ready", "/_/health/ready", HTTP_GET, 0, on_nothing, NULL },
+        { "health_live", "/live", HTTP_GET, 0, on_nothing, NULL },
+        { "events_publish", "/api/v1/topics/{topic}/events", HTTP_POST, 0, on_nothing, NULL },
 };
 
 static void test_histogram_buckets(void **state) {

@@ -36,6 +36,7 @@ typedef enum ConfigKeyId {
         CONFIG_MAX_HEADER_BYTES,
         CONFIG_MAX_BODY_BYTES,
         CONFIG_MAX_EVENT_BYTES,
+        CONFIG_MAX_PUBLISH_QUEUE_BYTES,
         CONFIG_API_TOKEN,
         CONFIG_NATS__ENABLED,
         CONFIG_NATS__URL,
@@ -73,6 +74,7 @@ typedef struct Config {
         uint64_t max_header_bytes;
         uint64_t max_body_bytes;
         uint64_t max_event_bytes;
+        uint64_t max_publish_queue_bytes;
         char *api_token;                /* "" when publishing is open */
 
         bool nats_enabled;

@@ -140,6 +140,15 @@ void event_api_handle_publish(Publisher *publisher, uint64_t max_event_bytes, Ht
         }
         p->req = req;
         r = publisher_submit(publisher, topic, payload, payload_size, on_published, p, &p->ticket);
+        if (r == -ENOBUFS) {
+                free(payload);
+                free(p);
+                http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "overloaded",
+                                   "the publish queue is full (MAX_PUBLISH_QUEUE_BYTES): the database is "
+                                   "behind; the event was not stored, retry shortly");
+                http_request_add_response_header(req, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+                return;
+        }
         if (r < 0) {
                 free(payload);
                 free(p);

@@ -8,6 +8,7 @@
 #include "list.h"
 #include "log.h"
 #include "loop-util.h"
+#include "parse-util.h"
 
 /* A batch ends at this many events or bytes, whichever comes first: the
  * transaction stays short and the statement small. */
@@ -20,6 +21,7 @@ struct PublishTicket {
         size_t payload_size;
         PublishCallback cb;             /* NULL once cancelled */
         void *userdata;
+        usec_t deadline_usec;           /* answered with an error if still queued then */
         uint64_t id;
         int row;                        /* the result row that gave the id; -1 before */
         ListNode queue;                 /* in the publisher's queue, or in a batch */
@@ -35,31 +37,37 @@ struct Publisher {
         sd_event *event;
         Db *db;
         PublisherSettings settings;
-        ListNode queue;                 /* waiting for the next batch */
+        ListNode queue;                 /* waiting for the next batch, oldest first */
         size_t n_queued;
+        uint64_t queued_bytes;          /* PUBLISH_TICKET_BYTES() of queue and in_flight */
         Batch in_flight;
         bool busy;
         sd_event_source *kick;
+        sd_event_source *expiry;        /* at the oldest queued ticket's deadline */
         PublishedCallback published_cb;
         void *published_userdata;
         PublisherCounters counters;
 };
 
-static void ticket_free(PublishTicket *t) {
+static void ticket_free(Publisher *p, PublishTicket *t) {
+        uint64_t bytes = PUBLISH_TICKET_BYTES(t->payload_size);
+
+        assert(p->queued_bytes >= bytes);
+        p->queued_bytes -= bytes;
         free(t->payload);
         free(t);
 }
 
-static void tickets_free(ListNode *tickets) {
+static void tickets_free(Publisher *p, ListNode *tickets) {
         LIST_FOREACH_SAFE(t, next, tickets, PublishTicket, queue) {
                 list_remove(&t->queue);
-                ticket_free(t);
+                ticket_free(p, t);
         }
 }
 
-static void batch_free(Batch *b) {
-        tickets_free(&b->tickets);
-        b->n = 0;
+static void batch_free(Publisher *p) {
+        tickets_free(p, &p->in_flight.tickets);
+        p->in_flight.n = 0;
 }
 
 /* Moves up to a batch's worth of queued tickets into the in-flight batch
@@ -120,7 +128,7 @@ static void batch_fail(Publisher *p, const char *error, bool outcome_unknown) {
                 r.topic = t->topic;
                 answer(p, t, &r);
         }
-        batch_free(&p->in_flight);
+        batch_free(p);
 }
 
 /* Rows: one per topic, (topic, first_id, n, ts); each topic's ids run in
@@ -148,10 +156,49 @@ static void batch_succeed(Publisher *p, const DbResult *result) {
                 };
                 answer(p, t, &r);
         }
-        batch_free(&p->in_flight);
+        batch_free(p);
 }
 
 static void schedule(Publisher *p);
+
+/* The oldest queued ticket is the next to expire. */
+static void expiry_arm(Publisher *p) {
+        PublishTicket *t = list_first(&p->queue, PublishTicket, queue);
+        int r;
+
+        if (!t)
+                r = sd_event_source_set_enabled(p->expiry, SD_EVENT_OFF);
+        else {
+                r = sd_event_source_set_time(p->expiry, t->deadline_usec);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(p->expiry, SD_EVENT_ONESHOT);
+        }
+        if (r < 0)
+                log_error_errno(r, "Failed to arm the publish queue's expiry timer: %m");
+}
+
+/* Events that never reached the database in time: not stored, and known
+ * not to be, so the publisher may simply retry. */
+static int on_expiry(sd_event_source *source, uint64_t usec, void *userdata) {
+        Publisher *p = userdata;
+        char buf[FORMAT_DURATION_MAX], error[128];
+        size_t n = 0;
+
+        snprintf(error, sizeof(error), "database unavailable: the event waited %s for the database "
+                 "and was not stored", format_duration(buf, sizeof(buf), p->settings.query_timeout_usec));
+        for (PublishTicket *t; (t = list_first(&p->queue, PublishTicket, queue)) && t->deadline_usec <= usec; n++) {
+                PublishResult r = { .error = error, .topic = t->topic };
+                list_remove(&t->queue);
+                assert(p->n_queued > 0);
+                p->n_queued--;
+                answer(p, t, &r);
+                ticket_free(p, t);
+        }
+        if (n > 0)
+                log_warning("%zu queued event(s) waited %s for the database; answered 503.", n, buf);
+        expiry_arm(p);
+        return 0;
+}
 
 static void on_batch_done(Db *db, const DbResult *result, void *userdata) {
         Publisher *p = userdata;
@@ -178,6 +225,7 @@ static void send_batch(Publisher *p) {
         if (p->busy || list_empty(&p->queue))
                 return;
         json = batch_take(p, &size);
+        expiry_arm(p);
         if (!json) {
                 /* Retrying at once would spin while memory is short: answer
                  * this batch's share of the queue now instead. */
@@ -214,10 +262,16 @@ static void schedule(Publisher *p) {
 
 int publisher_submit(Publisher *p, const char *topic, char *payload, size_t payload_size,
                      PublishCallback cb, void *userdata, PublishTicket **ret) {
-        PublishTicket *t = calloc(1, sizeof(PublishTicket));
+        PublishTicket *t;
+        bool was_empty;
 
         assert(p && topic && payload && ret);
 
+        if (p->queued_bytes + PUBLISH_TICKET_BYTES(payload_size) > p->settings.queue_max_bytes) {
+                p->counters.refused++;
+                return -ENOBUFS;
+        }
+        t = calloc(1, sizeof(PublishTicket));
         if (!t)
                 return -ENOMEM;
         t->row = -1;
@@ -226,8 +280,13 @@ int publisher_submit(Publisher *p, const char *topic, char *payload, size_t payl
         t->payload_size = payload_size;
         t->cb = cb;
         t->userdata = userdata;
+        t->deadline_usec = now_usec(CLOCK_MONOTONIC) + p->settings.query_timeout_usec;
+        was_empty = list_empty(&p->queue);
         list_append(&p->queue, &t->queue);
         p->n_queued++;
+        p->queued_bytes += PUBLISH_TICKET_BYTES(payload_size);
+        if (was_empty)
+                expiry_arm(p);
         schedule(p);
         *ret = t;
         return 0;
@@ -253,6 +312,8 @@ int publisher_new(sd_event *event, Db *write_db, const PublisherSettings *settin
         p->db = write_db;
         p->settings = *settings;
         r = event_defer_new(event, &p->kick, on_kick, p);
+        if (r >= 0)
+                r = event_timer_new(event, &p->expiry, 10 * USEC_PER_MSEC, on_expiry, p);
         if (r < 0) {
                 publisher_free(p);
                 return r;
@@ -265,9 +326,10 @@ Publisher *publisher_free(Publisher *p) {
         if (!p)
                 return NULL;
         db_cancel(p->db, p);
-        batch_free(&p->in_flight);
-        tickets_free(&p->queue);
+        batch_free(p);
+        tickets_free(p, &p->queue);
         sd_event_source_disable_unref(p->kick);
+        sd_event_source_disable_unref(p->expiry);
         sd_event_unref(p->event);
         return mfree(p);
 }
@@ -288,5 +350,8 @@ void publisher_set_published_callback(Publisher *p, PublishedCallback cb, void *
 PublisherCounters publisher_counters(const Publisher *p) {
         assert(p);
 
-        return p->counters;
+        PublisherCounters c = p->counters;
+
+        c.queued_bytes = p->queued_bytes;
+        return c;
 }

@@ -5,7 +5,16 @@
  * arrive while a batch is being written wait and go together in the next
  * one (one transaction, one round trip: baton_publish()). Each publish is
  * answered only after its batch committed, with its id; or with the
- * database's error, never with an id that was not committed. */
+ * database's error, never with an id that was not committed.
+ *
+ * The queue is bounded (queue_max_bytes, the events in flight included):
+ * past it publisher_submit() refuses at once. An event that waits longer
+ * than query_timeout_usec without being sent (the one batch in flight is
+ * stuck on a frozen database) is answered with an error, known not to be
+ * stored. A requester that goes away does not take its event back: once
+ * its whole request was read, the event commits with its batch like any
+ * other (batond cannot tell a client that left from one that half-closed
+ * and still waits, and the two must not get different outcomes). */
 
 #include <systemd/sd-event.h>
 
@@ -30,6 +39,7 @@ typedef void (*PublishCallback)(const PublishResult *result, void *userdata);
 
 typedef struct PublisherSettings {
         usec_t query_timeout_usec;
+        uint64_t queue_max_bytes;
         bool notify;                    /* announce new events with NOTIFY (no NATS) */
 } PublisherSettings;
 
@@ -40,8 +50,12 @@ DEFINE_POINTER_CLEANUP(Publisher, publisher_free);
 
 void publisher_set_settings(Publisher *p, const PublisherSettings *settings);
 
+/* What an event costs the queue: its JSON and its ticket. */
+#define PUBLISH_TICKET_BYTES(payload_size) ((uint64_t) (payload_size) + 256)
+
 /* Queues an event; takes ownership of payload (compact JSON, NUL-ended).
- * cb runs once, later, on the loop, unless the ticket is cancelled. */
+ * cb runs once, later, on the loop, unless the ticket is cancelled.
+ * -ENOBUFS when the queue is full (payload is still the caller's then). */
 int publisher_submit(Publisher *p, const char *topic, char *payload, size_t payload_size,
                      PublishCallback cb, void *userdata, PublishTicket **ret);
 
@@ -56,6 +70,8 @@ void publisher_set_published_callback(Publisher *p, PublishedCallback cb, void *
 typedef struct PublisherCounters {
         uint64_t published;             /* committed */
         uint64_t failed;                /* answered with an error */
+        uint64_t refused;               /* refused at once: the queue was full */
+        uint64_t queued_bytes;          /* now, the events in flight included */
 } PublisherCounters;
 
 PublisherCounters publisher_counters(const Publisher *p);

@@ -244,6 +244,7 @@ static StreamSettings stream_settings(const Config *c) {
 static PublisherSettings publisher_settings(const Config *c) {
         return (PublisherSettings) {
                 .query_timeout_usec = c->database_query_timeout_usec,
+                .queue_max_bytes = c->max_publish_queue_bytes,
                 .notify = !c->nats_enabled,
         };
 }

@@ -68,6 +68,12 @@ static void collect_events(Manager *m, Exposition *e) {
         exposition_scalar(e, "baton_events_publish_failures_total", METRIC_COUNTER,
                           "Publishes answered with an error (503) because the database failed.",
                           (double) p.failed);
+        exposition_scalar(e, "baton_events_publish_refused_total", METRIC_COUNTER,
+                          "Publishes answered 503 overloaded at once: the publish queue was full "
+                          "(MAX_PUBLISH_QUEUE_BYTES).", (double) p.refused);
+        exposition_scalar(e, "baton_events_publish_queue_bytes", METRIC_GAUGE,
+                          "Bytes of events accepted and not yet committed (the batch in flight "
+                          "included), against MAX_PUBLISH_QUEUE_BYTES.", (double) p.queued_bytes);
         exposition_scalar(e, "baton_events_delivered_total", METRIC_COUNTER,
                           "Events handed to subscribers' streams (one per event and subscriber).",
                           (double) f.delivered);

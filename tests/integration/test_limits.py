@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""The bounds that keep batond's memory finite, hit for real: a publish
+queue behind a frozen PostgreSQL, request bodies arriving on many
+connections. Each bound, once reached, answers 503 overloaded with
+Retry-After at once; nothing acknowledged is lost, nothing crashes, and
+everything works again when the pressure ends."""
+
+import os
+import re
+import signal
+import time
+
+from tests.harness import http_get, run, test, wait_until
+from tests.integration.test_faults import (CANCEL_GRACE, ENV, QUERY_TIMEOUT, Load, check_store, cluster_processes,
+                                           managed, note)
+
+KiB = 1024
+
+
+def frozen(ctx, pg):
+    """SIGSTOPs the whole cluster (postmaster first); returns thaw()."""
+    stopped = []
+
+    def thaw():
+        for p in reversed(stopped):
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        stopped.clear()
+    ctx.add(None, lambda _: thaw())
+    postmaster, _ = cluster_processes(pg)
+    os.kill(postmaster, signal.SIGSTOP)
+    stopped.append(postmaster)
+    for p in cluster_processes(pg)[1]:
+        os.kill(p, signal.SIGSTOP)
+        stopped.append(p)
+    return thaw
+
+
+def gauge(port, name):
+    m = re.search(rf'^{name} (\S+)$', http_get(port, '/metrics').body, re.M)
+    return float(m.group(1))
+
+
+@test
+def a_frozen_database_fills_the_publish_queue_and_the_rest_get_503_at_once(ctx):
+    """48 publishers of 32 KB events against a frozen PostgreSQL and a
+    1 MiB publish queue: the queue fills and stays within its bound, every
+    publish past it is told 503 overloaded with Retry-After at once, the
+    queued ones are told 503 after DATABASE_QUERY_TIMEOUT, none waits
+    longer, and when PostgreSQL resumes publishing works again with every
+    201 stored."""
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url(), **ENV, 'MAX_PUBLISH_QUEUE_BYTES': '1M'},
+                   fdnames=['http', 'metrics']).start()
+    b.wait_ready()
+    public, ops = b.ports
+    topics = ('queue-a', 'queue-b')
+    load = managed(ctx, Load([(public, topics[w % 2]) for w in range(48)], pace=0, pad='q' * 32000),
+                   Load.stop)
+    wait_until(lambda: len(load.acked()) >= 100, 30, what='100 acknowledged publishes')
+    thaw = frozen(ctx, pg)
+    t_frozen = time.monotonic()
+    peak = 0.0
+    while time.monotonic() - t_frozen < QUERY_TIMEOUT * 3:
+        peak = max(peak, gauge(ops, 'baton_events_publish_queue_bytes'))
+        time.sleep(0.1)
+    t_thaw = time.monotonic()
+    thaw()
+    wait_until(lambda: len(load.acked(after=t_thaw + 1)) >= 100, 30, what='publishing to work again')
+    load.stop()
+
+    during = [r for r in load.all() if r['t0'] >= t_frozen + 0.5 and r['t1'] <= t_thaw]
+    overloaded = [r for r in during if r['status'] == 503 and r['error'].get('error') == 'overloaded']
+    waited = [r for r in during if r['status'] == 503 and r['error'].get('error') == 'unavailable']
+    other = [r for r in during if r not in overloaded and r not in waited]
+    fast = sorted(r['t1'] - r['t0'] for r in overloaded)
+    waits = sorted(r['t1'] - r['t0'] for r in load.all() if t_frozen <= r['t1'] <= t_thaw)
+    refused = gauge(ops, 'baton_events_publish_refused_total')
+    note(f'frozen {t_thaw - t_frozen:.1f} s: {len(overloaded)} x 503 overloaded (slowest '
+         f'{fast[-1] * 1000:.0f} ms), {len(waited)} x 503 after waiting, {len(other)} other; queue peak '
+         f'{peak / KiB:.0f} KiB of 1024; longest wait {waits[-1]:.2f} s (query timeout {QUERY_TIMEOUT:g} s)')
+    assert overloaded and not other, other[:3]
+    assert refused >= len(overloaded)
+    assert 0 < peak <= 1024 * KiB, peak
+    assert fast[-1] < 0.5, fast[-5:]
+    assert waits[-1] <= QUERY_TIMEOUT + CANCEL_GRACE + 1.0, waits[-5:]
+    stored, figures = check_store(pg, [load], topics)
+    maybe = 'the event may have been stored'
+    lying = [r for r in figures['rejected_stored'] if maybe not in r['error']['message']]
+    note(f"in all {figures['acked']} x 201, {figures['stored']} stored; answered 503 and stored: "
+         f"{len(figures['rejected_stored'])}, every one told it may have been")
+    assert not lying, lying[:3]
+    assert b.running()
+
+
+if __name__ == '__main__':
+    run()

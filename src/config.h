@@ -37,6 +37,7 @@ typedef enum ConfigKeyId {
         CONFIG_MAX_BODY_BYTES,
         CONFIG_MAX_EVENT_BYTES,
         CONFIG_MAX_PUBLISH_QUEUE_BYTES,
+        CONFIG_MAX_BUFFERED_BODY_BYTES,
         CONFIG_API_TOKEN,
         CONFIG_NATS__ENABLED,
         CONFIG_NATS__URL,
@@ -75,6 +76,7 @@ typedef struct Config {
         uint64_t max_body_bytes;
         uint64_t max_event_bytes;
         uint64_t max_publish_queue_bytes;
+        uint64_t max_buffered_body_bytes;
         char *api_token;                /* "" when publishing is open */
 
         bool nats_enabled;

@@ -87,6 +87,10 @@ struct HttpServer {
 
         /* Per connection: CONNECTION_TIMEOUT to send a whole request. */
         ReadDeadlines *read_deadlines;
+
+        /* Bodies being read, as counted at their headers (body_reserved):
+         * at most limits.max_buffered_body_bytes. */
+        uint64_t body_bytes_reserved;
 };
 
 struct HttpRequest {
@@ -124,6 +128,7 @@ struct HttpRequest {
         size_t body_size;
         size_t body_allocated;
         uint64_t body_received;
+        uint64_t body_reserved;         /* of the server's body_bytes_reserved */
 
         HttpEndCallback end_cb;
         void *end_userdata;

@@ -152,6 +152,42 @@ static void respond_overloaded(HttpRequest *req) {
                 log_debug("Failed to add Retry-After header, ignoring.");
 }
 
+/* Counts a body to be buffered against MAX_BUFFERED_BODY_BYTES, for its
+ * Content-Length, or for its route's limit when it comes chunked (it may
+ * grow to that). false when it does not fit. */
+static bool request_reserve_body(HttpRequest *req, const char *content_length) {
+        HttpServer *s = req->server;
+        uint64_t want;
+
+        if (!content_length || parse_uint64(content_length, &want) < 0)
+                want = request_body_limit(req);
+        if (s->body_bytes_reserved + want > s->limits.max_buffered_body_bytes)
+                return false;
+        s->body_bytes_reserved += want;
+        req->body_reserved = want;
+        return true;
+}
+
+static void request_release_body(HttpRequest *req) {
+        HttpServer *s = req->server;
+
+        assert(s->body_bytes_reserved >= req->body_reserved);
+        s->body_bytes_reserved -= req->body_reserved;
+        req->body_reserved = 0;
+        req->body = mfree(req->body);
+        req->body_size = req->body_allocated = 0;
+}
+
+static void respond_bodies_full(HttpRequest *req) {
+        HttpServer *s = req->server;
+
+        http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "overloaded",
+                           "request bodies being received are at their limit (MAX_BUFFERED_BODY_BYTES, "
+                           "%" PRIu64 " bytes); retry shortly", s->limits.max_buffered_body_bytes);
+        http_request_add_response_header(req, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        req->stop_body = true;
+}
+
 /* Decides what we can from the request line and headers. Errors that mean
  * we will not read the body (413, 431) are queued at once, which makes MHD
  * close the connection afterwards; the rest wait for the final call so the
@@ -217,6 +253,10 @@ static enum MHD_Result request_begin(HttpRequest *req, const char *version) {
                 /* Refused at its headers: its body is not wanted at all. */
                 req->stop_body = http_request_has_response(req) && has_body;
         }
+        if (!http_request_has_response(req) && has_body && req->match.route &&
+            (req->match.route->flags & ROUTE_ACCEPTS_BODY) &&
+            !request_reserve_body(req, content_length))
+                respond_bodies_full(req);
         return MHD_YES;
 }
 
@@ -292,6 +332,8 @@ enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connection, con
                 req->dispatched = true;
                 read_deadline_stop(req->read_deadline);
                 req->match.route->handler(req, req->server->handler_userdata);
+                /* Handlers take what they need of the body during the call. */
+                request_release_body(req);
         }
         if (req->failed)
                 return MHD_NO;
@@ -394,7 +436,7 @@ void http_on_completed(void *cls, struct MHD_Connection *connection, void **con_
                 s->counters.active_requests--;
         }
         s->counters.requests_total++;
-        free(req->body);
+        request_release_body(req);
         free(req);
 
         if (s->done_cb)

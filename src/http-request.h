@@ -22,6 +22,8 @@ const char *http_request_route_name(const HttpRequest *req);
 const RouteParam *http_request_param(const HttpRequest *req, size_t i);
 const char *http_request_query(const HttpRequest *req, const char *key);
 const char *http_request_header(const HttpRequest *req, const char *name);
+/* Valid only during the route handler's call: freed (and its bytes
+ * returned to MAX_BUFFERED_BODY_BYTES) as soon as the handler returns. */
 const char *http_request_body(const HttpRequest *req, size_t *ret_size);
 /* The client's X-Request-ID when it sent a usable one, else batond's own
  * ("<12 hex digits of this process>-<counter>"); in buf. */

@@ -290,11 +290,13 @@ void http_server_set_ready(HttpServer *s, bool ready) {
         s->ready = ready;
 }
 
-void http_server_set_body_limits(HttpServer *s, uint64_t max_body_bytes, uint64_t max_event_bytes) {
+void http_server_set_body_limits(HttpServer *s, uint64_t max_body_bytes, uint64_t max_event_bytes,
+                                 uint64_t max_buffered_body_bytes) {
         assert(s);
 
         s->limits.max_body_bytes = max_body_bytes;
         s->limits.max_event_bytes = max_event_bytes;
+        s->limits.max_buffered_body_bytes = max_buffered_body_bytes;
 }
 
 /* Connections the kernel completed before we stopped listening wait in the

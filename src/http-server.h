@@ -37,6 +37,7 @@ typedef struct HttpLimits {
         uint64_t max_header_bytes;
         uint64_t max_body_bytes;
         uint64_t max_event_bytes;       /* for routes flagged ROUTE_EVENT_BODY */
+        uint64_t max_buffered_body_bytes; /* all bodies being read, together */
 } HttpLimits;
 
 typedef struct HttpCounters {
@@ -91,7 +92,8 @@ uint16_t http_server_public_port(const HttpServer *server);
 
 /* Routes flagged ROUTE_NEEDS_READY answer 503 until this is set. */
 void http_server_set_ready(HttpServer *server, bool ready);
-void http_server_set_body_limits(HttpServer *server, uint64_t max_body_bytes, uint64_t max_event_bytes);
+void http_server_set_body_limits(HttpServer *server, uint64_t max_body_bytes, uint64_t max_event_bytes,
+                                 uint64_t max_buffered_body_bytes);
 
 /* Stops accepting connections (connections already waiting in the backlog
  * are still served; then the listening sockets are closed, systemd keeps

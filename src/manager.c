@@ -281,7 +281,8 @@ static void manager_apply_config(Manager *m) {
         stream_hub_set_settings(m->streams, &ss);
         startup_set_timeouts(m->startup, c->migration_lock_timeout_usec, c->retry_backoff_max_usec);
         if (m->http)
-                http_server_set_body_limits(m->http, c->max_body_bytes, c->max_event_bytes);
+                http_server_set_body_limits(m->http, c->max_body_bytes, c->max_event_bytes,
+                                            c->max_buffered_body_bytes);
         /* A drain keeps the deadlines it started with. */
         if (m->drain && !drain_active(m->drain))
                 drain_set_timeouts(m->drain, c->shutdown_timeout_usec, c->drain_timeout_usec);
@@ -405,6 +406,7 @@ static int manager_start_http(Manager *m) {
                 .max_header_bytes = m->config->max_header_bytes,
                 .max_body_bytes = m->config->max_body_bytes,
                 .max_event_bytes = m->config->max_event_bytes,
+                .max_buffered_body_bytes = m->config->max_buffered_body_bytes,
         };
         m->listen_summary = listen_summary(&sockets);
         if (!m->listen_summary) {

@@ -8,9 +8,10 @@ everything works again when the pressure ends."""
 import os
 import re
 import signal
+import socket
 import time
 
-from tests.harness import http_get, run, test, wait_until
+from tests.harness import http_get, publish, run, test, wait_until
 from tests.integration.test_faults import (CANCEL_GRACE, ENV, QUERY_TIMEOUT, Load, check_store, cluster_processes,
                                            managed, note)
 
@@ -93,6 +94,60 @@ def a_frozen_database_fills_the_publish_queue_and_the_rest_get_503_at_once(ctx):
          f"{len(figures['rejected_stored'])}, every one told it may have been")
     assert not lying, lying[:3]
     assert b.running()
+
+
+def start_body(port, length, path='/api/v1/topics/bodies/events', token=None):
+    """A publish whose headers announce length bytes and whose body has
+    barely begun: it holds its place in MAX_BUFFERED_BODY_BYTES."""
+    s = socket.create_connection(('127.0.0.1', port), timeout=10)
+    auth = f'Authorization: Bearer {token}\r\n' if token else ''
+    s.sendall((f'POST {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\n'
+               f'Content-Length: {length}\r\n\r\n').encode() + b'"')
+    return s
+
+
+def answer_of(s, timeout):
+    s.settimeout(timeout)
+    data = b''
+    try:
+        while b'\r\n\r\n' not in data:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    except socket.timeout:
+        return None
+    return data
+
+
+@test
+def bodies_in_memory_are_bounded_and_the_one_past_the_bound_gets_503(ctx):
+    """MAX_BUFFERED_BODY_BYTES=1M with 64 KiB bodies that arrive slowly:
+    sixteen fit, the seventeenth is told 503 overloaded at its headers
+    (and its body is not read), and as soon as one finishes, its place is
+    free again."""
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url(), 'MAX_BUFFERED_BODY_BYTES': '1M'}).start()
+    b.wait_ready()
+    size = 64 * KiB
+    held = [start_body(b.port, size) for _ in range(16)]
+    past = start_body(b.port, size)
+    answer = answer_of(past, 5)
+    assert answer and answer.startswith(b'HTTP/1.1 503 ') and b'Retry-After: 1' in answer, answer
+    assert b'MAX_BUFFERED_BODY_BYTES' in answer
+    for s in held:
+        assert answer_of(s, 0.2) is None, 'a body within the bound was refused'
+    # One body completes: answered 201, and its place is taken by a new one.
+    held[0].sendall(b'x' * (size - 2) + b'"')
+    first = answer_of(held[0], 10)
+    assert first and first.startswith(b'HTTP/1.1 201 '), first
+    again = start_body(b.port, size)
+    assert answer_of(again, 0.5) is None, 'the freed place was not given back'
+    for s in held + [past, again]:
+        s.close()
+    assert publish(b.port, 'bodies', {'after': True}).status == 201
+    note('16 x 64 KiB bodies held MAX_BUFFERED_BODY_BYTES=1M; the 17th got 503 overloaded at once; '
+         'a finished body gave its place back')
 
 
 if __name__ == '__main__':

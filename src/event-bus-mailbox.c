@@ -12,20 +12,24 @@ typedef struct Message {
         MailboxCallback cb;
         void *userdata;
         void *payload;
+        size_t size;
         ListNode queue;
 } Message;
 
 struct Mailbox {
         sd_event_source *source;
         int eventfd;
-        pthread_mutex_t lock;           /* protects queue */
+        pthread_mutex_t lock;           /* protects queue and bytes */
         ListNode queue;
+        size_t bytes;                   /* the sizes of the messages in queue */
+        size_t max_bytes;
 };
 
 /* Moves every message into 'to' (an empty list of the caller's). */
 static void take_all(Mailbox *m, ListNode *to) {
         pthread_mutex_lock(&m->lock);
         list_splice(to, &m->queue);
+        m->bytes = 0;
         pthread_mutex_unlock(&m->lock);
 }
 
@@ -50,7 +54,7 @@ static int on_eventfd(sd_event_source *source, int fd, uint32_t revents, void *u
         return 0;
 }
 
-int mailbox_new(sd_event *event, Mailbox **ret) {
+int mailbox_new(sd_event *event, size_t max_bytes, Mailbox **ret) {
         _cleanup_(mailbox_freep) Mailbox *m = NULL;
         int r;
 
@@ -60,6 +64,7 @@ int mailbox_new(sd_event *event, Mailbox **ret) {
         if (!m)
                 return -ENOMEM;
         list_init(&m->queue);
+        m->max_bytes = max_bytes;
         m->eventfd = -1;
         r = pthread_mutex_init(&m->lock, NULL);
         if (r != 0) {
@@ -100,6 +105,7 @@ void mailbox_cancel(Mailbox *m, void *userdata) {
         pthread_mutex_lock(&m->lock);
         LIST_FOREACH_SAFE(msg, next, &m->queue, Message, queue)
                 if (msg->userdata == userdata) {
+                        m->bytes -= msg->size;
                         list_remove(&msg->queue);
                         list_append(&cancelled, &msg->queue);
                 }
@@ -107,19 +113,29 @@ void mailbox_cancel(Mailbox *m, void *userdata) {
         deliver(&cancelled, true);
 }
 
-int mailbox_post(Mailbox *m, MailboxCallback cb, void *userdata, void *payload) {
+int mailbox_post(Mailbox *m, MailboxCallback cb, void *userdata, void *payload, size_t size) {
         static const uint64_t one = 1;
-        Message *msg = malloc(sizeof(Message));
+        Message *msg;
+        bool full;
 
         assert(m);
 
+        msg = malloc(sizeof(Message));
         if (!msg)
                 return -ENOMEM;
-        *msg = (Message) { .cb = cb, .userdata = userdata, .payload = payload };
+        *msg = (Message) { .cb = cb, .userdata = userdata, .payload = payload, .size = size };
 
         pthread_mutex_lock(&m->lock);
-        list_append(&m->queue, &msg->queue);
+        full = size > 0 && m->bytes + size > m->max_bytes;
+        if (!full) {
+                list_append(&m->queue, &msg->queue);
+                m->bytes += size;
+        }
         pthread_mutex_unlock(&m->lock);
+        if (full) {
+                free(msg);
+                return -ENOBUFS;
+        }
 
         /* Cannot fail short of a counter overflow (EAGAIN): then a wakeup is
          * already pending anyway. */

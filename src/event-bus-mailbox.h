@@ -4,7 +4,12 @@
 /* Hands work from other threads (the NATS client's) to the main loop.
  * mailbox_post() is the only function safe to call from another thread; the
  * callback runs later on the loop, in posting order. sd-event itself is not
- * thread-safe, so this queue plus an eventfd is the one crossing point. */
+ * thread-safe, so this queue plus an eventfd is the one crossing point.
+ *
+ * Bounded: messages posted with a size (the events) may hold at most
+ * max_bytes together; past that mailbox_post() refuses them, and the
+ * poster must make up for what it dropped another way. Messages of size 0
+ * (state changes: connected, lost) are never refused; there are few. */
 
 #include <systemd/sd-event.h>
 
@@ -17,7 +22,7 @@ typedef struct Mailbox Mailbox;
  * always released exactly once. */
 typedef void (*MailboxCallback)(void *userdata, void *payload, bool discarded);
 
-int mailbox_new(sd_event *event, Mailbox **ret);
+int mailbox_new(sd_event *event, size_t max_bytes, Mailbox **ret);
 Mailbox *mailbox_free(Mailbox *m);
 DEFINE_POINTER_CLEANUP(Mailbox, mailbox_free);
 
@@ -25,6 +30,7 @@ DEFINE_POINTER_CLEANUP(Mailbox, mailbox_free);
  * an owner that is going away after its threads stopped posting. */
 void mailbox_cancel(Mailbox *m, void *userdata);
 
-/* Thread-safe. Returns -ENOMEM when the message could not be queued (the
- * caller still owns payload then). */
-int mailbox_post(Mailbox *m, MailboxCallback cb, void *userdata, void *payload);
+/* Thread-safe. size counts against the bound (0: never refused). Returns
+ * -ENOBUFS when the mailbox is full, -ENOMEM when the message could not be
+ * queued; the caller still owns payload then. */
+int mailbox_post(Mailbox *m, MailboxCallback cb, void *userdata, void *payload, size_t size);

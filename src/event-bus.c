@@ -2,6 +2,7 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <nats/nats.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <sys/random.h>
 
@@ -9,6 +10,7 @@
 #include "loop-util.h"
 #include "log.h"
 #include "config-mask.h"
+#include "event-format.h"
 #include "parse-util.h"
 
 #define BUS_ERROR_MAX 256
@@ -20,6 +22,7 @@ typedef enum BusEventType {
         BUS_EVENT_ECHO,
         BUS_EVENT_ASYNC_ERROR,
         BUS_EVENT_MESSAGE,              /* a published event */
+        BUS_EVENT_LOST,                 /* events dropped: the mailbox or nats.c's queue was full */
 } BusEventType;
 
 /* What a NATS thread hands to the loop. */
@@ -58,6 +61,14 @@ struct Bus {
         void *state_userdata;
         BusEventCallback event_cb;
         void *event_userdata;
+        BusLostCallback lost_cb;
+        void *lost_userdata;
+
+        /* Set by a NATS thread that dropped an event, until the loop has
+         * taken the BUS_EVENT_LOST it posted then: one per episode. */
+        atomic_bool losing;
+        atomic_uint_fast64_t dropped;   /* events dropped, since the start */
+        uint64_t too_large;             /* events sent as hints (over max_payload) */
 };
 
 static const char *nats_error_text(natsStatus s) {
@@ -77,8 +88,16 @@ static void post_event(Bus *bus, BusEventType type, uint64_t echo_id, const char
         e->type = type;
         e->echo_id = echo_id;
         snprintf(e->text, sizeof(e->text), "%s", strempty(text));
-        if (mailbox_post(bus->mailbox, on_event, bus, e) < 0)
+        if (mailbox_post(bus->mailbox, on_event, bus, e, 0) < 0)
                 free(e);
+}
+
+/* On a NATS thread: events were dropped before the loop saw them. The
+ * loop learns it once per episode and reads them from PostgreSQL. */
+static void post_lost(Bus *bus, uint64_t n) {
+        atomic_fetch_add(&bus->dropped, n);
+        if (!atomic_exchange(&bus->losing, true))
+                post_event(bus, BUS_EVENT_LOST, 0, NULL);
 }
 
 static void on_nats_connected(natsConnection *nc, void *closure) {
@@ -98,7 +117,14 @@ static void on_nats_closed(natsConnection *nc, void *closure) {
 }
 
 static void on_nats_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure) {
-        post_event(closure, BUS_EVENT_ASYNC_ERROR, 0, natsStatus_GetText(err));
+        Bus *bus = closure;
+
+        /* nats.c's own queue for a subscription was full (a slow consumer):
+         * it dropped messages (counted in bus_dropped()), which the loop
+         * must make up for. */
+        if (err == NATS_SLOW_CONSUMER)
+                post_lost(bus, 0);
+        post_event(bus, BUS_EVENT_ASYNC_ERROR, 0, natsStatus_GetText(err));
 }
 
 static void on_nats_echo(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
@@ -127,8 +153,10 @@ static void on_nats_message(natsConnection *nc, natsSubscription *sub, natsMsg *
                 e->size = (size_t) size;
                 memcpy(e->data, natsMsg_GetData(msg), (size_t) size);
                 e->data[size] = '\0';
-                if (mailbox_post(bus->mailbox, on_event, bus, e) < 0)
+                if (mailbox_post(bus->mailbox, on_event, bus, e, sizeof(BusEvent) + (size_t) size) < 0) {
                         free(e);
+                        post_lost(bus, 1);
+                }
         }
         natsMsg_Destroy(msg);
 }
@@ -187,6 +215,15 @@ static void on_event(void *userdata, void *payload, bool discarded) {
         case BUS_EVENT_MESSAGE:
                 if (bus->event_cb)
                         bus->event_cb(bus, e->text, e->data, e->size, bus->event_userdata);
+                break;
+        case BUS_EVENT_LOST:
+                /* Cleared first: a drop from now on posts another. */
+                atomic_store(&bus->losing, false);
+                log_warning("Events from NATS came faster than they were taken (%" PRIu64 " dropped "
+                            "since the start); reading the missed ones from PostgreSQL.",
+                            (uint64_t) atomic_load(&bus->dropped));
+                if (bus->lost_cb)
+                        bus->lost_cb(bus, bus->lost_userdata);
                 break;
         }
 }
@@ -352,6 +389,8 @@ int bus_start(Bus *bus) {
                 return log_error_errno(-EIO, "Failed to subscribe to %s: %s", bus->echo_subject,
                                        nats_error_text(s));
         s = natsConnection_Subscribe(&bus->events_sub, bus->conn, bus->events_subject, on_nats_message, bus);
+        if (s == NATS_OK)
+                s = natsSubscription_SetPendingLimits(bus->events_sub, BUS_PENDING_MESSAGES, BUS_PENDING_BYTES);
         if (s != NATS_OK)
                 return log_error_errno(-EIO, "Failed to subscribe to %s: %s", bus->events_subject,
                                        nats_error_text(s));
@@ -367,8 +406,16 @@ void bus_set_event_callback(Bus *bus, BusEventCallback cb, void *userdata) {
         bus->event_userdata = userdata;
 }
 
-int bus_publish_event(Bus *bus, const char *topic, const char *data, size_t size) {
-        char subject[256];
+void bus_set_lost_callback(Bus *bus, BusLostCallback cb, void *userdata) {
+        assert(bus);
+
+        bus->lost_cb = cb;
+        bus->lost_userdata = userdata;
+}
+
+int bus_publish_event(Bus *bus, const char *topic, uint64_t id, const char *data, size_t size) {
+        char subject[256], hint[EVENT_HINT_MAX];
+        int64_t max_payload;
         natsStatus s;
 
         assert(bus && topic && data);
@@ -377,8 +424,33 @@ int bus_publish_event(Bus *bus, const char *topic, const char *data, size_t size
                 return -ENOTCONN;
         snprintf(subject, sizeof(subject), "%.*s%s", (int) bus->events_prefix_len,
                  bus->events_subject, topic);
+        /* The server refuses a message over its max_payload (1 MiB by
+         * default; MAX_EVENT_BYTES may be larger): the others are told the
+         * event exists instead and read it from PostgreSQL. 0 while not
+         * connected: the client only buffers then, and checks again. */
+        max_payload = natsConnection_GetMaxPayload(bus->conn);
+        if (max_payload > 0 && size > (uint64_t) max_payload) {
+                if (bus->too_large++ == 0)
+                        log_notice("Event %" PRIu64 " of %s is %zu bytes, over the NATS server's "
+                                   "max_payload (%" PRIi64 "); sending such events' ids instead, for "
+                                   "the other instances to read them from PostgreSQL.",
+                                   id, topic, size, max_payload);
+                size = event_hint(id, topic, hint);
+                data = hint;
+        }
         s = natsConnection_Publish(bus->conn, subject, data, (int) size);
         return s == NATS_OK ? 0 : -EIO;
+}
+
+BusCounters bus_counters(const Bus *bus) {
+        assert(bus);
+
+        BusCounters c = { .dropped = atomic_load(&bus->dropped), .hinted = bus->too_large };
+        int64_t dropped = 0;
+
+        if (bus->events_sub && natsSubscription_GetDropped(bus->events_sub, &dropped) == NATS_OK && dropped > 0)
+                c.dropped += (uint64_t) dropped;
+        return c;
 }
 
 bool bus_connected(const Bus *bus) {

@@ -16,6 +16,13 @@
 
 typedef struct Bus Bus;
 
+/* What may wait between the NATS connection and the loop: nats.c's queue
+ * for the events subscription, then the mailbox. Past either, events are
+ * dropped there and read from PostgreSQL instead (BusLostCallback). */
+#define BUS_PENDING_MESSAGES 65536
+#define BUS_PENDING_BYTES (16 * 1024 * 1024)
+#define BUS_MAILBOX_BYTES (16 * 1024 * 1024)
+
 typedef struct BusSettings {
         const char *url;                /* one or more, comma-separated */
         const char *subject_prefix;
@@ -26,6 +33,9 @@ typedef void (*BusStateCallback)(Bus *bus, bool connected, void *userdata);
 /* An event another instance (or this one) published; on the loop. */
 typedef void (*BusEventCallback)(Bus *bus, const char *topic, const char *data, size_t size,
                                  void *userdata);
+/* Events from the bus were dropped on the way in: the receiver must read
+ * what it missed from the store. On the loop, once per episode. */
+typedef void (*BusLostCallback)(Bus *bus, void *userdata);
 /* error is NULL when the round trip succeeded. */
 typedef void (*BusCheckCallback)(Bus *bus, const char *error, void *userdata);
 
@@ -42,10 +52,20 @@ DEFINE_POINTER_CLEANUP(Bus, bus_free);
 
 void bus_set_state_callback(Bus *bus, BusStateCallback cb, void *userdata);
 void bus_set_event_callback(Bus *bus, BusEventCallback cb, void *userdata);
+void bus_set_lost_callback(Bus *bus, BusLostCallback cb, void *userdata);
 
-/* Publishes an event on <prefix>.events.<topic>. While disconnected the
- * client only buffers it: receivers catch up from PostgreSQL anyway. */
-int bus_publish_event(Bus *bus, const char *topic, const char *data, size_t size);
+/* Publishes an event (its envelope) on <prefix>.events.<topic>; one over
+ * the server's max_payload goes as a hint (event_hint()) instead. While
+ * disconnected the client only buffers it: receivers catch up from
+ * PostgreSQL anyway. */
+int bus_publish_event(Bus *bus, const char *topic, uint64_t id, const char *data, size_t size);
+
+typedef struct BusCounters {
+        uint64_t dropped;               /* events dropped on the way in, since the start */
+        uint64_t hinted;                /* events sent as hints: over max_payload */
+} BusCounters;
+
+BusCounters bus_counters(const Bus *bus);
 
 /* Starts connecting; returns at once whether or not a server answered
  * (connecting to an unresponsive host blocks for the client's connect

@@ -90,6 +90,34 @@ Frame *event_frame(uint64_t id, const char *envelope) {
         return sse_frame_event(id_text, "message", envelope);
 }
 
+size_t event_hint(uint64_t id, const char *topic, char buf[static EVENT_HINT_MAX]) {
+        assert(topic);
+
+        int n = snprintf(buf, EVENT_HINT_MAX, "{\"id\":%" PRIu64 ",\"topic\":\"%s\",\"hint\":true}", id, topic);
+
+        assert(n > 0 && n < EVENT_HINT_MAX);
+        return (size_t) n;
+}
+
+int event_hint_parse(const char *data, size_t size, const char *topic, uint64_t *ret_id) {
+        char text[EVENT_HINT_MAX], expect[EVENT_HINT_MAX];
+        uint64_t id;
+
+        assert(data && topic && ret_id);
+
+        if (size >= EVENT_HINT_MAX)
+                return -EBADMSG;
+        memcpy(text, data, size);
+        text[size] = '\0';
+        if (sscanf(text, "{\"id\":%" SCNu64 ",", &id) != 1 || id == 0)
+                return -EBADMSG;
+        /* Exactly what event_hint() writes, nothing more or less. */
+        if (event_hint(id, topic, expect) != size || memcmp(expect, data, size) != 0)
+                return -EBADMSG;
+        *ret_id = id;
+        return 0;
+}
+
 int event_envelope_parse(const char *data, size_t size, const char *topic, uint64_t *ret_id) {
         assert(data && topic && ret_id);
 

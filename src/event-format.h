@@ -39,3 +39,13 @@ Frame *event_frame(uint64_t id, const char *envelope);
  * returns its id. -EBADMSG for anything else: the bus is not trusted to
  * carry only what batond sent. */
 int event_envelope_parse(const char *data, size_t size, const char *topic, uint64_t *ret_id);
+
+/* What goes on the bus instead of an event too large for it (over the
+ * server's max_payload): {"id":42,"topic":"orders","hint":true}. Receivers
+ * read the event from PostgreSQL. Not an envelope (no "ts"), so an
+ * instance that predates hints ignores it and catches up at its next
+ * resync. Returns the length written (always fits EVENT_HINT_MAX). */
+#define EVENT_HINT_MAX (64 + TOPIC_NAME_MAX)
+size_t event_hint(uint64_t id, const char *topic, char buf[static EVENT_HINT_MAX]);
+/* 0 and the id when data is a hint for 'topic'; -EBADMSG otherwise. */
+int event_hint_parse(const char *data, size_t size, const char *topic, uint64_t *ret_id);

@@ -139,7 +139,7 @@ static void on_event_published(const PublishResult *r, void *userdata) {
                 return;
         }
         fanout_event(m->fanout, r->topic, r->id, envelope);
-        if (m->bus && bus_publish_event(m->bus, r->topic, envelope, size) < 0)
+        if (m->bus && bus_publish_event(m->bus, r->topic, r->id, envelope, size) < 0)
                 log_debug("Could not hand event %" PRIu64 " of %s to NATS; others catch up from "
                           "PostgreSQL.", r->id, r->topic);
 }
@@ -148,12 +148,22 @@ static void on_bus_event(Bus *bus, const char *topic, const char *data, size_t s
         Manager *m = userdata;
         uint64_t id;
 
-        if (!topic_name_valid(topic, strlen(topic)) ||
-            event_envelope_parse(data, size, topic, &id) < 0) {
-                log_debug("Ignoring a malformed event message on topic '%.128s'.", topic);
+        if (!topic_name_valid(topic, strlen(topic))) {
+                log_debug("Ignoring an event message on an invalid topic '%.128s'.", topic);
                 return;
         }
-        fanout_event(m->fanout, topic, id, data);
+        if (event_envelope_parse(data, size, topic, &id) >= 0)
+                fanout_event(m->fanout, topic, id, data);
+        else if (event_hint_parse(data, size, topic, &id) >= 0)
+                fanout_hint(m->fanout, topic, id);      /* too large for the bus itself */
+        else
+                log_debug("Ignoring a malformed event message on topic '%.128s'.", topic);
+}
+
+static void on_bus_lost(Bus *bus, void *userdata) {
+        Manager *m = userdata;
+
+        fanout_resync(m->fanout);
 }
 
 static void on_health_change(Health *h, void *userdata) {
@@ -483,8 +493,10 @@ static int manager_setup_events(Manager *m) {
         r = fanout_new(m->event, m->db_read, m->streams, &fs, &m->fanout);
         if (r < 0)
                 return r;
-        if (m->bus)
+        if (m->bus) {
                 bus_set_event_callback(m->bus, on_bus_event, m);
+                bus_set_lost_callback(m->bus, on_bus_lost, m);
+        }
         return 0;
 }
 
@@ -577,7 +589,7 @@ int manager_new(Config *config, const char *config_path, bool config_path_requir
             (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_sighup, m)) < 0)
                 return log_error_errno(r, "Failed to watch SIGTERM, SIGINT and SIGHUP: %m");
 
-        r = mailbox_new(m->event, &m->mailbox);
+        r = mailbox_new(m->event, BUS_MAILBOX_BYTES, &m->mailbox);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the NATS mailbox: %m");
         r = access_log_new(m->event, &m->access_log);

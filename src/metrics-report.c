@@ -88,6 +88,17 @@ static void collect_events(Manager *m, Exposition *e) {
                           "Subscribers of topic streams.", (double) f.subscribers);
         exposition_scalar(e, "baton_stream_topics", METRIC_GAUGE,
                           "Topics with at least one subscriber.", (double) f.channels);
+        if (m->bus) {
+                BusCounters b = bus_counters(m->bus);
+                exposition_scalar(e, "baton_bus_events_dropped_total", METRIC_COUNTER,
+                                  "Events from NATS dropped on the way in (the bounded queues between "
+                                  "the connection and the loop were full), then read from PostgreSQL.",
+                                  (double) b.dropped);
+                exposition_scalar(e, "baton_bus_events_hinted_total", METRIC_COUNTER,
+                                  "Events over the NATS server's max_payload, sent to the other "
+                                  "instances as their id for them to read from PostgreSQL.",
+                                  (double) b.hinted);
+        }
 }
 
 static void collect_dependencies(Manager *m, Exposition *e) {

@@ -8,10 +8,15 @@ from .core import free_port, wait_until
 
 
 class Nats:
-    def __init__(self, tmp):
+    def __init__(self, tmp, max_payload=None):
         self.port = free_port()
         self.proc = None
         self.log = tmp.join(f'nats-{self.port}.log')
+        self.config = None
+        if max_payload:
+            self.config = tmp.join(f'nats-{self.port}.conf')
+            with open(self.config, 'w') as f:
+                f.write(f'max_payload: {max_payload}\n')
         self.start()
 
     @property
@@ -19,7 +24,8 @@ class Nats:
         return f'nats://127.0.0.1:{self.port}'
 
     def start(self):
-        self.proc = subprocess.Popen(['nats-server', '-a', '127.0.0.1', '-p', str(self.port),
+        config = ['-c', self.config] if self.config else []
+        self.proc = subprocess.Popen(['nats-server', *config, '-a', '127.0.0.1', '-p', str(self.port),
                                       '-l', self.log], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
 

@@ -39,8 +39,8 @@ class Context:
     def postgres(self, durable=False):
         return self.add(Postgres(self.tmp, durable), lambda p: p.destroy())
 
-    def nats(self):
-        return self.add(Nats(self.tmp), lambda n: n.destroy())
+    def nats(self, **kw):
+        return self.add(Nats(self.tmp, **kw), lambda n: n.destroy())
 
     def batond(self, env, **kw):
         return self.add(Batond(self.tmp, env, **kw), lambda b: b.stop())

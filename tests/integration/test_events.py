@@ -445,6 +445,40 @@ def events_published_while_nats_is_down_reach_the_other_instance(ctx):
 
 
 @test
+def an_event_over_the_nats_limit_reaches_the_other_instance_at_once(ctx):
+    """nats-server takes at most 4 KiB a message here: events of 20 and 30 KB go
+    on the bus as hints, and the other instance reads them from PostgreSQL
+    at once (its periodic resync is an hour away), in order with the small
+    events around it."""
+    pg = ctx.postgres()
+    n = ctx.nats(max_payload=4096)
+    env = {'DATABASE_URL': pg.url(), 'NATS__ENABLED': 'true', 'NATS__URL': n.url,
+           'STREAM_RESYNC_INTERVAL': '1h', 'STREAM_HEARTBEAT_INTERVAL': '1s'}
+    a = ctx.batond({**env, 'DEPLOYMENT_COLOR': 'blue'}, name='blue').start()
+    b = ctx.batond({**env, 'DEPLOYMENT_COLOR': 'green'}, name='green').start()
+    a.wait_ready()
+    b.wait_ready()
+    topic = 'large'
+    sub = ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream')
+    time.sleep(0.3)
+    # The last one large too: no later event reveals it as a gap.
+    sizes = [10, 20000, 10, 30000]
+    for i, size in enumerate(sizes):
+        assert publish(a.port, topic, {'i': i, 'pad': 'x' * size}).status == 201
+    sent = time.monotonic()
+    sub.wait_for_id(len(sizes), timeout=5)
+    took = time.monotonic() - sent
+    assert_exactly_once(sub.ids(), 1, len(sizes))
+    assert [len(json.loads(data)['data']['pad']) for _, kind, data in sub.all() if kind == 'message'] == sizes
+    metrics = a.get('/metrics').body
+    assert re.search(r'^baton_bus_events_hinted_total 2$', metrics, re.M), \
+        re.findall(r'^baton_bus.*$', metrics, re.M)
+    assert 'max_payload' in a.log()
+    print(f'# 2 of 4 events over max_payload 4096 went as hints; all 4 on the other instance, in order, '
+          f'{took:.2f} s after the last 201 (resync: 1 h)', flush=True)
+
+
+@test
 def database_outage_keeps_streams_and_never_lies_about_publishes(ctx):
     pg, b = one_instance(ctx)
     topic = 'db-outage'

@@ -72,6 +72,32 @@ static void test_envelope_parse(void **state) {
                          -EBADMSG);
 }
 
+static void test_hint(void **state) {
+        char hint[EVENT_HINT_MAX];
+        size_t n = event_hint(18446744073709551615u, "t1", hint);
+        uint64_t id = 0;
+
+        assert_string_equal(hint, "{\"id\":18446744073709551615,\"topic\":\"t1\",\"hint\":true}");
+        assert_int_equal(event_hint_parse(hint, n, "t1", &id), 0);
+        assert_true(id == 18446744073709551615u);
+        /* Never taken for an event, nor an event for a hint. */
+        assert_int_equal(event_envelope_parse(hint, n, "t1", &id), -EBADMSG);
+        assert_int_equal(event_hint_parse(hint, n, "t2", &id), -EBADMSG);
+
+        static const char *const bad[] = {
+                "", "{\"id\":0,\"topic\":\"t1\",\"hint\":true}",
+                "{\"id\":-1,\"topic\":\"t1\",\"hint\":true}",
+                "{\"id\": 1,\"topic\":\"t1\",\"hint\":true}",
+                "{\"id\":01,\"topic\":\"t1\",\"hint\":true}",
+                "{\"id\":1,\"topic\":\"t1\",\"hint\":true} ",
+                "{\"id\":1,\"topic\":\"t1\",\"hint\":false}",
+                "{\"id\":1,\"topic\":\"t1\",\"ts\":\"x\",\"data\":1}",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                if (event_hint_parse(bad[i], strlen(bad[i]), "t1", &id) != -EBADMSG)
+                        fail_msg("accepted '%s'", bad[i]);
+}
+
 static void test_notify_payload(void **state) {
         char topic[129];
         uint64_t last = 0;
@@ -151,6 +177,7 @@ int main(void) {
                 cmocka_unit_test(test_topic_names),
                 cmocka_unit_test(test_envelope_and_frame),
                 cmocka_unit_test(test_envelope_parse),
+                cmocka_unit_test(test_hint),
                 cmocka_unit_test(test_notify_payload),
                 cmocka_unit_test(test_authorization),
                 cmocka_unit_test(test_content_type),

@@ -164,6 +164,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size) {
                 fuzz_check(id > 0, "id 0 accepted");
                 fuzz_check(data[size - 1] == '}' && !memchr(data, '\0', size), "not a closed envelope");
         }
+        /* A hint is accepted only as event_hint() writes it, and never
+         * taken for an envelope too. */
+        if (topic_ok && event_hint_parse(data, size, topic, &id) == 0) {
+                char again[EVENT_HINT_MAX];
+                uint64_t envelope_id;
+                fuzz_check(id > 0, "hint with id 0 accepted");
+                fuzz_check(event_hint(id, topic, again) == size && memcmp(again, data, size) == 0,
+                           "a hint accepted in another form");
+                fuzz_check(event_envelope_parse(data, size, topic, &envelope_id) < 0,
+                           "a hint taken for an envelope");
+        }
         check_headers(topic);
         return 0;
 }

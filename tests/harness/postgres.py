@@ -5,6 +5,7 @@ advisory lock batond takes while it migrates)."""
 
 import os
 import pwd
+import signal
 import subprocess
 
 from .core import ROOT, free_port
@@ -32,6 +33,7 @@ class Postgres:
         self.dir = tmp.join('pg')
         self.port = free_port()
         self.user = None
+        self.frozen = []        # SIGSTOPped by freeze()
         os.makedirs(self.dir)
         if os.geteuid() == 0:
             self.user = 'postgres'
@@ -74,6 +76,45 @@ class Postgres:
         """Crash-stop: what a power cut or OOM kill looks like to clients."""
         self.stop('immediate')
 
+    def processes(self):
+        """The postmaster and its children (backends and background workers)."""
+        with open(os.path.join(self.data, 'postmaster.pid')) as f:
+            postmaster = int(f.readline())
+        children = []
+        for d in os.listdir('/proc'):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f'/proc/{d}/stat') as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(')', 1)[1].split()[1]) == postmaster:
+                children.append(int(d))
+        return postmaster, children
+
+    def freeze(self):
+        """The whole server hangs (postmaster and every child SIGSTOPped):
+        open connections stop answering and new ones are accepted by the
+        kernel but never served, as with a frozen machine or storage.
+        Stopping only some backends would let clients reconnect to a live
+        server at once. Returns how many children were stopped."""
+        postmaster, _ = self.processes()
+        os.kill(postmaster, signal.SIGSTOP)     # first: it forks no more children
+        self.frozen.append(postmaster)
+        for p in self.processes()[1]:
+            os.kill(p, signal.SIGSTOP)
+            self.frozen.append(p)
+        return len(self.frozen) - 1
+
+    def thaw(self):
+        for p in reversed(self.frozen):
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self.frozen.clear()
+
     def url(self, db='baton', password=None):
         auth = f'baton:{password}' if password else 'baton'
         return f'postgres://{auth}@127.0.0.1:{self.port}/{db}'
@@ -93,6 +134,7 @@ class Postgres:
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def destroy(self):
+        self.thaw()             # a frozen server would not stop
         try:
             self.stop('immediate')
         except Exception:

@@ -17,7 +17,6 @@ with the payload that was stored under its id.
 
 import http.client
 import json
-import os
 import signal
 import socket
 import statistics
@@ -636,24 +635,6 @@ def nats_killed_and_restarted_under_load(ctx):
     stop_cleanly([blue, green], probes, streams)
 
 
-def cluster_processes(pg):
-    """The postmaster and its children (backends and background workers)."""
-    with open(os.path.join(pg.data, 'postmaster.pid')) as f:
-        postmaster = int(f.readline())
-    children = []
-    for d in os.listdir('/proc'):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f'/proc/{d}/stat') as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat.rsplit(')', 1)[1].split()[1]) == postmaster:
-            children.append(int(d))
-    return postmaster, children
-
-
 @test
 def database_hangs_under_load(ctx):
     """The whole server hangs (postmaster and every child SIGSTOPped): open
@@ -663,33 +644,16 @@ def database_hangs_under_load(ctx):
     pg, b, probe, streams, load = one_instance_under_load(ctx)
     pid = b.pid
 
-    frozen = []
-
-    def thaw():
-        for p in reversed(frozen):
-            try:
-                os.kill(p, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-        frozen.clear()
-    ctx.add(None, lambda _: thaw())     # before the cluster is stopped at cleanup
-
     t_hang = time.monotonic()
-    postmaster, _ = cluster_processes(pg)
-    os.kill(postmaster, signal.SIGSTOP)     # first: it forks no more children
-    frozen.append(postmaster)
-    for p in cluster_processes(pg)[1]:
-        os.kill(p, signal.SIGSTOP)
-        frozen.append(p)
+    n_children = pg.freeze()
     t_hung = time.monotonic()
-    n_children = len(frozen) - 1
     red = probe.wait(503, t_hang, INTERVAL + CHECK_TIMEOUT + 10, 'ready to turn 503')
     red_after = red[1] - t_hang
     # Long enough for publishes to time out and for the reconnects to hang.
     wait_until(lambda: time.monotonic() - t_hung >= QUERY_TIMEOUT + 3 * INTERVAL and
                load.count(503, after=t_hung) >= 20, 30, what='publishes to fail for a while')
     t_resume = time.monotonic()
-    thaw()
+    pg.thaw()
     t_up = time.monotonic()
     green, first_201 = recover(load, probe, t_resume, 'the database resumed')
 

@@ -5,38 +5,14 @@ connections. Each bound, once reached, answers 503 overloaded with
 Retry-After at once; nothing acknowledged is lost, nothing crashes, and
 everything works again when the pressure ends."""
 
-import os
 import re
-import signal
 import socket
 import time
 
 from tests.harness import http_get, publish, run, test, wait_until
-from tests.integration.test_faults import (CANCEL_GRACE, ENV, QUERY_TIMEOUT, Load, check_store, cluster_processes,
-                                           managed, note)
+from tests.integration.test_faults import CANCEL_GRACE, ENV, QUERY_TIMEOUT, Load, check_store, managed, note
 
 KiB = 1024
-
-
-def frozen(ctx, pg):
-    """SIGSTOPs the whole cluster (postmaster first); returns thaw()."""
-    stopped = []
-
-    def thaw():
-        for p in reversed(stopped):
-            try:
-                os.kill(p, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-        stopped.clear()
-    ctx.add(None, lambda _: thaw())
-    postmaster, _ = cluster_processes(pg)
-    os.kill(postmaster, signal.SIGSTOP)
-    stopped.append(postmaster)
-    for p in cluster_processes(pg)[1]:
-        os.kill(p, signal.SIGSTOP)
-        stopped.append(p)
-    return thaw
 
 
 def gauge(port, name):
@@ -61,14 +37,14 @@ def a_frozen_database_fills_the_publish_queue_and_the_rest_get_503_at_once(ctx):
     load = managed(ctx, Load([(public, topics[w % 2]) for w in range(48)], pace=0, pad='q' * 32000),
                    Load.stop)
     wait_until(lambda: len(load.acked()) >= 100, 30, what='100 acknowledged publishes')
-    thaw = frozen(ctx, pg)
+    pg.freeze()
     t_frozen = time.monotonic()
     peak = 0.0
     while time.monotonic() - t_frozen < QUERY_TIMEOUT * 3:
         peak = max(peak, gauge(ops, 'baton_events_publish_queue_bytes'))
         time.sleep(0.1)
     t_thaw = time.monotonic()
-    thaw()
+    pg.thaw()
     wait_until(lambda: len(load.acked(after=t_thaw + 1)) >= 100, 30, what='publishing to work again')
     load.stop()
 

@@ -27,6 +27,11 @@
  * thousand events stalls neither other topics nor the probes. An event
  * goes to all of a channel's subscribers in one turn, whatever it costs. */
 #define DELIVER_SENDS_PER_TURN 4096
+/* A stream request waits this long at most for its channel to learn its
+ * position (one query); then, or at once when the query fails, it is told
+ * 503 unavailable (an ended "unavailable" event for an EventSource, which
+ * then retries), never left without an answer while the database is down. */
+#define START_TIMEOUT_USEC (3 * USEC_PER_SEC)
 
 typedef enum SubscriberState {
         SUBSCRIBER_WAITING,             /* for the channel to know its position */
@@ -399,13 +404,38 @@ static void on_stream_drained(Stream *stream, void *userdata) {
                 subscriber_fetch(sub);
 }
 
-static int on_subscriber_retry(sd_event_source *source, uint64_t usec, void *userdata) {
-        subscriber_fetch(userdata);
-        return 0;
-}
-
 static void subscriber_free(Subscriber *sub);
 static void on_stream_closed(Stream *stream, void *userdata);
+
+/* The stream cannot start now: answer at once and let the client retry. */
+static void subscriber_unavailable(Subscriber *sub, const char *why) {
+        HttpRequest *req = TAKE_PTR(sub->req);
+
+        assert(sub->state == SUBSCRIBER_WAITING && req);
+
+        http_request_on_end(req, NULL, NULL);
+        http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                           "the stream cannot start: %s; retry shortly", why);
+        http_request_add_response_header(req, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        subscriber_free(sub);
+}
+
+static void channel_unavailable(Channel *ch, const char *why) {
+        LIST_FOREACH_SAFE(sub, next, &ch->subscribers, Subscriber, in_channel)
+                if (sub->state == SUBSCRIBER_WAITING)
+                        subscriber_unavailable(sub, why);
+}
+
+/* A replay page to retry, or (still waiting) the start deadline. */
+static int on_subscriber_retry(sd_event_source *source, uint64_t usec, void *userdata) {
+        Subscriber *sub = userdata;
+
+        if (sub->state == SUBSCRIBER_WAITING)
+                subscriber_unavailable(sub, "the database did not answer in time");
+        else
+                subscriber_fetch(sub);
+        return 0;
+}
 
 /* The channel knows its position: open the stream and serve it. The
  * response starts only now, so "from now on" means from this position: an
@@ -415,6 +445,9 @@ static void subscriber_start(Subscriber *sub) {
         HttpRequest *req = TAKE_PTR(sub->req);
         int r;
 
+        /* In time: the start deadline is off; the timer is for replays now. */
+        if (sd_event_source_set_enabled(sub->retry, SD_EVENT_OFF) < 0)
+                log_debug("Failed to stop a stream's start deadline, ignoring.");
         r = stream_open(ch->fanout->streams, req, on_stream_closed, sub, &sub->stream);
         if (r < 0) {
                 http_request_on_end(req, NULL, NULL);
@@ -478,6 +511,7 @@ static void on_position(Db *db, const DbResult *result, void *userdata) {
         if (result->error) {
                 log_warning("Cannot read the position of topic %s: %s", ch->topic, result->error);
                 channel_arm(ch, backoff(ch->failures++));
+                channel_unavailable(ch, "the database is unavailable");
                 return;
         }
         ch->failures = 0;
@@ -501,6 +535,7 @@ static void channel_init(Channel *ch) {
                                  on_position, ch);
         if (r < 0) {
                 channel_arm(ch, backoff(ch->failures++));
+                channel_unavailable(ch, "the database is unavailable");
                 return;
         }
         ch->initializing = true;
@@ -596,10 +631,12 @@ void fanout_subscribe(Fanout *f, HttpRequest *req, const char *topic, bool has_a
         f->counters.subscribers++;
 
         /* Until the channel knows its position the request waits without an
-         * answer (see subscriber_start()). */
+         * answer (see subscriber_start()), START_TIMEOUT_USEC at most. */
         http_request_on_end(req, on_waiting_request_end, sub);
         if (ch->order.positioned)
                 subscriber_start(sub);
+        else if (event_timer_arm(sub->retry, START_TIMEOUT_USEC) < 0)
+                log_warning("Failed to arm a stream's start deadline.");
 }
 
 /* --- inputs --- */

@@ -62,6 +62,7 @@ struct HttpServer {
         void *handler_userdata;
         HttpLimits limits;
 
+        usec_t stream_retry_hint_usec;  /* the retry: of an "unavailable" event */
         bool ready;
         bool draining;
         bool stopping;
@@ -114,6 +115,7 @@ struct HttpRequest {
         bool shed;                      /* answered 503 at the connection limit */
         bool over_limit;                /* on a connection of the shedding reserve */
         bool stop_body;                 /* refused by its route's admit: the body is not read */
+        bool unavailable_event;         /* a 503 given as a 200 "unavailable" event */
         bool refused;                   /* refused by MHD, answered by batond (http-refusal.h) */
 
         uint64_t seq;

@@ -385,9 +385,13 @@ static void request_observe(HttpRequest *req) {
          * when it sees the close), which would time the client instead. */
         usec_t end = req->answered_usec ? req->answered_usec : now_usec(CLOCK_MONOTONIC);
         usec_t duration = end > req->started_usec ? end - req->started_usec : 0;
+        /* Counted and logged as what batond decided: a stream that could
+         * not start is a 503, even when it went out as an ended 200 event
+         * stream for a browser's sake. */
+        unsigned status = req->unavailable_event ? MHD_HTTP_SERVICE_UNAVAILABLE : req->status;
 
         request_metrics_observe(&s->metrics, route ? (size_t) (route - s->routes) : SIZE_MAX,
-                                req->method, req->status, duration);
+                                req->method, status, duration);
         if (!s->log_cb)
                 return;
         HttpRequestRecord record = {
@@ -396,7 +400,7 @@ static void request_observe(HttpRequest *req) {
                 .route_flags = route ? route->flags : 0,
                 .method = metrics_method_label(metrics_method_index(req->method)),
                 .path = req->path,
-                .status = req->status,
+                .status = status,
                 .duration_usec = duration,
                 .stream = req->is_stream,
         };

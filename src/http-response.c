@@ -6,6 +6,7 @@
 
 #include "http-internal.h"
 #include "log.h"
+#include "sse-frame.h"
 
 /* --- responses --- */
 
@@ -187,8 +188,41 @@ void http_request_add_response_header(HttpRequest *req, const char *name, const 
                 log_debug("Failed to add %s header, ignoring.", name);
 }
 
+bool http_request_accepts_event_stream(const HttpRequest *req) {
+        assert(req);
+
+        const char *accept = req->connection
+                ? MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT)
+                : NULL;
+
+        return accept && strcasestr(accept, "text/event-stream");
+}
+
+/* "retry: MS
+
+event: unavailable
+data: {...}
+
+", a whole response. */
+static void respond_unavailable_event(HttpRequest *req, json_t *body) {
+        _cleanup_free_ char *data = body ? json_dumps(body, JSON_COMPACT) : NULL;
+        SseBuffer b = { 0 };
+        char *text;
+
+        json_decref(body);
+        if (!data || sse_append_retry(&b, req->server->stream_retry_hint_usec / USEC_PER_MSEC) < 0 ||
+            sse_append_event(&b, NULL, "unavailable", data) < 0) {
+                sse_buffer_done(&b);
+                http_respond_json(req, MHD_HTTP_SERVICE_UNAVAILABLE, NULL);
+                return;
+        }
+        text = b.data;          /* start is 0: nothing was taken */
+        http_respond_text(req, MHD_HTTP_OK, "text/event-stream", text, b.end);
+}
+
 void http_respond_error(HttpRequest *req, unsigned status, const char *code, const char *format, ...) {
         char message[512];
+        json_t *body;
         va_list ap;
 
         assert(req && code);
@@ -200,7 +234,14 @@ void http_respond_error(HttpRequest *req, unsigned status, const char *code, con
          * inside a character by the buffer): jansson refuses strings that
          * are not UTF-8, and that used to turn a 404 into a 500. */
         (void) utf8_scrub(message);
-        http_respond_json(req, status, json_pack("{s:s, s:s}", "error", code, "message", message));
+        body = json_pack("{s:s, s:s}", "error", code, "message", message);
+        if (status == MHD_HTTP_SERVICE_UNAVAILABLE && req->match.route &&
+            (req->match.route->flags & ROUTE_EVENT_STREAM) && http_request_accepts_event_stream(req)) {
+                req->unavailable_event = true;
+                respond_unavailable_event(req, body);
+                return;
+        }
+        http_respond_json(req, status, body);
 }
 
 /* The kernel grows a socket's send buffer to megabytes on its own; for a

@@ -35,9 +35,18 @@ void http_respond_text(HttpRequest *req, unsigned status, const char *content_ty
 /* Adds a header to the response just set (before it is queued). */
 void http_request_add_response_header(HttpRequest *req, const char *name, const char *value);
 
-/* Responds {"error": code, "message": ...}. */
+/* Responds {"error": code, "message": ...}.
+ *
+ * A 503 on a ROUTE_EVENT_STREAM route to a request that accepts
+ * text/event-stream (an EventSource) is given as a whole, ended stream
+ * instead: 200, "retry: <STREAM_RETRY_HINT>", then "event: unavailable"
+ * with that JSON as its data. A browser's EventSource gives up for good
+ * on any status but 200, and retries after a 200 ends: it comes back. */
 void http_respond_error(HttpRequest *req, unsigned status, const char *code,
                         const char *format, ...) _printf_(4, 5);
+
+/* Does the request accept text/event-stream (an EventSource's Accept)? */
+bool http_request_accepts_event_stream(const HttpRequest *req);
 
 /* MHD's own buffer in a stream response. For chunked HTTP/1.1 streams MHD
  * has the reader write straight into the connection's memory and never

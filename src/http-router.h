@@ -30,6 +30,9 @@ typedef enum RouteFlags {
                                          * on the public ones unless PUBLIC_HEALTH=false */
         ROUTE_QUIET        = 1 << 4,    /* a 5xx is an answer, not an error (the ready probe's
                                          * 503): not logged as one */
+        ROUTE_EVENT_STREAM = 1 << 5,    /* answers text/event-stream: a 503 to a request that
+                                         * accepts it is given as an event (see
+                                         * http_respond_error()) */
 } RouteFlags;
 
 typedef struct HttpRequest HttpRequest;

@@ -100,13 +100,15 @@ static const Route routes[] = {
         { "metrics",           "/metrics",           HTTP_GET, ROUTE_OPS, on_metrics, NULL },
         { "metrics_json",      "/metrics/json",      HTTP_GET, ROUTE_OPS, on_metrics_json, NULL },
 
-        { "stream_test",    "/stream/test",      HTTP_GET, ROUTE_NEEDS_READY, on_stream_test, NULL },
+        { "stream_test",    "/stream/test",      HTTP_GET, ROUTE_NEEDS_READY | ROUTE_EVENT_STREAM,
+          on_stream_test, NULL },
 
         /* The event API. */
         { "events_publish", "/api/v1/topics/{topic}/events", HTTP_POST,
           ROUTE_NEEDS_READY | ROUTE_ACCEPTS_BODY | ROUTE_EVENT_BODY, on_publish, on_publish_admit },
         { "events_history", "/api/v1/topics/{topic}/events", HTTP_GET, ROUTE_NEEDS_READY, on_history, NULL },
-        { "events_stream",  "/api/v1/topics/{topic}/stream", HTTP_GET, ROUTE_NEEDS_READY, on_stream, NULL },
+        { "events_stream",  "/api/v1/topics/{topic}/stream", HTTP_GET,
+          ROUTE_NEEDS_READY | ROUTE_EVENT_STREAM, on_stream, NULL },
 
         /* Everything under /api answers 503 until ready, then 404 unless a
          * more precise route above takes it. */

@@ -290,6 +290,12 @@ void http_server_set_ready(HttpServer *s, bool ready) {
         s->ready = ready;
 }
 
+void http_server_set_stream_retry_hint(HttpServer *s, usec_t usec) {
+        assert(s);
+
+        s->stream_retry_hint_usec = usec;
+}
+
 void http_server_set_body_limits(HttpServer *s, uint64_t max_body_bytes, uint64_t max_event_bytes,
                                  uint64_t max_buffered_body_bytes) {
         assert(s);

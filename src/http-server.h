@@ -92,6 +92,9 @@ uint16_t http_server_public_port(const HttpServer *server);
 
 /* Routes flagged ROUTE_NEEDS_READY answer 503 until this is set. */
 void http_server_set_ready(HttpServer *server, bool ready);
+
+/* STREAM_RETRY_HINT, for streams refused with an "unavailable" event. */
+void http_server_set_stream_retry_hint(HttpServer *server, usec_t usec);
 void http_server_set_body_limits(HttpServer *server, uint64_t max_body_bytes, uint64_t max_event_bytes,
                                  uint64_t max_buffered_body_bytes);
 

@@ -290,9 +290,11 @@ static void manager_apply_config(Manager *m) {
         health_set_settings(m->health, &hs);
         stream_hub_set_settings(m->streams, &ss);
         startup_set_timeouts(m->startup, c->migration_lock_timeout_usec, c->retry_backoff_max_usec);
-        if (m->http)
+        if (m->http) {
                 http_server_set_body_limits(m->http, c->max_body_bytes, c->max_event_bytes,
                                             c->max_buffered_body_bytes);
+                http_server_set_stream_retry_hint(m->http, c->stream_retry_hint_usec);
+        }
         /* A drain keeps the deadlines it started with. */
         if (m->drain && !drain_active(m->drain))
                 drain_set_timeouts(m->drain, c->shutdown_timeout_usec, c->drain_timeout_usec);
@@ -431,6 +433,7 @@ static int manager_start_http(Manager *m) {
         http_server_set_request_done_callback(m->http, on_request_done, m);
         http_server_set_request_log_callback(m->http, access_log_request, m->access_log);
         http_server_set_public_ops(m->http, c->public_health);
+        http_server_set_stream_retry_hint(m->http, c->stream_retry_hint_usec);
         return 0;
 }
 

@@ -1,5 +1,6 @@
 """A Server-Sent-Events subscriber (SseClient) on a thread of its own."""
 
+import re
 import socket
 import threading
 
@@ -41,6 +42,7 @@ class SseClient:
     def _run(self):
         buf = b''
         head_done = False
+        length = None
         try:
             while True:
                 self.reading.wait()
@@ -53,7 +55,17 @@ class SseClient:
                         continue
                     head, buf = buf.split(b'\r\n\r\n', 1)
                     self.status = int(head.split(b' ')[1])
+                    m = re.search(rb'(?im)^content-length: *(\d+)', head)
+                    length = int(m.group(1)) if m else None
                     head_done = True
+                if length is not None:
+                    # A whole answer, not a stream (an error, or the ended
+                    # stream of a refusal): the events in it, then the end.
+                    if len(buf) < length:
+                        continue
+                    self._raw = buf[:length] + b'\n\n'
+                    self._events_from_raw()
+                    break
                 buf = self._parse(buf)
         except OSError:
             pass
@@ -78,19 +90,23 @@ class SseClient:
                     self.ended = True
             self._raw += buf[line_end + 2:line_end + 2 + size]
             buf = buf[line_end + 2 + size + 2:]
-            while b'\n\n' in self._raw:
-                block, self._raw = self._raw.split(b'\n\n', 1)
-                fields = {}
-                for line in block.decode().split('\n'):
-                    if line.startswith(':') or ':' not in line:
-                        continue
-                    k, v = line.split(':', 1)
-                    fields.setdefault(k, []).append(v[1:] if v.startswith(' ') else v)
-                if 'data' in fields:
-                    ev = (int(fields['id'][0]) if 'id' in fields else None,
-                          fields.get('event', ['message'])[0], '\n'.join(fields['data']))
-                    with self.lock:
-                        self.events.append(ev)
+            self._events_from_raw()
+
+    def _events_from_raw(self):
+        """Takes the whole events out of the de-chunked text."""
+        while b'\n\n' in self._raw:
+            block, self._raw = self._raw.split(b'\n\n', 1)
+            fields = {}
+            for line in block.decode().split('\n'):
+                if line.startswith(':') or ':' not in line:
+                    continue
+                k, v = line.split(':', 1)
+                fields.setdefault(k, []).append(v[1:] if v.startswith(' ') else v)
+            if 'data' in fields:
+                ev = (int(fields['id'][0]) if 'id' in fields else None,
+                      fields.get('event', ['message'])[0], '\n'.join(fields['data']))
+                with self.lock:
+                    self.events.append(ev)
 
     def ids(self, event='message'):
         with self.lock:

@@ -478,6 +478,88 @@ def an_event_over_the_nats_limit_reaches_the_other_instance_at_once(ctx):
           f'{took:.2f} s after the last 201 (resync: 1 h)', flush=True)
 
 
+class StreamStart:
+    """A stream request as an EventSource sends it (Accept:
+    text/event-stream) or as a plain client does, whose whole answer is
+    read strictly: status, headers, body, and the seconds until it ended."""
+
+    def __init__(self, port, topic, event_source, timeout=10):
+        accept = b'Accept: text/event-stream\r\n' if event_source else b''
+        started = time.monotonic()
+        with socket.create_connection(('127.0.0.1', port), timeout=timeout) as s:
+            s.sendall(f'GET /api/v1/topics/{topic}/stream HTTP/1.1\r\nHost: t\r\n'.encode() + accept +
+                      b'\r\n')
+            r = harness.StrictReader(s).response()
+        self.took = time.monotonic() - started
+        self.status, self.body = r.status, r.body.decode()
+        self.headers = {k.lower(): v for k, v in r.headers}
+
+    def __repr__(self):
+        return f'<{self.status} after {self.took:.2f} s: {self.headers} {self.body[:300]!r}>'
+
+    def unavailable(self):
+        """The data of the "unavailable" event of an ended 200 stream."""
+        assert self.status == 200 and self.headers['content-type'] == 'text/event-stream', self
+        assert self.body.startswith('retry: 2000\n\n') and '\nevent: unavailable\ndata: {' in '\n' + self.body, self
+        return json.loads(self.body.split('data: ', 1)[1].split('\n', 1)[0])
+
+
+@test
+def a_stream_that_cannot_start_is_answered_at_once_as_a_browser_can_retry(ctx):
+    """A browser's EventSource gives up for good on any status but 200, and
+    retries after a 200 ends. A stream that cannot start (not ready yet,
+    the database down) is answered within seconds: an ended 200 event
+    stream with a retry hint and an "unavailable" event for an EventSource,
+    a 503 for other clients; and it starts once the cause is gone."""
+    pg = ctx.postgres()
+    pg.stop()
+    b = ctx.batond({'DATABASE_URL': pg.url(), **FAST}).start()
+    b.notify.wait_for(r'STATUS=Starting: waiting for PostgreSQL', 10)
+    not_ready = StreamStart(b.port, 'browser', event_source=True)
+    assert not_ready.unavailable()['error'] == 'not_ready'
+    plain = StreamStart(b.port, 'browser', event_source=False)
+    assert plain.status == 503 and json.loads(plain.body)['error'] == 'not_ready', plain
+    pg.start()
+    b.wait_ready(20)
+
+    pg.kill()
+    down = StreamStart(b.port, 'browser', event_source=True)
+    data = down.unavailable()
+    assert data['error'] == 'unavailable' and down.took < 4, down
+    plain = StreamStart(b.port, 'browser', event_source=False)
+    assert plain.status == 503 and plain.headers['retry-after'] == '1' and plain.took < 4, plain
+    # Counted as what it is: a stream that did not start.
+    metrics = b.get('/metrics').body
+    assert re.search(r'^baton_http_requests_total\{route="events_stream",method="GET",status="5xx"\} [1-9]',
+                     metrics, re.M), re.findall(r'^baton_http_requests_total\{route="events_stream".*$', metrics, re.M)
+
+    pg.start()
+    wait_until(lambda: b.get('/_/health/ready').status == 200, 20, what='ready again')
+    # Frozen, the server answers nothing: a new topic's stream (whose start
+    # needs a query) is answered when its start deadline passes.
+    pg.freeze()
+    frozen = StreamStart(b.port, 'browser-frozen', event_source=True)
+    pg.thaw()
+    assert frozen.unavailable()['error'] == 'unavailable' and 2.5 < frozen.took < 4, frozen
+
+    def live_stream():
+        """A stream that started for real (as an EventSource retrying would)."""
+        sub = ctx.subscribe(b.port, '/api/v1/topics/browser/stream', last_event_id=0)
+        time.sleep(0.3)
+        if sub.ended or sub.ids('unavailable'):
+            sub.close()
+            return None
+        return sub
+    sub = wait_until(live_stream, 20, interval=0.3, what='a stream to start once the database is back')
+    # Each connection comes back on its own: publishing may follow a little later.
+    wait_until(lambda: publish(b.port, 'browser', {'back': True}).status == 201, 20, interval=0.2,
+               what='publishing to work again')
+    sub.wait_for_id(1)
+    print(f"# not ready: 200 + unavailable after {not_ready.took * 1000:.0f} ms; database down: after "
+          f"{down.took * 1000:.0f} ms ({data['message']}); frozen: after {frozen.took:.2f} s; "
+          f"plain clients: 503", flush=True)
+
+
 @test
 def database_outage_keeps_streams_and_never_lies_about_publishes(ctx):
     pg, b = one_instance(ctx)

@@ -7,6 +7,7 @@ import sys
 import time
 import traceback
 
+from . import browser
 from .batond import Batond
 from .core import VERBOSE, TempDir
 from .nats import Nats
@@ -44,6 +45,11 @@ class Context:
 
     def batond(self, env, **kw):
         return self.add(Batond(self.tmp, env, **kw), lambda b: b.stop())
+
+    def browser(self):
+        if not browser.CHROMIUM:
+            raise Skip('chromium is not installed (apt-get install chromium; ./tools/dev deps does)')
+        return self.add(browser.Browser(self.tmp), lambda b: b.close())
 
     def subscribe(self, port, path, **kw):
         return self.add(SseClient(port, path, **kw), lambda c: c.close())

@@ -58,6 +58,7 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
         KEY(DATABASE_CONNECT_TIMEOUT,  TYPE_DURATION,       database_connect_timeout_usec,  "10s",   SEC(1), SEC(300), true),
         KEY(DATABASE_QUERY_TIMEOUT,    TYPE_DURATION,       database_query_timeout_usec,    "10s",   MSEC(100), SEC(300), true),
         KEY(MIGRATION_LOCK_TIMEOUT,    TYPE_DURATION,       migration_lock_timeout_usec,    "10s",   MSEC(100), SEC(3600), true),
+        KEY(DATABASE_REPLAY_CONNECTIONS, TYPE_UINT,           database_replay_connections,    "2",     0, 16, false),
         KEY(SERVER_HOST,               TYPE_HOST,           server_host,                    "127.0.0.1", 0, 0, false),
         KEY(SERVER_PORT,               TYPE_UINT,           server_port,                    "8080",  1, 65535, false),
         KEY(MAX_CONNECTIONS,           TYPE_UINT,           max_connections,                "10000", 16, 1000000, false),

@@ -29,6 +29,7 @@ typedef enum ConfigKeyId {
         CONFIG_DATABASE_CONNECT_TIMEOUT,
         CONFIG_DATABASE_QUERY_TIMEOUT,
         CONFIG_MIGRATION_LOCK_TIMEOUT,
+        CONFIG_DATABASE_REPLAY_CONNECTIONS,
         CONFIG_SERVER_HOST,
         CONFIG_SERVER_PORT,
         CONFIG_MAX_CONNECTIONS,
@@ -67,6 +68,7 @@ typedef struct Config {
         usec_t database_connect_timeout_usec;
         usec_t database_query_timeout_usec;
         usec_t migration_lock_timeout_usec;
+        uint64_t database_replay_connections;
 
         char *server_host;
         uint64_t server_port;

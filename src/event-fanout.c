@@ -13,13 +13,17 @@
 #include "log.h"
 #include "loop-util.h"
 
-/* Events read per replay page, at most. */
-#define FETCH_PAGE 500
-/* A replay page holds events up to replay_page_bytes of payload (at least
- * one event), and the next page is read only once the client took the
- * previous one: a client far behind never makes us hold more than a page
- * for it, and its stream stays below its buffer limit (a page plus one
- * event of at most a quarter of it). */
+/* Events read per replay page, at most. A page also ends at
+ * replay_page_bytes of payload (at least one event). */
+#define FETCH_PAGE 2000
+/* Replays are pipelined: the next page is asked for when the stream has
+ * written all but half a page of the last one, so the query overlaps the
+ * writing. And they are bounded: a replay needs one of REPLAY_SLOTS to
+ * fetch a page, and holds it until that page is written down to the
+ * half-page mark; replays beyond that wait their turn, first come first
+ * served, each page a turn. So replays hold about REPLAY_SLOTS x 1.5
+ * pages of memory however many streams catch up at once (README: Memory). */
+#define REPLAY_SLOTS 64
 #define RETRY_MIN_USEC (100 * USEC_PER_MSEC)
 #define RETRY_MAX_USEC (5 * USEC_PER_SEC)
 /* Sends (an event to one subscriber) per loop turn, across channels: a
@@ -50,10 +54,19 @@ typedef struct Subscriber {
         bool has_after;
         bool fetching;
         bool wants_room;                /* replay waits for the client to read */
+        bool holds_slot;                /* one of REPLAY_SLOTS */
+        Db *replay_db;                  /* where its page query runs, while fetching */
         unsigned failures;
         sd_event_source *retry;
         ListNode in_channel;            /* in its channel's subscribers */
+        ListNode in_waiting;            /* in the fanout's, waiting for a replay slot */
 } Subscriber;
+
+/* A connection replays run on, and how many page queries it has. */
+typedef struct ReplayConnection {
+        Db *db;
+        unsigned in_flight;
+} ReplayConnection;
 
 /* Events in order, handed on by the channel's TopicOrder, waiting for
  * their turn to go to the subscribers: a ring. */
@@ -88,6 +101,11 @@ struct Fanout {
         sd_event_source *deliver_source;
         sd_event_source *reap_source;
         FanoutCounters counters;
+        ReplayConnection replay[FANOUT_REPLAY_CONNECTIONS_MAX];
+        size_t n_replay;
+        size_t slots_used;
+        ListNode replay_waiting;        /* subscribers, first come first served */
+        sd_event_source *grant_source;  /* hands freed slots to the waiting */
         bool resyncing;
         bool resync_again;              /* asked for while one ran */
         sd_event_source *resync_timer;
@@ -328,12 +346,94 @@ static void channel_apply(Channel *ch, OrderPlan plan) {
 
 /* --- subscribers --- */
 
-static void subscriber_go_live(Subscriber *sub) {
-        sub->state = SUBSCRIBER_LIVE;
-        stream_set_drain_callback(sub->stream, NULL, NULL);
+/* --- replays: their connections and their slots --- */
+
+/* The least busy connected replay connection; the read connection when
+ * there are none (or none is up). */
+static Db *replay_db_pick(Fanout *f) {
+        ReplayConnection *best = NULL;
+
+        for (size_t i = 0; i < f->n_replay; i++)
+                if (db_connected(f->replay[i].db) && (!best || f->replay[i].in_flight < best->in_flight))
+                        best = &f->replay[i];
+        if (!best)
+                return f->db;
+        best->in_flight++;
+        return best->db;
 }
 
+static void replay_db_done(Fanout *f, Db *db) {
+        for (size_t i = 0; i < f->n_replay; i++)
+                if (f->replay[i].db == db) {
+                        assert(f->replay[i].in_flight > 0);
+                        f->replay[i].in_flight--;
+                }
+}
+
+/* The subscriber's page query goes, its callback with it. */
+static void subscriber_cancel_fetch(Subscriber *sub) {
+        Fanout *f = sub->channel->fanout;
+
+        if (!sub->fetching)
+                return;
+        db_cancel(sub->replay_db, sub);
+        replay_db_done(f, sub->replay_db);
+        sub->fetching = false;
+        sub->replay_db = NULL;
+}
+
+/* granted: the grant handed this subscriber its turn (it was first in
+ * line); others join the line if anyone waits. */
+static bool replay_slot_take(Subscriber *sub, bool granted) {
+        Fanout *f = sub->channel->fanout;
+
+        if (sub->holds_slot)
+                return true;
+        if (f->slots_used < REPLAY_SLOTS && (granted || list_empty(&f->replay_waiting))) {
+                f->slots_used++;
+                sub->holds_slot = true;
+                return true;
+        }
+        if (!list_linked(&sub->in_waiting))
+                list_append(&f->replay_waiting, &sub->in_waiting);
+        return false;
+}
+
+static void replay_slot_release(Subscriber *sub) {
+        Fanout *f = sub->channel->fanout;
+
+        list_remove(&sub->in_waiting);
+        if (!sub->holds_slot)
+                return;
+        sub->holds_slot = false;
+        assert(f->slots_used > 0);
+        f->slots_used--;
+        if (!list_empty(&f->replay_waiting))
+                schedule(f->grant_source, SD_EVENT_ONESHOT, "handing out replay slots");
+}
+
+static void subscriber_fetch_turn(Subscriber *sub, bool granted);
+
+static int on_grant(sd_event_source *source, void *userdata) {
+        Fanout *f = userdata;
+
+        while (f->slots_used < REPLAY_SLOTS && !list_empty(&f->replay_waiting)) {
+                Subscriber *sub = list_first(&f->replay_waiting, Subscriber, in_waiting);
+                list_remove(&sub->in_waiting);
+                subscriber_fetch_turn(sub, true);
+        }
+        return 0;
+}
+
+static void subscriber_go_live(Subscriber *sub) {
+        sub->state = SUBSCRIBER_LIVE;
+        stream_set_drain_callback(sub->stream, 0, NULL, NULL);
+        replay_slot_release(sub);
+}
+
+/* The slot goes to others while this one backs off. */
 static void subscriber_retry(Subscriber *sub) {
+        replay_slot_release(sub);
         if (event_timer_arm(sub->retry, backoff(sub->failures++)) < 0)
                 stream_end_with_reconnect(sub->stream, "replay failed");
 }
@@ -345,6 +445,8 @@ static void on_replay_page(Db *db, const DbResult *result, void *userdata) {
         int r = 0;
 
         sub->fetching = false;
+        sub->replay_db = NULL;
+        replay_db_done(ch->fanout, db);
         if (result->error) {
                 log_warning("Cannot replay topic %s from PostgreSQL: %s", ch->topic, result->error);
                 subscriber_retry(sub);
@@ -374,34 +476,48 @@ static void on_replay_page(Db *db, const DbResult *result, void *userdata) {
          * the position reaches the channel (and so this subscriber) live. */
         if (order_replay_next(ch->order.position, rows, &sub->cursor) == REPLAY_LIVE)
                 subscriber_go_live(sub);
-        else if (stream_queued_bytes(sub->stream) > 0)
-                sub->wants_room = true;
+        else if (stream_queued_bytes(sub->stream) > ch->fanout->settings.replay_page_bytes / 2)
+                sub->wants_room = true;         /* on_stream_drained() goes on */
         else
                 subscriber_fetch(sub);
 }
 
-static void subscriber_fetch(Subscriber *sub) {
+static void subscriber_fetch_turn(Subscriber *sub, bool granted) {
         Fanout *f = sub->channel->fanout;
+        Db *db;
         int r;
 
         if (sub->fetching)
                 return;
         sub->wants_room = false;
-        r = store_query_page(f->db, sub->channel->topic, sub->cursor, FETCH_PAGE,
+        if (!replay_slot_take(sub, granted))
+                return;         /* on_grant() calls again */
+        db = replay_db_pick(f);
+        r = store_query_page(db, sub->channel->topic, sub->cursor, FETCH_PAGE,
                              f->settings.replay_page_bytes, f->settings.query_timeout_usec,
                              on_replay_page, sub);
         if (r < 0) {
+                replay_db_done(f, db);
                 subscriber_retry(sub);
                 return;
         }
         sub->fetching = true;
+        sub->replay_db = db;
 }
 
+static void subscriber_fetch(Subscriber *sub) {
+        subscriber_fetch_turn(sub, false);
+}
+
+/* The last page is written down to half a page: give the slot back (a
+ * replay waiting goes first) and ask for the next one. */
 static void on_stream_drained(Stream *stream, void *userdata) {
         Subscriber *sub = userdata;
 
-        if (sub->state == SUBSCRIBER_REPLAYING && sub->wants_room)
-                subscriber_fetch(sub);
+        if (sub->state != SUBSCRIBER_REPLAYING || !sub->wants_room)
+                return;
+        replay_slot_release(sub);
+        subscriber_fetch(sub);
 }
 
 static void subscriber_free(Subscriber *sub);
@@ -460,7 +576,7 @@ static void subscriber_start(Subscriber *sub) {
                 return;
         }
         sub->state = SUBSCRIBER_REPLAYING;
-        stream_set_drain_callback(sub->stream, on_stream_drained, sub);
+        stream_set_drain_callback(sub->stream, ch->fanout->settings.replay_page_bytes / 2, on_stream_drained, sub);
         subscriber_fetch(sub);
 }
 
@@ -584,7 +700,8 @@ static Channel *channel_new(Fanout *f, const char *topic) {
 static void subscriber_free(Subscriber *sub) {
         Channel *ch = sub->channel;
 
-        db_cancel(ch->fanout->db, sub);
+        subscriber_cancel_fetch(sub);
+        replay_slot_release(sub);
         sd_event_source_disable_unref(sub->retry);
         list_remove(&sub->in_channel);
         assert(ch->n_subscribers > 0 && ch->fanout->counters.subscribers > 0);
@@ -738,6 +855,7 @@ int fanout_new(sd_event *event, Db *read_db, StreamHub *streams, const FanoutSet
                 return -ENOMEM;
         list_init(&f->busy);
         list_init(&f->unused);
+        list_init(&f->replay_waiting);
         f->event = sd_event_ref(event);
         f->db = read_db;
         f->streams = streams;
@@ -749,6 +867,9 @@ int fanout_new(sd_event *event, Db *read_db, StreamHub *streams, const FanoutSet
         if (r < 0)
                 return r;
         r = event_defer_new(event, &f->reap_source, on_reap, f);
+        if (r < 0)
+                return r;
+        r = event_defer_new(event, &f->grant_source, on_grant, f);
         if (r < 0)
                 return r;
         r = event_timer_new(event, &f->resync_timer, 100 * USEC_PER_MSEC, on_resync_timer, f);
@@ -774,9 +895,19 @@ Fanout *fanout_free(Fanout *f) {
         sd_event_source_disable_unref(f->resync_timer);
         sd_event_source_disable_unref(f->deliver_source);
         sd_event_source_disable_unref(f->reap_source);
+        sd_event_source_disable_unref(f->grant_source);
         sd_event_unref(f->event);
         hashmap_done(&f->channels);
         return mfree(f);
+}
+
+int fanout_add_replay_connection(Fanout *f, Db *db) {
+        assert(f && db);
+
+        if (f->n_replay >= FANOUT_REPLAY_CONNECTIONS_MAX)
+                return -E2BIG;
+        f->replay[f->n_replay++] = (ReplayConnection) { .db = db };
+        return 0;
 }
 
 void fanout_set_settings(Fanout *f, const FanoutSettings *settings) {

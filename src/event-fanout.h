@@ -31,8 +31,8 @@ typedef struct Fanout Fanout;
 typedef struct FanoutSettings {
         usec_t query_timeout_usec;
         usec_t resync_interval_usec;
-        /* Payload bytes per replay page; with the largest event on top it
-         * must fit a stream's buffer (half of it does). */
+        /* Payload bytes per replay page (at least one event): with the
+         * largest event on top, well within a stream's hard cap. */
         size_t replay_page_bytes;
 } FanoutSettings;
 
@@ -49,6 +49,17 @@ Fanout *fanout_free(Fanout *f);
 DEFINE_POINTER_CLEANUP(Fanout, fanout_free);
 
 void fanout_set_settings(Fanout *f, const FanoutSettings *settings);
+
+/* Replay pages: 1 MiB of payload, or four of the largest events. */
+#define REPLAY_PAGE_BYTES_MIN (1024 * 1024)
+#define REPLAY_PAGE_BYTES_FOR(max_event_bytes) \
+        ((max_event_bytes) * 4 > REPLAY_PAGE_BYTES_MIN ? (max_event_bytes) * 4 : REPLAY_PAGE_BYTES_MIN)
+
+/* Replays run on these connections (the least busy one that is up), so
+ * that many replays do not serialise on one; on the read connection while
+ * there are none, or none is up. */
+#define FANOUT_REPLAY_CONNECTIONS_MAX 16
+int fanout_add_replay_connection(Fanout *f, Db *db);
 
 /* A committed event (local publish or bus): envelope as in event-format.h. */
 void fanout_event(Fanout *f, const char *topic, uint64_t id, const char *envelope);

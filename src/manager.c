@@ -263,7 +263,7 @@ static FanoutSettings fanout_settings(const Config *c) {
         return (FanoutSettings) {
                 .query_timeout_usec = c->database_query_timeout_usec,
                 .resync_interval_usec = c->stream_resync_interval_usec,
-                .replay_page_bytes = STREAM_BUFFER_FOR(c->max_event_bytes) / 2,
+                .replay_page_bytes = REPLAY_PAGE_BYTES_FOR(c->max_event_bytes),
         };
 }
 
@@ -282,6 +282,9 @@ static void manager_apply_config(Manager *m) {
                         c->database_query_timeout_usec);
         db_set_timeouts(m->db_read, c->database_connect_timeout_usec, c->retry_backoff_max_usec,
                         c->database_query_timeout_usec);
+        for (size_t i = 0; i < m->n_db_replay; i++)
+                db_set_timeouts(m->db_replay[i], c->database_connect_timeout_usec, c->retry_backoff_max_usec,
+                                c->database_query_timeout_usec);
         if (m->listener)
                 db_set_timeouts(pglisten_db(m->listener), c->database_connect_timeout_usec,
                                 c->retry_backoff_max_usec, c->database_query_timeout_usec);
@@ -496,6 +499,11 @@ static int manager_setup_events(Manager *m) {
         r = fanout_new(m->event, m->db_read, m->streams, &fs, &m->fanout);
         if (r < 0)
                 return r;
+        for (size_t i = 0; i < m->n_db_replay; i++) {
+                r = fanout_add_replay_connection(m->fanout, m->db_replay[i]);
+                if (r < 0)
+                        return r;
+        }
         if (m->bus) {
                 bus_set_event_callback(m->bus, on_bus_event, m);
                 bus_set_lost_callback(m->bus, on_bus_lost, m);
@@ -515,6 +523,13 @@ static int manager_setup_dependencies(Manager *m) {
             (r = make_db(m, app_name, "publish", &m->db_write)) < 0 ||
             (r = make_db(m, app_name, "read", &m->db_read)) < 0)
                 return r;
+        for (; m->n_db_replay < c->database_replay_connections; m->n_db_replay++) {
+                char purpose[32];
+                snprintf(purpose, sizeof(purpose), "replay%zu", m->n_db_replay + 1);
+                r = make_db(m, app_name, purpose, &m->db_replay[m->n_db_replay]);
+                if (r < 0)
+                        return r;
+        }
         db_set_state_callback(m->db, on_db_state, m);
 
         if (c->nats_enabled) {
@@ -648,6 +663,9 @@ int manager_start(Manager *m) {
         if ((r = db_start(m->db_write)) < 0 || (r = db_start(m->db_read)) < 0 ||
             (m->listener && (r = pglisten_start(m->listener)) < 0))
                 return log_error_errno(r, "Failed to start the database connections: %m");
+        for (size_t i = 0; i < m->n_db_replay; i++)
+                if ((r = db_start(m->db_replay[i])) < 0)
+                        return log_error_errno(r, "Failed to start the database connections: %m");
         return startup_begin(m->startup);       /* logs its failures (NATS's words) */
 }
 
@@ -688,6 +706,8 @@ Manager *manager_free(Manager *m) {
         db_free(m->db);
         db_free(m->db_write);
         db_free(m->db_read);
+        for (size_t i = 0; i < m->n_db_replay; i++)
+                db_free(m->db_replay[i]);
         health_free(m->health);
         stream_hub_free(m->streams);
         http_shared_response_unref(m->live_response);

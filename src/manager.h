@@ -38,6 +38,8 @@ typedef struct Manager {
         Db *db;
         Db *db_write;
         Db *db_read;
+        Db *db_replay[FANOUT_REPLAY_CONNECTIONS_MAX];   /* DATABASE_REPLAY_CONNECTIONS */
+        size_t n_db_replay;
         PgListener *listener;           /* NULL when NATS__ENABLED */
         Bus *bus;                       /* NULL unless NATS__ENABLED */
         Publisher *publisher;

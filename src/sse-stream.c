@@ -37,6 +37,7 @@ struct Stream {
         void *close_userdata;
         StreamDrainCallback drain_cb;
         void *drain_userdata;
+        size_t drain_below;             /* call drain_cb once queued bytes are at most this */
 
         ListNode in_hub;                /* in the hub's, while its request lasts */
 };
@@ -145,8 +146,9 @@ static ssize_t on_read(void *cls, uint64_t pos, char *buf, size_t max) {
                 if (s->queue.bytes <= s->hub->settings.buffer_max_bytes)
                         s->over_since = 0;
                 /* Whoever feeds this stream in pages (a replay) wants to know
-                 * when it has room again. */
-                if (s->queue.bytes == 0 && s->drain_cb && !s->finishing)
+                 * when it has room again: early enough to fetch the next
+                 * page while the rest of this one is written. */
+                if (s->queue.bytes <= s->drain_below && s->drain_cb && !s->finishing)
                         s->drain_cb(s, s->drain_userdata);
                 return (ssize_t) n;
         }
@@ -244,9 +246,10 @@ size_t stream_queued_bytes(const Stream *s) {
         return s->queue.bytes;
 }
 
-void stream_set_drain_callback(Stream *s, StreamDrainCallback cb, void *userdata) {
+void stream_set_drain_callback(Stream *s, size_t below_bytes, StreamDrainCallback cb, void *userdata) {
         assert(s);
 
+        s->drain_below = below_bytes;
         s->drain_cb = cb;
         s->drain_userdata = userdata;
 }

@@ -52,7 +52,8 @@ typedef struct StreamSettings {
  * stream must not be used after this returns. */
 typedef void (*StreamCloseCallback)(Stream *stream, void *userdata);
 
-/* Everything queued was handed to the connection: room for more. */
+/* What is queued went down to the stream's low-water mark as it was
+ * handed to the connection: room for more. */
 typedef void (*StreamDrainCallback)(Stream *stream, void *userdata);
 
 int stream_hub_new(sd_event *event, const StreamSettings *settings, StreamHub **ret);
@@ -88,7 +89,8 @@ int stream_open(StreamHub *hub, HttpRequest *req, StreamCloseCallback close_cb, 
 int stream_send_frame(Stream *s, Frame *f);
 int stream_send_event(Stream *s, const char *id, const char *event, const char *data);
 size_t stream_queued_bytes(const Stream *s);
-void stream_set_drain_callback(Stream *s, StreamDrainCallback cb, void *userdata);
+/* cb runs whenever a write leaves at most below_bytes queued. */
+void stream_set_drain_callback(Stream *s, size_t below_bytes, StreamDrainCallback cb, void *userdata);
 
 /* Ends the stream once what is queued has been sent. */
 void stream_finish(Stream *s);

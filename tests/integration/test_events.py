@@ -349,6 +349,34 @@ def a_subscriber_that_reads_nothing_at_all_is_disconnected(ctx):
 
 
 @test
+def many_streams_catching_up_at_once_each_get_everything_in_order(ctx):
+    """70 streams resume from Last-Event-ID 0 at once on 600 stored events
+    of 2 KB (two replay pages each): more than the 64 replays that may hold
+    a page at once, so some wait their turn; the pages spread over the
+    replay connections. Every stream gets every event once, in order, and
+    then the live ones."""
+    pg, b = one_instance(ctx)
+    topic = 'catch-up'
+    n = 600
+    pg.psql(f"INSERT INTO topics (name, last_id) VALUES ('{topic}', {n});"
+            f"INSERT INTO events (topic, id, payload) SELECT '{topic}', g, "
+            f"json_build_object('n', g, 'pad', repeat('x', 2000))::json FROM generate_series(1, {n}) g")
+    started = time.monotonic()
+    subs = [ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream', last_event_id=0) for _ in range(70)]
+    for sub in subs:
+        sub.wait_for_id(n, timeout=60)
+    took = time.monotonic() - started
+    replays = pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'batond%/replay%'")
+    assert publish(b.port, topic, {'live': True}).status == 201
+    for sub in subs:
+        sub.wait_for_id(n + 1)
+        assert_exactly_once(sub.ids(), 1, n + 1)
+    assert replays == '2', replays
+    print(f'# 70 streams caught up on {n} x 2 KB in {took:.1f} s over 2 replay connections, then live',
+          flush=True)
+
+
+@test
 def a_hole_in_the_ids_is_skipped_after_a_wait_not_spun_on(ctx):
     """An event deleted by hand leaves a hole: the fan-out reads the range
     (here because the other "instance", psql, announces its events on

@@ -216,12 +216,17 @@ static void on_history(Db *db, const DbResult *result, void *userdata) {
                 http_respond_json_text(h->req, MHD_HTTP_OK, text, size);
 }
 
+/* HistoryRequests alive (HISTORY_CONCURRENT_MAX); the loop's only. */
+static unsigned history_in_flight;
+
 static void on_history_request_end(HttpRequest *req, void *userdata) {
         HistoryRequest *h = userdata;
 
         /* The query may still be running: its answer goes nowhere. */
         db_cancel(h->db, h);
         free(h);
+        assert(history_in_flight > 0);
+        history_in_flight--;
 }
 
 /* Parses an optional unsigned query parameter within [min, max]. */
@@ -247,6 +252,13 @@ void event_api_handle_history(Db *read_db, usec_t query_timeout_usec, HttpReques
 
         assert(read_db && req);
 
+        if (history_in_flight >= HISTORY_CONCURRENT_MAX) {
+                http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "overloaded",
+                                   "%d history requests are being served; retry shortly",
+                                   HISTORY_CONCURRENT_MAX);
+                http_request_add_response_header(req, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+                return;
+        }
         h = calloc(1, sizeof(HistoryRequest));
         if (!h) {
                 http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
@@ -269,6 +281,7 @@ void event_api_handle_history(Db *read_db, usec_t query_timeout_usec, HttpReques
                 free(h);
                 return;
         }
+        history_in_flight++;
         http_request_on_end(req, on_history_request_end, h);
 }
 

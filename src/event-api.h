@@ -14,6 +14,11 @@
 #define HISTORY_LIMIT_MAX 1000
 /* Payload bytes per history page (at least one event is returned). */
 #define HISTORY_BYTES_MAX 1048576
+/* History requests being served at once, from the query to the last byte
+ * sent: each may hold a page twice (the database's rows, the JSON). More
+ * get 503 overloaded with Retry-After, so that slow readers of big pages
+ * cannot pile up memory. */
+#define HISTORY_CONCURRENT_MAX 32
 
 /* POST /api/v1/topics/{topic}/events, at its headers: refuses a missing or
  * wrong token (401), a bad topic (400) and a body that is not JSON (415)

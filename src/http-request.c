@@ -456,7 +456,10 @@ void http_on_connection(void *cls, struct MHD_Connection *connection, void **soc
         if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
                 const union MHD_ConnectionInfo *info =
                         MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+                int sndbuf = HTTP_SNDBUF;
                 s->counters.active_connections++;
+                if (info && setsockopt(info->connect_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) < 0)
+                        log_debug_errno(errno, "Failed to limit a connection's send buffer, ignoring: %m");
                 *socket_context = info ? read_deadline_new(s->read_deadlines, info->connect_fd) : NULL;
                 if (!*socket_context)
                         log_debug("No read deadline for a new connection (out of memory).");

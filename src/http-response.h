@@ -56,6 +56,10 @@ bool http_request_accepts_event_stream(const HttpRequest *req);
 
 /* The socket send buffer of a stream (the kernel doubles it). */
 #define HTTP_STREAM_SNDBUF (64 * 1024)
+/* ... and of every other connection. Left to itself the kernel grows it to
+ * megabytes for a client that reads slowly, beyond every bound batond
+ * keeps (a history page is counted until its last byte left batond). */
+#define HTTP_SNDBUF (128 * 1024)
 
 /* Responds 200 with a body produced by 'reader' as it becomes available
  * (Server-Sent Events). The request then counts as a stream, not a request.

@@ -126,5 +126,36 @@ def bodies_in_memory_are_bounded_and_the_one_past_the_bound_gets_503(ctx):
          'a finished body gave its place back')
 
 
+@test
+def history_pages_served_at_once_are_bounded(ctx):
+    """40 clients ask for 1 MiB history pages and read them slowly (a 4 KiB
+    receive buffer): 32 are served, the others told 503 overloaded at
+    once; once the slow ones have read their pages, history answers again."""
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url()}).start()
+    b.wait_ready()
+    pg.psql("INSERT INTO topics (name, last_id) VALUES ('big', 100);"
+            "INSERT INTO events (topic, id, payload) SELECT 'big', g, "
+            "json_build_object('n', g, 'pad', repeat('x', 20000))::json FROM generate_series(1, 100) g")
+    clients = []
+    for _ in range(40):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(('127.0.0.1', b.port))
+        s.sendall(b'GET /api/v1/topics/big/events?limit=1000 HTTP/1.1\r\nHost: t\r\n\r\n')
+        clients.append(s)
+        time.sleep(0.02)
+    heads = [answer_of(s, 5) for s in clients]
+    served = [h for h in heads if h and h.startswith(b'HTTP/1.1 200 ')]
+    refused = [h for h in heads if h and h.startswith(b'HTTP/1.1 503 ')]
+    assert len(served) == 32 and len(refused) == 8, [h[:40] for h in heads]
+    assert all(b'Retry-After: 1' in h for h in refused)
+    for s in clients:
+        s.close()
+    wait_until(lambda: http_get(b.port, '/api/v1/topics/big/events?limit=1').status == 200, 10,
+               what='history to answer again')
+    note('40 slow readers of 1 MiB history pages: 32 served, 8 told 503 overloaded at once')
+
+
 if __name__ == '__main__':
     run()

@@ -23,7 +23,7 @@
  * half-page mark; replays beyond that wait their turn, first come first
  * served, each page a turn. So replays hold about REPLAY_SLOTS x 1.5
  * pages of memory however many streams catch up at once (README: Memory). */
-#define REPLAY_SLOTS 64
+#define REPLAY_SLOTS 32
 #define RETRY_MIN_USEC (100 * USEC_PER_MSEC)
 #define RETRY_MAX_USEC (5 * USEC_PER_SEC)
 /* Sends (an event to one subscriber) per loop turn, across channels: a

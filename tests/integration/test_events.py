@@ -351,7 +351,7 @@ def a_subscriber_that_reads_nothing_at_all_is_disconnected(ctx):
 @test
 def many_streams_catching_up_at_once_each_get_everything_in_order(ctx):
     """70 streams resume from Last-Event-ID 0 at once on 600 stored events
-    of 2 KB (two replay pages each): more than the 64 replays that may hold
+    of 2 KB (two replay pages each): more than the 32 replays that may hold
     a page at once, so some wait their turn; the pages spread over the
     replay connections. Every stream gets every event once, in order, and
     then the live ones."""

@@ -81,6 +81,7 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
         KEY(STREAM_RETRY_HINT,         TYPE_DURATION,       stream_retry_hint_usec,         "2s",    MSEC(100), SEC(3600), true),
         KEY(STREAM_RESYNC_INTERVAL,    TYPE_DURATION,       stream_resync_interval_usec,    "5s",    MSEC(100), SEC(3600), true),
         KEY(STREAM_SLOW_TIMEOUT,       TYPE_DURATION,       stream_slow_timeout_usec,       "10s",   SEC(1), SEC(3600), true),
+        KEY(MAX_STREAM_BACKLOG_BYTES,  TYPE_SIZE,           max_stream_backlog_bytes,       "256M",  KiB(1024) * 16, KiB(1024) * 1024 * 16, true),
         KEY(STREAM_TEST_MAX_DURATION,  TYPE_DURATION,       stream_test_max_duration_usec,  "1h",    SEC(1), SEC(24 * 3600), true),
         KEY(LOG_LEVEL,                 TYPE_LOG_LEVEL,      log_level,                      "info",  0, 0, true),
         KEY(DEPLOYMENT_COLOR,          TYPE_NAME,           deployment_color,               "",      0, 32, false),

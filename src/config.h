@@ -52,6 +52,7 @@ typedef enum ConfigKeyId {
         CONFIG_STREAM_RETRY_HINT,
         CONFIG_STREAM_RESYNC_INTERVAL,
         CONFIG_STREAM_SLOW_TIMEOUT,
+        CONFIG_MAX_STREAM_BACKLOG_BYTES,
         CONFIG_STREAM_TEST_MAX_DURATION,
         CONFIG_LOG_LEVEL,
         CONFIG_DEPLOYMENT_COLOR,
@@ -96,6 +97,7 @@ typedef struct Config {
         usec_t stream_retry_hint_usec;
         usec_t stream_resync_interval_usec;
         usec_t stream_slow_timeout_usec;
+        uint64_t max_stream_backlog_bytes;
         usec_t stream_test_max_duration_usec;
 
         int log_level;

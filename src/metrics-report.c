@@ -84,6 +84,9 @@ static void collect_events(Manager *m, Exposition *e) {
                           "Streams cut with a reconnect event because they stayed behind longer than "
                           "STREAM_SLOW_TIMEOUT, or their backlog reached its hard limit.",
                           (double) stream_hub_cut(m->streams));
+        exposition_scalar(e, "baton_stream_backlog_bytes", METRIC_GAUGE,
+                          "Bytes queued for streams and not yet sent, each event counted once "
+                          "(against MAX_STREAM_BACKLOG_BYTES).", (double) stream_hub_backlog_bytes(m->streams));
         exposition_scalar(e, "baton_stream_subscribers", METRIC_GAUGE,
                           "Subscribers of topic streams.", (double) f.subscribers);
         exposition_scalar(e, "baton_stream_topics", METRIC_GAUGE,

@@ -146,6 +146,7 @@ Frame *frame_new(const char *data, size_t size) {
         if (!f)
                 return NULL;
         f->n_ref = 1;
+        f->n_queued = 0;
         f->size = size;
         memcpy(f->data, data, size);
         return f;

@@ -33,6 +33,7 @@ void sse_buffer_done(SseBuffer *b);
  * heartbeat): built once, queued on any number of streams without copying. */
 typedef struct Frame {
         unsigned n_ref;
+        unsigned n_queued;              /* stream queues holding it (sse-stream.c's count) */
         size_t size;
         char data[];
 } Frame;

@@ -21,6 +21,7 @@ typedef struct FrameQueue {
         size_t capacity;
         size_t offset;                  /* bytes of items[head] already sent */
         size_t bytes;                   /* unsent bytes in the queue */
+        size_t *backlog;                /* the hub's: every queued frame counted once */
 } FrameQueue;
 
 struct Stream {
@@ -52,6 +53,10 @@ struct StreamHub {
         Frame *heartbeat;
         uint64_t cut;
         char *refuse_reason;            /* set once draining: new streams end at once */
+        /* Bytes of the frames queued on any stream, each counted once
+         * however many streams hold it: at most settings.backlog_max_bytes
+         * (on_slow_check() sees to it). */
+        size_t backlog_bytes;
 };
 
 /* --- the frame queue --- */
@@ -72,7 +77,19 @@ static int queue_push(FrameQueue *q, Frame *f) {
         q->items[(q->head + q->count) % q->capacity] = frame_ref(f);
         q->count++;
         q->bytes += f->size;
+        if (f->n_queued++ == 0)
+                *q->backlog += f->size;
         return 0;
+}
+
+/* The queue lets go of f (sent, dropped, or the stream is gone). */
+static void queue_release(FrameQueue *q, Frame *f) {
+        assert(f->n_queued > 0);
+        if (--f->n_queued == 0) {
+                assert(*q->backlog >= f->size);
+                *q->backlog -= f->size;
+        }
+        frame_unref(f);
 }
 
 /* Copies up to max queued bytes to buf, releasing frames fully sent. */
@@ -89,7 +106,7 @@ static size_t queue_take(FrameQueue *q, char *buf, size_t max) {
                 q->offset += chunk;
                 q->bytes -= chunk;
                 if (q->offset == f->size) {
-                        frame_unref(f);
+                        queue_release(q, f);
                         q->head = (q->head + 1) % q->capacity;
                         q->count--;
                         q->offset = 0;
@@ -106,16 +123,16 @@ static void queue_drop_unsent(FrameQueue *q) {
         while (q->count > keep) {
                 size_t last = (q->head + q->count - 1) % q->capacity;
                 q->bytes -= q->items[last]->size;
-                frame_unref(q->items[last]);
+                queue_release(q, q->items[last]);
                 q->count--;
         }
 }
 
 static void queue_done(FrameQueue *q) {
         for (size_t i = 0; i < q->count; i++)
-                frame_unref(q->items[(q->head + i) % q->capacity]);
+                queue_release(q, q->items[(q->head + i) % q->capacity]);
         free(q->items);
-        *q = (FrameQueue) { 0 };
+        *q = (FrameQueue) { .backlog = q->backlog };
 }
 
 /* --- streams --- */
@@ -283,16 +300,49 @@ void stream_end_with_reconnect(Stream *s, const char *reason) {
         stream_finish(s);
 }
 
+static int by_backlog_descending(const void *a, const void *b) {
+        size_t x = (*(Stream *const *) a)->queue.bytes, y = (*(Stream *const *) b)->queue.bytes;
+
+        return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Over the backlog bound for all streams together: the streams furthest
+ * behind (they pin the oldest frames) are cut until it holds again. Rare,
+ * so the sort is fine. */
+static void enforce_backlog(StreamHub *hub) {
+        _cleanup_free_ Stream **behind = NULL;
+        size_t n = 0, cut = 0;
+
+        if (hub->backlog_bytes <= hub->settings.backlog_max_bytes)
+                return;
+        behind = calloc(hub->n_streams, sizeof(Stream *));
+        if (!behind)
+                return;         /* next second */
+        LIST_FOREACH(s, &hub->streams, Stream, in_hub)
+                if (!s->finishing && s->queue.bytes > 0)
+                        behind[n++] = s;
+        qsort(behind, n, sizeof(Stream *), by_backlog_descending);
+        for (size_t i = 0; i < n && hub->backlog_bytes > hub->settings.backlog_max_bytes; i++, cut++)
+                stream_cut(behind[i], "too slow: the streams' backlog reached MAX_STREAM_BACKLOG_BYTES");
+        log_warning("The streams' backlog went past MAX_STREAM_BACKLOG_BYTES (%zu bytes); cut the %zu "
+                    "furthest behind.", hub->settings.backlog_max_bytes, cut);
+}
+
 /* Streams that stayed behind too long without being sent anything new,
- * and cut ones that do not read even their "reconnect". */
+ * cut ones that do not read even their "reconnect", and the backlog of
+ * all of them together. */
 static int on_slow_check(sd_event_source *source, uint64_t usec, void *userdata) {
         StreamHub *hub = userdata;
-        usec_t now = now_usec(CLOCK_MONOTONIC);
+        usec_t now;
 
+        enforce_backlog(hub);
+        /* After: a stream it just cut has its cut_at from now on. */
+        now = now_usec(CLOCK_MONOTONIC);
         LIST_FOREACH(s, &hub->streams, Stream, in_hub) {
                 if (!s->finishing && stream_too_slow(s, now))
                         stream_cut(s, "too slow: behind for longer than STREAM_SLOW_TIMEOUT");
-                else if (s->cut_at > 0 && s->req && now - s->cut_at >= hub->settings.slow_timeout_usec) {
+                else if (s->cut_at > 0 && s->req && now >= s->cut_at &&
+                         now - s->cut_at >= hub->settings.slow_timeout_usec) {
                         s->cut_at = 0;
                         http_stream_abort(s->req);
                 }
@@ -351,6 +401,7 @@ int stream_open(StreamHub *hub, HttpRequest *req, StreamCloseCallback close_cb, 
                 .hub = hub, .req = req, .response_alive = true,
                 .close_cb = close_cb, .close_userdata = userdata,
                 .last_write = now_usec(CLOCK_MONOTONIC),
+                .queue = { .backlog = &hub->backlog_bytes },
         };
         snprintf(retry, sizeof(retry), "retry: %" PRIu64 "\n\n",
                  hub->settings.retry_hint_usec / USEC_PER_MSEC);
@@ -427,6 +478,12 @@ sd_event *stream_hub_event(StreamHub *hub) {
         assert(hub);
 
         return hub->event;
+}
+
+size_t stream_hub_backlog_bytes(const StreamHub *hub) {
+        assert(hub);
+
+        return hub->backlog_bytes;
 }
 
 uint64_t stream_hub_cut(const StreamHub *hub) {

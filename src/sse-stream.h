@@ -46,6 +46,7 @@ typedef struct StreamSettings {
         size_t buffer_max_bytes;        /* see STREAM_BUFFER_FOR() */
         size_t buffer_hard_max_bytes;   /* see STREAM_BUFFER_HARD_FOR() */
         usec_t slow_timeout_usec;       /* STREAM_SLOW_TIMEOUT */
+        size_t backlog_max_bytes;       /* MAX_STREAM_BACKLOG_BYTES: all streams together */
 } StreamSettings;
 
 /* The stream ended (client gone, finished, cut off, server stopping). The
@@ -100,3 +101,8 @@ void stream_end_with_reconnect(Stream *s, const char *reason);
 
 /* Streams cut for being too slow, since the start. */
 uint64_t stream_hub_cut(const StreamHub *hub);
+
+/* What all streams have queued, each frame counted once. Checked against
+ * backlog_max_bytes every second: past it, the streams furthest behind
+ * are cut (with "reconnect") until it holds again. */
+size_t stream_hub_backlog_bytes(const StreamHub *hub);

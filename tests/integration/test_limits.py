@@ -157,5 +157,50 @@ def history_pages_served_at_once_are_bounded(ctx):
     note('40 slow readers of 1 MiB history pages: 32 served, 8 told 503 overloaded at once')
 
 
+@test
+def the_streams_backlog_is_bounded_by_cutting_those_furthest_behind(ctx):
+    """MAX_STREAM_BACKLOG_BYTES=16M, and 40 subscribers, one per topic,
+    that read nothing while 640 KB is published to each (25 MB in all, each
+    stream well within its own limits, and STREAM_SLOW_TIMEOUT an hour
+    away): the streams furthest behind are cut until the backlog is under
+    16 MiB again, a subscriber that reads is never cut, and every cut one
+    resumes from its last id with nothing missing."""
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url(), 'MAX_STREAM_BACKLOG_BYTES': '16M', 'STREAM_SLOW_TIMEOUT': '1h',
+                    'STREAM_HEARTBEAT_INTERVAL': '1s'}).start()
+    b.wait_ready()
+    idle = [ctx.subscribe(b.port, f'/api/v1/topics/backlog-{i}/stream', rcvbuf=4096, read=False)
+            for i in range(40)]
+    reader = ctx.subscribe(b.port, '/api/v1/topics/backlog-0/stream')
+    wait_until(lambda: gauge(b.port, 'baton_stream_subscribers') == 41, 10, what='the streams to open')
+    for i in range(40):
+        for k in range(20):
+            assert publish(b.port, f'backlog-{i}', {'k': k, 'pad': 'b' * 32000}).status == 201
+    wait_until(lambda: gauge(b.port, 'baton_stream_subscribers_cut_total') > 0 and
+               gauge(b.port, 'baton_stream_backlog_bytes') <= 16 * 1024 * KiB, 10,
+               what='the backlog to be cut back under its bound')
+    backlog, cut = gauge(b.port, 'baton_stream_backlog_bytes'), gauge(b.port, 'baton_stream_subscribers_cut_total')
+    reader.wait_for_id(20)
+    assert not reader.ended and not reader.ids('reconnect'), 'a subscriber that reads was cut'
+    assert 'MAX_STREAM_BACKLOG_BYTES' in b.log()
+    for s in idle:
+        s.start_reading()
+    resumed = 0
+    for i, s in enumerate(idle):
+        wait_until(lambda: 20 in s.ids() or s.ids('reconnect'), 30, what=f'stream {i} to read on')
+        if s.ids('reconnect'):
+            have = s.ids()
+            again = ctx.subscribe(b.port, f'/api/v1/topics/backlog-{i}/stream',
+                                  last_event_id=have[-1] if have else 0)
+            again.wait_for_id(20)
+            assert have + again.ids() == list(range(1, 21)), (have, again.ids())
+            resumed += 1
+        else:
+            assert s.ids() == list(range(1, 21)), s.ids()
+    assert resumed == cut, (resumed, cut)
+    note(f'40 idle streams x 640 KB against MAX_STREAM_BACKLOG_BYTES=16M: {cut:.0f} cut, backlog then '
+         f'{backlog / 1024 / KiB:.1f} MiB; every cut one resumed whole, the reader never cut')
+
+
 if __name__ == '__main__':
     run()

@@ -327,7 +327,7 @@ def a_connection_flood_does_not_get_batond_restarted_by_the_watchdog(ctx):
     c.write('/etc/systemd/system/batond.service.d/flood.conf',
             '[Service]\nWatchdogSec=2s\nEnvironment=MAX_CONNECTIONS=64\n')
     c.run(['systemctl', 'daemon-reload'])
-    c.run(['systemctl', 'restart', 'batond.service'])
+    c.run(['systemctl', 'restart', 'batond.socket', 'batond.service'])
     c.sh('until curl -sf http://127.0.0.1:8080/_/health/ready >/dev/null; do sleep 0.2; done', timeout=30)
     pid = c.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'batond']).stdout.strip()
     restarts = c.run(['systemctl', 'show', '-p', 'NRestarts', 'batond']).stdout.strip()

@@ -64,8 +64,12 @@ class Load:
     and when it was sent (t0) and answered (t1). Connections refused before
     anything was sent are only counted."""
 
-    def __init__(self, targets, pace=0.01, first_worker=0, pad=PAD):
+    def __init__(self, targets, pace=0.01, first_worker=0, pad=PAD, token=None):
         self.pad = pad
+        self.headers = {'Content-Type': 'application/json'}
+        if token:
+            self.headers['Authorization'] = f'Bearer {token}'
+
         self.records = []
         self.refused = 0
         self.lock = threading.Lock()
@@ -96,7 +100,7 @@ class Load:
             try:
                 conn.request('POST', f'/api/v1/topics/{topic}/events',
                              body=json.dumps({'w': w, 'k': rec['k'], 'pad': self.pad}),
-                             headers={'Content-Type': 'application/json'})
+                             headers=self.headers)
                 r = conn.getresponse()
                 body = r.read()
                 rec['status'] = r.status

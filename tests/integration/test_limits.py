@@ -9,7 +9,7 @@ import re
 import socket
 import time
 
-from tests.harness import http_get, publish, run, test, wait_until
+from tests.harness import Skip, http_get, run, test, wait_until
 from tests.integration.test_faults import CANCEL_GRACE, ENV, QUERY_TIMEOUT, Load, check_store, managed, note
 
 KiB = 1024
@@ -200,6 +200,89 @@ def the_streams_backlog_is_bounded_by_cutting_those_furthest_behind(ctx):
     assert resumed == cut, (resumed, cut)
     note(f'40 idle streams x 640 KB against MAX_STREAM_BACKLOG_BYTES=16M: {cut:.0f} cut, backlog then '
          f'{backlog / 1024 / KiB:.1f} MiB; every cut one resumed whole, the reader never cut')
+
+
+def rss_kib(pid):
+    with open(f'/proc/{pid}/status') as f:
+        return int(re.search(r'^VmRSS:\s+(\d+) kB', f.read(), re.M).group(1))
+
+
+@test
+def memory_stays_bounded_under_floods(ctx):
+    """10,000 connections each begin an unauthorised 64 KiB publish and
+    trickle its body, while 48 publishers flood a frozen PostgreSQL with
+    32 KB events. Unauthorised bodies are refused at their headers (401)
+    and never buffered, the publish queue stays within its bound, and the
+    resident memory stays under what the README's table gives for these
+    bounds (connections, bodies, the publish queue, the process itself).
+    Nothing crashes, and every acknowledged event is stored."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 10500:
+        raise Skip(f'needs an open-file limit of 10,500 for 10,000 client sockets (hard limit here: {hard})')
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    token = 'memory-test-token-0123456789'
+    pg = ctx.postgres()
+    b = ctx.batond({'DATABASE_URL': pg.url(), **ENV, 'API_TOKEN': token}, fdnames=['http', 'metrics']).start()
+    b.wait_ready()
+    public, ops = b.ports
+    base = rss_kib(b.pid)
+    topics = ('flood-a', 'flood-b')
+    load = managed(ctx, Load([(public, topics[w % 2]) for w in range(48)], pace=0, pad='m' * 32000,
+                             token=token), Load.stop)
+    wait_until(lambda: len(load.acked()) >= 100, 30, what='100 acknowledged publishes')
+    pg.freeze()
+    peak = rss_kib(b.pid)
+    unauthorised, refused, cut = [], 0, 0
+    head = (b'POST /api/v1/topics/flood-a/events HTTP/1.1\r\nHost: t\r\n'
+            b'Content-Type: application/json\r\nContent-Length: 65536\r\n\r\n')
+    for i in range(10000):
+        try:
+            s = socket.create_connection(('127.0.0.1', public), timeout=10)
+        except OSError:
+            refused += 1
+            continue
+        unauthorised.append(s)
+        # All of the body but its last byte: what a buffering server would
+        # hold, 640 MB for all of them. Refused at the headers, the
+        # connection is closed under the sender's feet.
+        try:
+            s.sendall(head + b'"' + b'u' * 65534)
+        except OSError:
+            cut += 1
+        if i % 500 == 0:
+            peak = max(peak, rss_kib(b.pid))
+    answers = {}
+    for s in unauthorised[:200]:
+        head = answer_of(s, 10) or b''
+        answers[head[:12]] = answers.get(head[:12], 0) + 1
+    for _ in range(20):
+        for s in unauthorised[::97]:
+            try:
+                s.send(b'u')            # the trickle; those refused are closed
+            except OSError:
+                pass
+        peak = max(peak, rss_kib(b.pid))
+        time.sleep(0.1)
+    queue_peak = gauge(ops, 'baton_events_publish_queue_bytes')
+    pg.thaw()
+    for s in unauthorised:
+        s.close()
+    t_thaw = time.monotonic()
+    wait_until(lambda: len(load.acked(after=t_thaw)) >= 100, 30, what='publishing to work again')
+    load.stop()
+    stored, figures = check_store(pg, [load], topics)
+    # The README's table for these bounds: connections (10,256 x 10 KiB),
+    # bodies (64 MiB), the publish queue (32 + 4 MiB), the process (20 MiB).
+    bound = 10256 * 10 + 64 * 1024 + 36 * 1024 + 20 * 1024
+    note(f'10,000 unauthorised 64 KiB publishes ({refused} connections refused, {cut} cut while sending), '
+         f'answers to the first 200: '
+         f'{answers}; publish queue peak {queue_peak / 1024 / KiB:.1f} MiB; RSS {base / 1024:.0f} MiB at start, '
+         f'peak {peak / 1024:.0f} MiB (bound {bound / 1024:.0f} MiB); {figures["acked"]} x 201, all stored')
+    assert answers.get(b'HTTP/1.1 401', 0) == 200, answers
+    assert queue_peak <= 32 * 1024 * KiB
+    assert peak <= bound, f'{peak} KiB resident, bound {bound} KiB'
+    assert b.running() and b.get('/_/health/live').status == 200
 
 
 if __name__ == '__main__':

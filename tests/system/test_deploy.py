@@ -226,6 +226,32 @@ def deploy_back_with_a_new_release_and_roll_back(ctx):
 
 
 @test
+def status_warns_when_nginx_cannot_hold_what_a_colour_accepts(ctx):
+    """Debian's nginx.conf (worker_connections 768, no worker_rlimit_nofile)
+    cannot proxy a colour's 10,000 connections: baton-deploy status says
+    so, and what to raise; with the README's settings it is quiet."""
+    c = container()
+    before = c.run(['baton-deploy', 'status'])
+    print('\n'.join(f'#   | {l}' for l in before.stderr.splitlines()))
+    assert 'worker_connections 768' in before.stderr and 'MAX_CONNECTIONS=10000' in before.stderr, before.stderr
+    assert 'worker_rlimit_nofile' in before.stderr, before.stderr
+    original = open(c.path('/etc/nginx/nginx.conf')).read()
+    raised = original.replace('worker_connections 768;', 'worker_connections 32768;')
+    raised = 'worker_rlimit_nofile 65536;\n' + raised
+    try:
+        c.write('/etc/nginx/nginx.conf', raised)
+        c.run(['nginx', '-t'])
+        c.run(['systemctl', 'reload', 'nginx'])
+        c.sh("until ! pgrep -f 'nginx: worker process is shutting down' >/dev/null; do sleep 0.2; done",
+             timeout=30)
+        after = c.run(['baton-deploy', 'status'])
+        assert 'nginx' not in after.stderr, after.stderr
+    finally:
+        c.write('/etc/nginx/nginx.conf', original)
+        c.run(['systemctl', 'reload', 'nginx'])
+
+
+@test
 def deploy_that_cannot_become_ready_leaves_everything_as_it_was(ctx):
     c = container()
     serving = active_colour(c)

@@ -300,6 +300,12 @@ void http_stream_abort(HttpRequest *req) {
         assert(req);
 
         info = MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        /* A reset, not a close: what the kernel still holds for a client
+         * that does not read is dropped at once, and the client learns at
+         * its next read instead of after reading all of it. */
+        if (info && setsockopt(info->connect_fd, SOL_SOCKET, SO_LINGER, &(struct linger) { .l_onoff = 1 },
+                               sizeof(struct linger)) < 0)
+                log_debug_errno(errno, "Failed to set SO_LINGER on a stream's connection, ignoring: %m");
         if (info && shutdown(info->connect_fd, SHUT_RDWR) < 0)
                 log_debug_errno(errno, "Failed to shut down a stream's connection, ignoring: %m");
         /* MHD notices on its next look at the connection. */

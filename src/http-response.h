@@ -72,6 +72,6 @@ void http_respond_stream(HttpRequest *req, const char *content_type,
  * the reader must return; http_stream_wake() resumes it. */
 ssize_t http_stream_wait(HttpRequest *req);
 void http_stream_wake(HttpRequest *req);
-/* Shuts the stream's connection: for a client that reads nothing at all,
+/* Resets the stream's connection: for a client that reads nothing at all,
  * which MHD would otherwise keep for ever. */
 void http_stream_abort(HttpRequest *req);

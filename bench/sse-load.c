@@ -27,6 +27,21 @@
  *       Opens the streams, prints "ready", holds them SECONDS without
  *       expecting events (for memory measurements).
  *
+ *   sse-load pubn PORT PATH CONNECTIONS EVENTS_EACH PAYLOAD_BYTES
+ *       Closed loop: each connection POSTs EVENTS_EACH events, the next as
+ *       soon as the previous one was answered. Prints the totals.
+ *
+ *   sse-load catchup PORT PATH CONNECTIONS LAST_ID SECONDS
+ *       Opens the streams (PATH says from where: ?lastEventId=0) and
+ *       measures how long until every one of them received LAST_ID, with
+ *       the bytes and events they took together; ids must increase by one.
+ *
+ *   sse-load slow PORT PATH BYTES_PER_SEC LAST_ID SECONDS
+ *       One stream read at BYTES_PER_SEC until the server cuts it
+ *       ("reconnect", or the end of the stream), then resumed from its
+ *       last id at full speed until LAST_ID: reports when it was cut and
+ *       whether, across the two, every id came exactly once.
+ *
  * Works against batond (data is an envelope around the payload) and nchan
  * (data is the payload itself): only the "seq" and "sent" fields matter. */
 
@@ -150,6 +165,9 @@ typedef struct Sub {
         size_t line_len, line_cap;
         uint64_t last_id_major, last_id_minor;
         uint64_t events;
+        uint64_t gaps;                  /* ids not one above the last (batond) */
+        uint64_t bytes;
+        bool reconnect;                 /* got "event: reconnect" */
 } Sub;
 
 typedef struct SubStats {
@@ -179,14 +197,18 @@ static void sub_id(Sub *c, const char *line) {
         if (c->events > 0 && (major < c->last_id_major ||
                               (major == c->last_id_major && minor <= c->last_id_minor)))
                 stats.out_of_order++;
+        if (c->last_id_major > 0 && major != c->last_id_major + 1 && minor == 0)
+                c->gaps++;
         c->last_id_major = major;
         c->last_id_minor = minor;
 }
 
 static void sub_line(Sub *c, const char *line, size_t len) {
         if (len >= 6 && memcmp(line, "event:", 6) == 0) {
-                if (strstr(line, "reconnect"))
+                if (strstr(line, "reconnect")) {
                         stats.reconnects++;
+                        c->reconnect = true;
+                }
                 return;
         }
         if (len >= 3 && memcmp(line, "id:", 3) == 0) {
@@ -425,7 +447,7 @@ static int pub_response(Pub *p) {
 }
 
 static int run_pub(int port, const char *path, int rate, int seconds, int payload, int n_conns,
-                   bool closed_loop) {
+                   bool closed_loop, uint64_t max_events) {
         static char pad[65536];
         char body[70000], request[72000];
         Pub *pubs = calloc((size_t) n_conns, sizeof(Pub));
@@ -451,7 +473,7 @@ static int run_pub(int port, const char *path, int rate, int seconds, int payloa
         int next = 0;
         for (;;) {
                 uint64_t now = now_usec();
-                bool done = now >= end;
+                bool done = now >= end || (max_events > 0 && sent >= max_events);
                 /* Send what is due: on schedule (rate) or whenever free (closed
                  * loop), rotating over the connections so that none carries
                  * most of the requests (servers close a connection after so
@@ -462,6 +484,8 @@ static int run_pub(int port, const char *path, int rate, int seconds, int payloa
                                 continue;
                         next = (i + 1) % n_conns;
                         if (!closed_loop && sent >= (now - start) * (uint64_t) rate / 1000000ULL)
+                                break;
+                        if (max_events > 0 && sent >= max_events)
                                 break;
                         int blen = snprintf(body, sizeof(body), "{\"seq\":%" PRIu64 ",\"sent\":%" PRIu64
                                             ",\"pad\":\"%.*s\"}", seq, now_usec(), payload, pad);
@@ -519,8 +543,137 @@ static int run_pub(int port, const char *path, int rate, int seconds, int payloa
         double elapsed = (double) (now_usec() - start) / 1e6;
         printf("{\"sent\":%" PRIu64 ",\"acknowledged\":%" PRIu64 ",\"failed\":%" PRIu64
                ",\"per_sec\":%.1f,\"late_ticks\":%" PRIu64 ",\"seconds\":%.2f}\n",
-               sent, ok, failed, (double) ok / (double) seconds, behind, elapsed);
+               sent, ok, failed, (double) ok / (max_events > 0 ? elapsed : (double) seconds), behind, elapsed);
         return failed > 0 ? 1 : 0;
+}
+
+/* --- catching up, and a slow reader --- */
+
+static Sub *open_stream(int port, const char *path, int ep) {
+        char request[1024];
+        struct epoll_event ev;
+        Sub *c = calloc(1, sizeof(Sub));
+
+        if (!c)
+                die("calloc");
+        snprintf(request, sizeof(request), "GET %s HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n",
+                 path);
+        c->fd = connect_to(port);
+        if (c->fd < 0 || send_all(c->fd, request, strlen(request)) < 0)
+                die("connect");
+        ev = (struct epoll_event) { .events = EPOLLIN, .data.ptr = c };
+        if (ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+                die("epoll_ctl");
+        return c;
+}
+
+/* Feeds what arrived on c; returns false when the stream ended. */
+static bool stream_feed(Sub *c, const char *buf, ssize_t r) {
+        size_t off = 0;
+
+        if (r <= 0)
+                return r < 0 && errno == EAGAIN;
+        c->bytes += (uint64_t) r;
+        if (!c->headers_done && sub_head(c, buf, (size_t) r, &off) < 0) {
+                fprintf(stderr, "sse-load: stream refused: %.60s\n", c->head);
+                return false;
+        }
+        if (c->headers_done && (size_t) r > off)
+                sub_body(c, buf + off, (size_t) r - off);
+        return true;
+}
+
+static int run_catchup(int port, const char *path, int n, uint64_t last_id, int seconds) {
+        static char buf[READ_CHUNK];
+        struct epoll_event events[512];
+        int ep = epoll_create1(EPOLL_CLOEXEC), done = 0, ended = 0;
+        Sub **subs = calloc((size_t) n, sizeof(Sub *));
+        uint64_t start, finish = 0, bytes = 0, events_total = 0, gaps = 0;
+
+        if (!subs || ep < 0)
+                die("setup");
+        stats.window_end_usec = UINT64_MAX;
+        start = now_usec();
+        for (int i = 0; i < n; i++)
+                subs[i] = open_stream(port, path, ep);
+        while (done + ended < n && now_usec() < start + (uint64_t) seconds * 1000000ULL) {
+                int k = epoll_wait(ep, events, 512, 100);
+                for (int e = 0; e < k; e++) {
+                        Sub *c = events[e].data.ptr;
+                        bool was_done = c->last_id_major >= last_id;
+                        if (!stream_feed(c, buf, recv(c->fd, buf, sizeof(buf), 0))) {
+                                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+                                close(c->fd);
+                                if (!was_done)
+                                        ended++;
+                                continue;
+                        }
+                        if (!was_done && c->last_id_major >= last_id) {
+                                done++;
+                                finish = now_usec();
+                        }
+                }
+        }
+        for (int i = 0; i < n; i++) {
+                bytes += subs[i]->bytes;
+                events_total += subs[i]->events;
+                gaps += subs[i]->gaps;
+        }
+        double elapsed = (double) ((finish ? finish : now_usec()) - start) / 1e6;
+        printf("{\"connections\":%d,\"caught_up\":%d,\"ended_early\":%d,\"seconds\":%.3f,"
+               "\"events\":%" PRIu64 ",\"events_per_sec\":%.1f,\"mb_per_sec\":%.1f,\"gaps\":%" PRIu64
+               ",\"out_of_order\":%" PRIu64 ",\"reconnects\":%" PRIu64 "}\n",
+               n, done, ended, elapsed, events_total, (double) events_total / elapsed,
+               (double) bytes / elapsed / 1e6, gaps, stats.out_of_order, stats.reconnects);
+        return done == n ? 0 : 1;
+}
+
+static int run_slow(int port, const char *path, int bytes_per_sec, uint64_t last_id, int seconds) {
+        static char buf[READ_CHUNK];
+        char resume[1024];
+        int small = 4096;
+        Sub *c;
+        uint64_t start = now_usec(), cut_at = 0, before_cut;
+        bool cut = false;
+
+        /* The slow part: a small receive buffer, a few bytes at a time. */
+        c = open_stream(port, path, -1);
+        (void) setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+        (void) fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
+        while (!cut && now_usec() < start + (uint64_t) seconds * 1000000ULL) {
+                size_t want = (size_t) bytes_per_sec / 10;
+                ssize_t r = recv(c->fd, buf, want < sizeof(buf) ? want : sizeof(buf), 0);
+                if (r <= 0) {
+                        cut = true;             /* the server closed (or reset) it */
+                        break;
+                }
+                stream_feed(c, buf, r);
+                if (c->reconnect)
+                        cut = true;
+                usleep(100000);
+        }
+        cut_at = now_usec();
+        before_cut = c->events;
+        uint64_t resume_from = c->last_id_major, gaps = c->gaps;
+        close(c->fd);
+        /* Resumed at full speed from its last id. */
+        snprintf(resume, sizeof(resume), "%s%slastEventId=%" PRIu64, path, strchr(path, '?') ? "&" : "?",
+                 resume_from);
+        Sub *r2 = open_stream(port, resume, -1);
+        (void) fcntl(r2->fd, F_SETFL, fcntl(r2->fd, F_GETFL) & ~O_NONBLOCK);
+        r2->last_id_major = resume_from;        /* the next id must follow it */
+        while (r2->last_id_major < last_id && now_usec() < cut_at + (uint64_t) seconds * 1000000ULL) {
+                ssize_t r = recv(r2->fd, buf, sizeof(buf), 0);
+                if (r <= 0 || !stream_feed(r2, buf, r))
+                        break;
+        }
+        printf("{\"cut\":%s,\"cut_after_sec\":%.2f,\"events_before_cut\":%" PRIu64 ",\"resumed_from\":%"
+               PRIu64 ",\"events_after_resume\":%" PRIu64 ",\"last_id\":%" PRIu64 ",\"complete\":%s,"
+               "\"gaps\":%" PRIu64 ",\"out_of_order\":%" PRIu64 "}\n",
+               cut ? "true" : "false", (double) (cut_at - start) / 1e6, before_cut, resume_from, r2->events,
+               r2->last_id_major, r2->last_id_major >= last_id && before_cut + r2->events == last_id ? "true" : "false",
+               gaps + r2->gaps, stats.out_of_order);
+        return 0;
 }
 
 int main(int argc, char **argv) {
@@ -530,11 +683,23 @@ int main(int argc, char **argv) {
                                strcmp(argv[1], "idle") == 0);
         if (argc >= 6 && strcmp(argv[1], "pub") == 0)
                 return run_pub(atoi(argv[2]), argv[3], atoi(argv[4]), atoi(argv[5]),
-                               argc >= 7 ? atoi(argv[6]) : 16, argc >= 8 ? atoi(argv[7]) : 16, false);
+                               argc >= 7 ? atoi(argv[6]) : 16, argc >= 8 ? atoi(argv[7]) : 16, false, 0);
         if (argc >= 6 && strcmp(argv[1], "pubmax") == 0)
-                return run_pub(atoi(argv[2]), argv[3], 0, atoi(argv[5]), 16, atoi(argv[4]), true);
+                return run_pub(atoi(argv[2]), argv[3], 0, atoi(argv[5]), 16, atoi(argv[4]), true, 0);
+        if (argc >= 7 && strcmp(argv[1], "pubn") == 0)
+                return run_pub(atoi(argv[2]), argv[3], 0, 600, atoi(argv[6]), atoi(argv[4]), true,
+                               (uint64_t) atoi(argv[4]) * (uint64_t) atoi(argv[5]));
+        if (argc >= 7 && strcmp(argv[1], "catchup") == 0)
+                return run_catchup(atoi(argv[2]), argv[3], atoi(argv[4]), strtoull(argv[5], NULL, 10),
+                                   atoi(argv[6]));
+        if (argc >= 7 && strcmp(argv[1], "slow") == 0)
+                return run_slow(atoi(argv[2]), argv[3], atoi(argv[4]), strtoull(argv[5], NULL, 10),
+                                atoi(argv[6]));
         fprintf(stderr, "usage: sse-load sub|idle PORT PATH CONNECTIONS SECONDS\n"
                         "       sse-load pub PORT PATH RATE SECONDS [PAYLOAD_BYTES [CONNECTIONS]]\n"
-                        "       sse-load pubmax PORT PATH CONNECTIONS SECONDS\n");
+                        "       sse-load pubmax PORT PATH CONNECTIONS SECONDS\n"
+                        "       sse-load pubn PORT PATH CONNECTIONS EVENTS_EACH PAYLOAD_BYTES\n"
+                        "       sse-load catchup PORT PATH CONNECTIONS LAST_ID SECONDS\n"
+                        "       sse-load slow PORT PATH BYTES_PER_SEC LAST_ID SECONDS\n");
         return 2;
 }

@@ -9,7 +9,7 @@ import re
 import socket
 import time
 
-from tests.harness import Skip, http_get, run, test, wait_until
+from tests.harness import Skip, http_get, publish, run, test, wait_until
 from tests.integration.test_faults import CANCEL_GRACE, ENV, QUERY_TIMEOUT, Load, check_store, managed, note
 
 KiB = 1024

@@ -28,7 +28,10 @@
  * fetch a page, and holds it until that page is written down to the
  * half-page mark; replays beyond that wait their turn, first come first
  * served, each page a turn. So replays hold about REPLAY_SLOTS x 1.5
- * pages of memory however many streams catch up at once (README: Memory). */
+ * pages of memory however many streams catch up at once (README: Memory).
+ * Those waiting in line take from each page what it holds after their
+ * own id (replay_page_share()): thousands resuming from nearby ids cost a
+ * few queries, not one each. */
 #define REPLAY_SLOTS 32
 #define RETRY_MIN_USEC (100 * USEC_PER_MSEC)
 #define RETRY_MAX_USEC (5 * USEC_PER_SEC)
@@ -460,11 +463,107 @@ static void subscriber_retry(Subscriber *sub) {
                 stream_end_with_reconnect(sub->stream, "replay failed");
 }
 
+/* A replay page's events as frames, built once for every subscriber the
+ * page serves. */
+typedef struct ReplayPage {
+        uint64_t from;                  /* read after this id */
+        size_t n;
+        uint64_t *ids;
+        Frame **frames;
+} ReplayPage;
+
+static void replay_page_free(ReplayPage *page) {
+        for (size_t i = 0; i < page->n; i++)
+                frame_unref(page->frames[i]);
+        free(page->ids);
+        free(page->frames);
+}
+
+static int replay_page_build(const DbResult *result, const char *topic, uint64_t from, ReplayPage *ret) {
+        size_t rows = store_n_events(result);
+        ReplayPage page = { .from = from };
+
+        if (rows > 0) {
+                page.ids = calloc(rows, sizeof(uint64_t));
+                page.frames = calloc(rows, sizeof(Frame *));
+                if (!page.ids || !page.frames) {
+                        replay_page_free(&page);
+                        return -ENOMEM;
+                }
+        }
+        for (; page.n < rows; page.n++) {
+                page.frames[page.n] = row_frame(result, page.n, topic, &page.ids[page.n]);
+                if (!page.frames[page.n]) {
+                        replay_page_free(&page);
+                        return -ENOMEM;
+                }
+        }
+        *ret = page;
+        return 0;
+}
+
+static void subscriber_next_page(Subscriber *sub) {
+        if (stream_queued_bytes(sub->stream) > sub->channel->fanout->settings.replay_page_bytes / 2)
+                sub->wants_room = true;         /* on_stream_drained() goes on */
+        else
+                subscriber_fetch(sub);
+}
+
+/* Sends sub what the page holds after its cursor; false when its stream
+ * is ending. Then: live, or the next page (at once, or when the stream has
+ * room; a subscriber that shared another's page waits its turn again). */
+static bool replay_page_serve(Subscriber *sub, const ReplayPage *page, bool own) {
+        Channel *ch = sub->channel;
+        size_t sent = 0;
+        int r = 0;
+
+        for (size_t i = 0; i < page->n && r >= 0; i++) {
+                if (page->ids[i] <= sub->cursor)
+                        continue;
+                r = stream_send_frame(sub->stream, page->frames[i]);
+                if (r >= 0) {
+                        sub->cursor = page->ids[i];
+                        sent++;
+                }
+        }
+        if (r < 0) {
+                if (r != -EPIPE && r != -ENOBUFS)
+                        stream_end_with_reconnect(sub->stream, "out of memory");
+                return false;
+        }
+        /* Caught up with what this instance delivers live: switch now, in the
+         * same loop turn, so no event can fall in between. Everything after
+         * the position reaches the channel (and so this subscriber) live. */
+        if (order_replay_next(ch->order.position, sent, &sub->cursor) == REPLAY_LIVE)
+                subscriber_go_live(sub);
+        else if (own)
+                subscriber_next_page(sub);
+        /* else it is still in line, from further on */
+        return true;
+}
+
+/* Subscribers of the channel waiting their turn that the page serves too.
+ * At a deploy's drain timeout thousands of streams resume on one instance
+ * from ids a few events apart: one query serves them all instead of one
+ * each (10,000 queries took 7 s). They share its frames, so memory grows
+ * only by their queue entries (MAX_STREAM_BACKLOG_BYTES counts a frame
+ * once). */
+static void replay_page_share(Channel *ch, const Subscriber *owner, const ReplayPage *page) {
+        uint64_t last = page->n > 0 ? page->ids[page->n - 1] : 0;
+
+        LIST_FOREACH_SAFE(sub, next, &ch->subscribers, Subscriber, in_channel) {
+                if (sub == owner || sub->state != SUBSCRIBER_REPLAYING || sub->fetching || sub->wants_room ||
+                    !list_linked(&sub->in_waiting))
+                        continue;
+                if (order_page_serves(page->from, page->n, last, sub->cursor))
+                        (void) replay_page_serve(sub, page, false);
+        }
+}
+
 static void on_replay_page(Db *db, const DbResult *result, void *userdata) {
         Subscriber *sub = userdata;
         Channel *ch = sub->channel;
-        size_t rows;
-        int r = 0;
+        ReplayPage page;
 
         sub->fetching = false;
         sub->replay_db = NULL;
@@ -475,34 +574,14 @@ static void on_replay_page(Db *db, const DbResult *result, void *userdata) {
                 return;
         }
         sub->failures = 0;
-        rows = store_n_events(result);
         sub->page_rows = next_page_rows(result, ch->fanout->settings.replay_page_bytes);
-        for (size_t i = 0; i < rows && r >= 0; i++) {
-                uint64_t id;
-                Frame *frame = row_frame(result, i, ch->topic, &id);
-                if (!frame) {
-                        stream_end_with_reconnect(sub->stream, "out of memory");
-                        return;
-                }
-                r = stream_send_frame(sub->stream, frame);
-                frame_unref(frame);
-                if (r >= 0)
-                        sub->cursor = id;
+        if (replay_page_build(result, ch->topic, sub->cursor, &page) < 0) {
+                stream_end_with_reconnect(sub->stream, "out of memory");
+                return;
         }
-        if (r < 0) {
-                if (r != -EPIPE && r != -ENOBUFS)
-                        stream_end_with_reconnect(sub->stream, "out of memory");
-                return;         /* the stream is ending */
-        }
-        /* Caught up with what this instance delivers live: switch now, in the
-         * same loop turn, so no event can fall in between. Everything after
-         * the position reaches the channel (and so this subscriber) live. */
-        if (order_replay_next(ch->order.position, rows, &sub->cursor) == REPLAY_LIVE)
-                subscriber_go_live(sub);
-        else if (stream_queued_bytes(sub->stream) > ch->fanout->settings.replay_page_bytes / 2)
-                sub->wants_room = true;         /* on_stream_drained() goes on */
-        else
-                subscriber_fetch(sub);
+        (void) replay_page_serve(sub, &page, true);
+        replay_page_share(ch, sub, &page);
+        replay_page_free(&page);
 }
 
 static void subscriber_fetch_turn(Subscriber *sub, bool granted) {

@@ -263,3 +263,9 @@ ReplayNext order_replay_next(uint64_t position, size_t n_rows, uint64_t *cursor)
         }
         return REPLAY_MORE;
 }
+
+bool order_page_serves(uint64_t page_from, size_t n_rows, uint64_t last_id, uint64_t cursor) {
+        if (cursor < page_from)
+                return false;           /* the page starts after what it lacks */
+        return n_rows == 0 || cursor < last_id;
+}

@@ -129,3 +129,10 @@ typedef enum ReplayNext {
  * position were deleted: *cursor becomes the position, nothing waits for
  * ever); else the next page. */
 ReplayNext order_replay_next(uint64_t position, size_t n_rows, uint64_t *cursor);
+
+/* Whether a replay page read from the store after page_from, with n_rows
+ * rows up to last_id, also serves a subscriber at cursor that waits its
+ * turn: it must hold the id after the cursor (so nothing in between is
+ * skipped) and something past it; an empty page (the store had nothing
+ * after page_from) serves any cursor at or past page_from. */
+bool order_page_serves(uint64_t page_from, size_t n_rows, uint64_t last_id, uint64_t cursor);

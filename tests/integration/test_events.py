@@ -377,6 +377,44 @@ def many_streams_catching_up_at_once_each_get_everything_in_order(ctx):
 
 
 @test
+def streams_resuming_from_different_ids_share_pages_and_each_get_theirs(ctx):
+    """120 streams resume from ids 0, 5, 10, ... 595 of 600 stored events
+    while PostgreSQL is frozen for a moment, so that 32 replays have a
+    query in flight and the others wait their turn (as at a deploy's drain
+    timeout). Those waiting take what a page read for another holds after
+    their own id: one query serves many. Each gets exactly the ids after
+    its own, in order, then the live ones."""
+    pg, b = one_instance(ctx, HEALTH_CHECK_INTERVAL='60s')
+    topic = 'resume-spread'
+    n, streams = 600, 120
+    pg.psql(f"INSERT INTO topics (name, last_id) VALUES ('{topic}', {n});"
+            f"INSERT INTO events (topic, id, payload) SELECT '{topic}', g, "
+            f"json_build_object('n', g, 'pad', repeat('x', 2000))::json FROM generate_series(1, {n}) g")
+    live = ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream')
+
+    def subscribers():
+        return int(float(re.search(r'^baton_stream_subscribers (\S+)$', b.get('/metrics').body, re.M)[1]))
+    wait_until(lambda: subscribers() == 1, 10, what='the channel to know its position')
+    pg.freeze()
+    try:
+        subs = [ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream', last_event_id=5 * i)
+                for i in range(streams)]
+        wait_until(lambda: subscribers() == streams + 1, 10, what='every stream to open')
+    finally:
+        pg.thaw()
+    for sub in subs:
+        sub.wait_for_id(n, timeout=60)
+    assert publish(b.port, topic, {'live': True}).status == 201
+    live.wait_for_id(n + 1)
+    assert live.ids() == [n + 1], live.ids()
+    for i, sub in enumerate(subs):
+        sub.wait_for_id(n + 1)
+        assert_exactly_once(sub.ids(), 5 * i + 1, n + 1, who=f'the stream from {5 * i}')
+    print(f'# {streams} streams from {streams} different ids caught up, each exactly from its own, '
+          f'then live', flush=True)
+
+
+@test
 def a_hole_in_the_ids_is_skipped_after_a_wait_not_spun_on(ctx):
     """An event deleted by hand leaves a hole: the fan-out reads the range
     (here because the other "instance", psql, announces its events on

@@ -220,6 +220,33 @@ static void test_subscribers(void **state) {
         assert_int_equal(cursor, 40);
 }
 
+/* A page read after 30 (rows up to 40) serves a waiting subscriber whose
+ * next id it holds. */
+static void test_page_sharing(void **state) {
+        static const struct {
+                uint64_t from;
+                size_t rows;
+                uint64_t last, cursor;
+                bool serves;
+        } cases[] = {
+                { 30, 10, 40, 30, true },       /* the same start */
+                { 30, 10, 40, 35, true },       /* within: from 36 on */
+                { 30, 10, 40, 39, true },       /* the last row only */
+                { 30, 10, 40, 40, false },      /* nothing past its cursor */
+                { 30, 10, 40, 45, false },      /* further on already */
+                { 30, 10, 40, 29, false },      /* would skip 30 */
+                { 30, 10, 40, 0, false },       /* from the start: not this page */
+                { 30, 0, 0, 30, true },         /* nothing after 30: nor after 30.. */
+                { 30, 0, 0, 31, true },
+                { 30, 0, 0, 29, false },        /* 30 itself may be there */
+                { 0, 3, 3, 0, true },           /* from the very start */
+        };
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+                assert_int_equal(order_page_serves(cases[i].from, cases[i].rows, cases[i].last, cases[i].cursor),
+                                 cases[i].serves);
+}
+
 /* What the order holds is what it gives back: every reference dropped. */
 static int live_refs;
 
@@ -254,6 +281,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_arrival_orders),
                 cmocka_unit_test(test_subscribers),
+                cmocka_unit_test(test_page_sharing),
                 cmocka_unit_test(test_references),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

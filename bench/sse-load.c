@@ -42,6 +42,12 @@
  *       last id at full speed until LAST_ID: reports when it was cut and
  *       whether, across the two, every id came exactly once.
  *
+ *   sse-load resume PORT PATH CONNECTIONS SECONDS
+ *       Opens the streams, prints "ready", and for SECONDS reconnects every
+ *       stream that ends with Last-Event-ID (as EventSource does, but at
+ *       once): reports how long from the first cut until every cut stream
+ *       had an event again, and ids lost or duplicated across the resumes.
+ *
  * Works against batond (data is an envelope around the payload) and nchan
  * (data is the payload itself): only the "seq" and "sent" fields matter. */
 
@@ -168,6 +174,13 @@ typedef struct Sub {
         uint64_t gaps;                  /* ids not one above the last (batond) */
         uint64_t bytes;
         bool reconnect;                 /* got "event: reconnect" */
+        bool ended;                     /* the response ended (last chunk) */
+        uint64_t cut_usec;              /* resume: when its first stream ended */
+        uint64_t resumed_usec;          /* resume: first event after reconnecting */
+        uint64_t retry_usec;            /* resume: when to try connecting again */
+        uint64_t resumes, refused;
+        bool opened;                    /* resume: its first stream answered 200 */
+        bool request_sent;              /* resume: connected, request written */
 } Sub;
 
 typedef struct SubStats {
@@ -272,8 +285,10 @@ static void sub_body(Sub *c, const char *p, size_t n) {
                                 c->chunk_left = strtoul(c->sizebuf, NULL, 16);
                                 c->sizebuf_len = 0;
                                 c->chunk_state = c->chunk_left ? CHUNK_DATA : CHUNK_CRLF;
-                                if (!c->chunk_left)
+                                if (!c->chunk_left) {
                                         stats.closed++;         /* the server ended the stream */
+                                        c->ended = true;
+                                }
                         } else if (*p != '\r' && c->sizebuf_len < sizeof(c->sizebuf) - 1)
                                 c->sizebuf[c->sizebuf_len++] = *p;
                         p++;
@@ -676,6 +691,153 @@ static int run_slow(int port, const char *path, int bytes_per_sec, uint64_t last
         return 0;
 }
 
+/* --- resuming across a handoff --- */
+
+/* Starts connecting c (again), without waiting: 10,000 blocking connects
+ * in a row would measure this loop, not the servers. */
+static void resume_connect(Sub *c, int port, int ep) {
+        struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port),
+                                    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.ptr = c };
+        int one = 1;
+
+        c->headers_done = c->chunked = c->ended = c->reconnect = c->request_sent = false;
+        c->chunk_state = CHUNK_SIZE;
+        c->head_len = c->sizebuf_len = c->line_len = 0;
+        c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (c->fd >= 0 && setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0 &&
+            (connect(c->fd, (struct sockaddr *) &addr, sizeof(addr)) == 0 || errno == EINPROGRESS) &&
+            epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) == 0)
+                return;
+        if (c->fd >= 0)
+                close(c->fd);
+        c->fd = -1;
+        c->retry_usec = now_usec() + 100000;
+}
+
+/* Once connected: the request, with Last-Event-ID as EventSource sends it. */
+static int resume_send_request(Sub *c, const char *path, int ep) {
+        char request[1024], id[64] = "";
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+        int err = 0;
+        socklen_t len = sizeof(err);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0)
+                return -1;
+        if (c->last_id_major > 0)
+                snprintf(id, sizeof(id), "Last-Event-ID: %" PRIu64 "\r\n", c->last_id_major);
+        snprintf(request, sizeof(request),
+                 "GET %s HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n%s\r\n", path, id);
+        if (send_all(c->fd, request, strlen(request)) < 0 || epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+                return -1;
+        c->request_sent = true;
+        return 0;
+}
+
+static void resume_drop(Sub *c, int ep, uint64_t now) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+        if (!c->cut_usec)
+                c->cut_usec = now;
+        c->resumed_usec = 0;
+        c->retry_usec = now;            /* at once: the worst case for the server */
+}
+
+/* Opens CONNECTIONS live streams, prints "ready", and for SECONDS resumes
+ * every stream that ends (end of the response, or of the connection) from
+ * its last id, at once. Reports when the first stream was cut, when the
+ * last cut one had its first event again, and per stream gaps (an id not
+ * one above the one before: lost) and repeats (duplicated). */
+static int run_resume(int port, const char *path, int n, int seconds) {
+        static char buf[READ_CHUNK];
+        struct epoll_event events[512];
+        int ep = epoll_create1(EPOLL_CLOEXEC), ready = 0;
+        Sub *subs = calloc((size_t) n, sizeof(Sub));
+        uint64_t start, end, first_cut = 0, last_resume = 0, cut = 0, resumed = 0, resumes = 0;
+        uint64_t refused = 0, gaps = 0, min_last = UINT64_MAX, max_last = 0, last_cut = 0;
+        Samples gap_usec = { 0 };
+
+        if (!subs || ep < 0)
+                die("setup");
+        stats.window_end_usec = UINT64_MAX;
+        for (int i = 0; i < n; i++)
+                resume_connect(&subs[i], port, ep);
+        start = now_usec();
+        end = UINT64_MAX;
+        for (;;) {
+                uint64_t now = now_usec();
+                if (end == UINT64_MAX && ready == n) {
+                        printf("ready %d\n", ready);
+                        fflush(stdout);
+                        end = now + (uint64_t) seconds * 1000000ULL;
+                }
+                if (now > end || (end == UINT64_MAX && now > start + 120000000ULL))
+                        break;
+                int k = epoll_wait(ep, events, 512, 20);
+                now = now_usec();
+                for (int e = 0; e < k; e++) {
+                        Sub *c = events[e].data.ptr;
+                        uint64_t before = c->events;
+                        bool was_done = c->headers_done;
+                        if (!c->request_sent) {
+                                if (resume_send_request(c, path, ep) < 0) {
+                                        c->refused++;
+                                        resume_drop(c, ep, now);
+                                }
+                                continue;
+                        }
+                        if (!stream_feed(c, buf, recv(c->fd, buf, sizeof(buf), 0)) || c->ended) {
+                                if (!c->headers_done)
+                                        c->refused++;
+                                resume_drop(c, ep, now);
+                                continue;
+                        }
+                        if (!was_done && c->headers_done && !c->opened) {
+                                c->opened = true;
+                                ready++;
+                        }
+                        if (c->cut_usec && !c->resumed_usec && c->events > before && c->resumes > 0)
+                                c->resumed_usec = now;
+                }
+                for (int i = 0; i < n; i++) {
+                        Sub *c = &subs[i];
+                        if (c->fd < 0 && c->retry_usec <= now) {
+                                c->resumes++;
+                                resume_connect(c, port, ep);
+                        }
+                }
+        }
+        for (int i = 0; i < n; i++) {
+                Sub *c = &subs[i];
+                resumes += c->resumes;
+                refused += c->refused;
+                gaps += c->gaps;
+                min_last = c->last_id_major < min_last ? c->last_id_major : min_last;
+                max_last = c->last_id_major > max_last ? c->last_id_major : max_last;
+                if (!c->cut_usec)
+                        continue;
+                cut++;
+                last_cut = c->cut_usec > last_cut ? c->cut_usec : last_cut;
+                first_cut = !first_cut || c->cut_usec < first_cut ? c->cut_usec : first_cut;
+                if (c->resumed_usec) {
+                        samples_add(&gap_usec, c->resumed_usec - c->cut_usec);
+                        resumed++;
+                        last_resume = c->resumed_usec > last_resume ? c->resumed_usec : last_resume;
+                }
+        }
+        qsort(gap_usec.v, gap_usec.n, sizeof(uint32_t), cmp_u32);
+        printf("{\"connections\":%d,\"ready\":%d,\"cut\":%" PRIu64 ",\"resumed\":%" PRIu64
+               ",\"all_resumed_sec\":%.3f,\"reconnects\":%" PRIu64 ",\"refused\":%" PRIu64
+               ",\"lost\":%" PRIu64 ",\"duplicated\":%" PRIu64 ",\"min_last_id\":%" PRIu64
+               ",\"max_last_id\":%" PRIu64 ",\"cuts_spread_sec\":%.3f,\"resume_p50_ms\":%.1f,"
+               "\"resume_p99_ms\":%.1f}\n",
+               n, ready, cut, resumed, last_resume > first_cut ? (double) (last_resume - first_cut) / 1e6 : 0,
+               resumes, refused, gaps, stats.out_of_order, min_last == UINT64_MAX ? 0 : min_last, max_last,
+               (double) (last_cut - first_cut) / 1e6, percentile_ms(&gap_usec, 0.5), percentile_ms(&gap_usec, 0.99));
+        return 0;
+}
+
 int main(int argc, char **argv) {
         raise_fd_limit();
         if (argc >= 6 && (strcmp(argv[1], "sub") == 0 || strcmp(argv[1], "idle") == 0))
@@ -695,11 +857,14 @@ int main(int argc, char **argv) {
         if (argc >= 7 && strcmp(argv[1], "slow") == 0)
                 return run_slow(atoi(argv[2]), argv[3], atoi(argv[4]), strtoull(argv[5], NULL, 10),
                                 atoi(argv[6]));
+        if (argc >= 6 && strcmp(argv[1], "resume") == 0)
+                return run_resume(atoi(argv[2]), argv[3], atoi(argv[4]), atoi(argv[5]));
         fprintf(stderr, "usage: sse-load sub|idle PORT PATH CONNECTIONS SECONDS\n"
                         "       sse-load pub PORT PATH RATE SECONDS [PAYLOAD_BYTES [CONNECTIONS]]\n"
                         "       sse-load pubmax PORT PATH CONNECTIONS SECONDS\n"
                         "       sse-load pubn PORT PATH CONNECTIONS EVENTS_EACH PAYLOAD_BYTES\n"
                         "       sse-load catchup PORT PATH CONNECTIONS LAST_ID SECONDS\n"
-                        "       sse-load slow PORT PATH BYTES_PER_SEC LAST_ID SECONDS\n");
+                        "       sse-load slow PORT PATH BYTES_PER_SEC LAST_ID SECONDS\n"
+                        "       sse-load resume PORT PATH CONNECTIONS SECONDS\n");
         return 2;
 }

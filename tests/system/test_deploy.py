@@ -50,7 +50,7 @@ def install(c):
     c.sh('chgrp baton /etc/baton/batond.conf /etc/baton/deployment-token')
     # nginx: only the example site, on port 8000, with its managed upstream.
     site = open(os.path.join(HERE, '..', '..', 'nginx', 'baton-site.conf')).read()
-    site = site.replace('listen 80;', 'listen 127.0.0.1:8000;').replace('listen [::]:80;', '')
+    site = site.replace("listen 80 backlog=4096;", "listen 127.0.0.1:8000;").replace("listen [::]:80 backlog=4096;", "")
     c.write('/etc/nginx/sites-enabled/baton', site)
     c.sh('rm -f /etc/nginx/sites-enabled/default; mkdir -p /etc/nginx/baton')
     c.write('/etc/nginx/baton/upstream.conf',

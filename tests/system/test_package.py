@@ -153,7 +153,7 @@ def single_instance_answers_ready_through_nginx(ctx):
     c.write('/etc/baton/deploy.conf', 'DRAIN_TIMEOUT=60\nPROGRESS_EVERY=3\n')
     # nginx from the package's own examples.
     site = open(c.path('/usr/share/doc/baton/examples/nginx/baton-site.conf')).read()
-    site = site.replace('listen 80;', 'listen 127.0.0.1:8000;').replace('listen [::]:80;', '')
+    site = site.replace("listen 80 backlog=4096;", "listen 127.0.0.1:8000;").replace("listen [::]:80 backlog=4096;", "")
     c.write('/etc/nginx/sites-enabled/baton', site)
     c.sh('rm -f /etc/nginx/sites-enabled/default && mkdir -p /etc/nginx/baton && '
          'cp /usr/share/doc/baton/examples/nginx/upstream.conf /etc/nginx/baton/upstream.conf')

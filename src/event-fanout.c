@@ -40,6 +40,9 @@
  * thousand events stalls neither other topics nor the probes. An event
  * goes to all of a channel's subscribers in one turn, whatever it costs. */
 #define DELIVER_SENDS_PER_TURN 4096
+/* Sends, at most, that sharing one replay page with streams waiting their
+ * turn may cost (in the page's turn). */
+#define SHARE_SENDS_PER_PAGE 8192
 /* A stream request waits this long at most for its channel to learn its
  * position (one query); then, or at once when the query fails, it is told
  * 503 unavailable (an ended "unavailable" event for an EventSource, which
@@ -550,13 +553,21 @@ static bool replay_page_serve(Subscriber *sub, const ReplayPage *page, bool own)
  * once). */
 static void replay_page_share(Channel *ch, const Subscriber *owner, const ReplayPage *page) {
         uint64_t last = page->n > 0 ? page->ids[page->n - 1] : 0;
+        /* At most SHARE_SENDS_PER_PAGE sends in all, as this is one turn of
+         * the loop: a page of 2,000 events shared by 1,000 streams would
+         * stall live delivery for a second. */
+        size_t sharers = SHARE_SENDS_PER_PAGE / (page->n + 1) + 1;
 
         LIST_FOREACH_SAFE(sub, next, &ch->subscribers, Subscriber, in_channel) {
+                if (sharers == 0)
+                        break;
                 if (sub == owner || sub->state != SUBSCRIBER_REPLAYING || sub->fetching || sub->wants_room ||
                     !list_linked(&sub->in_waiting))
                         continue;
-                if (order_page_serves(page->from, page->n, last, sub->cursor))
-                        (void) replay_page_serve(sub, page, false);
+                if (!order_page_serves(page->from, page->n, last, sub->cursor))
+                        continue;
+                (void) replay_page_serve(sub, page, false);
+                sharers--;
         }
 }
 

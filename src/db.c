@@ -49,6 +49,7 @@ struct Db {
         /* Sends queued queries from the loop, never from inside db_query():
          * a callback must not run before db_query() has returned. */
         sd_event_source *kick_source;
+        int64_t priority;
 
         ListNode queue;                 /* the first is in flight when 'busy' */
         bool busy;
@@ -521,8 +522,12 @@ static int watch(Db *db, uint32_t events, bool new_socket) {
         if (db->io_source && (new_socket || fd != db->fd))
                 db->io_source = sd_event_source_disable_unref(db->io_source);
         db->fd = fd;
-        if (!db->io_source)
-                return sd_event_add_io(db->event, &db->io_source, fd, events, on_io, db);
+        if (!db->io_source) {
+                r = sd_event_add_io(db->event, &db->io_source, fd, events, on_io, db);
+                if (r < 0)
+                        return r;
+                return sd_event_source_set_priority(db->io_source, db->priority);
+        }
         r = sd_event_source_set_io_events(db->io_source, events);
         if (r < 0)
                 return r;
@@ -550,12 +555,16 @@ int db_new(sd_event *event, const DbSettings *settings, Db **ret) {
         db->connect_timeout_usec = settings->connect_timeout_usec;
         db->backoff_max_usec = settings->backoff_max_usec;
         db->statement_timeout_usec = settings->statement_timeout_usec;
+        db->priority = settings->priority;
         db->backoff_usec = DB_BACKOFF_MIN_USEC;
 
         r = event_timer_new(event, &db->timer_source, USEC_PER_MSEC, on_timer, db);
         if (r < 0)
                 return r;
         r = event_defer_new(event, &db->kick_source, on_kick, db);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_priority(db->kick_source, db->priority);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(db);

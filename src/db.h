@@ -42,6 +42,8 @@ typedef struct DbSettings {
         /* The server cancels statements running longer (0: none, for
          * migrations, which may take their time). */
         usec_t statement_timeout_usec;
+        /* sd-event priority of the connection's sources (0: normal). */
+        int64_t priority;
 } DbSettings;
 
 /* How long past its timeout a query may still be answered (by the server's

@@ -246,7 +246,7 @@ static StreamSettings stream_settings(const Config *c) {
                 .heartbeat_interval_usec = c->stream_heartbeat_interval_usec,
                 .retry_hint_usec = c->stream_retry_hint_usec,
                 .buffer_max_bytes = STREAM_BUFFER_FOR(c->max_event_bytes),
-                .buffer_hard_max_bytes = STREAM_BUFFER_HARD_FOR(c->max_event_bytes),
+                .buffer_hard_max_bytes = STREAM_BUFFER_HARD_FOR(c->max_stream_backlog_bytes),
                 .slow_timeout_usec = c->stream_slow_timeout_usec,
                 .backlog_max_bytes = c->max_stream_backlog_bytes,
         };

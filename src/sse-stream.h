@@ -29,10 +29,15 @@
 #define STREAM_BUFFER_MIN (256 * 1024)
 #define STREAM_BUFFER_FOR(max_event_bytes) \
         ((max_event_bytes) * 4 > STREAM_BUFFER_MIN ? (max_event_bytes) * 4 : STREAM_BUFFER_MIN)
-/* ... and what it is never let past: no burst of a sane size gets there. */
+/* ... and what it is never let past: half of what all streams may hold
+ * together (MAX_STREAM_BACKLOG_BYTES, the bound that protects memory), at
+ * least 16 MiB (16 of the largest events). No burst of a sane size gets
+ * there: 48 publishers x 150 events of 16 KB at once are 115 MB, and a
+ * subscriber that keeps up was cut by a 16 MiB cap when its client
+ * paused for a tenth of a second in the middle of it. */
 #define STREAM_BUFFER_HARD_MIN (16 * 1024 * 1024)
-#define STREAM_BUFFER_HARD_FOR(max_event_bytes) \
-        ((max_event_bytes) * 16 > STREAM_BUFFER_HARD_MIN ? (max_event_bytes) * 16 : STREAM_BUFFER_HARD_MIN)
+#define STREAM_BUFFER_HARD_FOR(backlog_max_bytes) \
+        ((backlog_max_bytes) / 2 > STREAM_BUFFER_HARD_MIN ? (backlog_max_bytes) / 2 : STREAM_BUFFER_HARD_MIN)
 /* Frames queued for one client, whatever their size: the queue itself
  * (8 bytes a frame) stays bounded too, at 128 KiB. */
 #define STREAM_FRAMES_MAX 16384

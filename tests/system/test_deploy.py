@@ -361,10 +361,13 @@ def a_connection_flood_does_not_get_batond_restarted_by_the_watchdog(ctx):
             '[Service]\nWatchdogSec=2s\nEnvironment=MAX_CONNECTIONS=64\n')
     c.run(['systemctl', 'daemon-reload'])
     c.run(['systemctl', 'restart', 'batond.socket', 'batond.service'])
-    c.sh('until curl -sf http://127.0.0.1:8080/_/health/ready >/dev/null; do sleep 0.2; done', timeout=30)
+    # Where the socket listens (an earlier case may have moved it).
+    listen = c.run(['systemctl', 'show', '-p', 'Listen', '--value', 'batond.socket']).stdout
+    port = re.search(r':(\d+) \(Stream\)', listen)[1]
+    c.sh(f'until curl -sf http://127.0.0.1:{port}/_/health/ready >/dev/null; do sleep 0.2; done', timeout=30)
     pid = c.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'batond']).stdout.strip()
     restarts = c.run(['systemctl', 'show', '-p', 'NRestarts', 'batond']).stdout.strip()
-    flood = json.loads(c.run(['python3', '/usr/local/lib/baton-test/flood.py', '8080', '200', '15'],
+    flood = json.loads(c.run(['python3', '/usr/local/lib/baton-test/flood.py', port, '200', '15'],
                              timeout=60).stdout)
     after = c.run(['systemctl', 'show', '-p', 'MainPID', '-p', 'NRestarts', '-p', 'ActiveState',
                    'batond']).stdout

@@ -281,8 +281,19 @@ def memory_stays_bounded_under_floods(ctx):
          f'peak {peak / 1024:.0f} MiB (bound {bound / 1024:.0f} MiB); {figures["acked"]} x 201, all stored')
     assert answers.get(b'HTTP/1.1 401', 0) == 200, answers
     assert queue_peak <= 32 * 1024 * KiB
-    assert peak <= bound, f'{peak} KiB resident, bound {bound} KiB'
+    if under_asan(b.pid):
+        # Its quarantine keeps up to 256 MiB of freed memory resident, and
+        # its shadow adds an eighth: the bound is the plain build's to meet.
+        note('resident memory not held to the bound under AddressSanitizer (its quarantine keeps up to '
+             '256 MiB of freed memory); the plain build checks it')
+    else:
+        assert peak <= bound, f'{peak} KiB resident, bound {bound} KiB'
     assert b.running() and b.get('/_/health/live').status == 200
+
+
+def under_asan(pid):
+    with open(f'/proc/{pid}/maps') as f:
+        return 'libasan' in f.read()
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@
 #include "list.h"
 #include "log.h"
 #include "loop-util.h"
+#include "ring.h"
 
 /* Events read per replay page, at most. A page also ends at
  * replay_page_bytes of payload (at least one event). The database reads
@@ -182,18 +183,9 @@ static void order_unref(void *item) {
 }
 
 static int ready_push(ReadyQueue *q, uint64_t id, Frame *frame) {
-        if (q->count == q->capacity) {
-                size_t capacity = q->capacity ? q->capacity * 2 : 16;
-                OrderPending *items = calloc(capacity, sizeof(OrderPending));
-                if (!items)
-                        return -ENOMEM;
-                for (size_t i = 0; i < q->count; i++)
-                        items[i] = q->items[(q->head + i) % q->capacity];
-                free(q->items);
-                q->items = items;
-                q->head = 0;
-                q->capacity = capacity;
-        }
+        if (q->count == q->capacity &&
+            ring_grow((void **) &q->items, sizeof(*q->items), &q->head, q->count, &q->capacity, 16) < 0)
+                return -ENOMEM;
         q->items[(q->head + q->count) % q->capacity] = (OrderPending) {
                 .id = id, .item = frame_ref(frame), .size = frame->size,
         };

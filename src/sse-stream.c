@@ -9,6 +9,7 @@
 #include "log.h"
 #include "loop-util.h"
 #include "parse-util.h"
+#include "ring.h"
 #include "sse-frame.h"
 #include "sse-stream.h"
 
@@ -62,18 +63,9 @@ struct StreamHub {
 /* --- the frame queue --- */
 
 static int queue_push(FrameQueue *q, Frame *f) {
-        if (q->count == q->capacity) {
-                size_t capacity = q->capacity ? q->capacity * 2 : 4;
-                Frame **items = calloc(capacity, sizeof(Frame *));
-                if (!items)
-                        return -ENOMEM;
-                for (size_t i = 0; i < q->count; i++)
-                        items[i] = q->items[(q->head + i) % q->capacity];
-                free(q->items);
-                q->items = items;
-                q->head = 0;
-                q->capacity = capacity;
-        }
+        if (q->count == q->capacity &&
+            ring_grow((void **) &q->items, sizeof(*q->items), &q->head, q->count, &q->capacity, 4) < 0)
+                return -ENOMEM;
         q->items[(q->head + q->count) % q->capacity] = frame_ref(f);
         q->count++;
         q->bytes += f->size;

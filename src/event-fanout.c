@@ -4,6 +4,7 @@
 #include <microhttpd.h>
 #include <stdio.h>
 
+#include "event-fanout-internal.h"
 #include "event-fanout.h"
 #include "event-format.h"
 #include "event-order.h"
@@ -14,119 +15,18 @@
 #include "loop-util.h"
 #include "ring.h"
 
-/* Events read per replay page, at most. A page also ends at
- * replay_page_bytes of payload (at least one event). The database reads
- * every row the query allows before the byte bound cuts the page, so each
- * replay asks for about as many rows as fit its bytes at the event size it
- * saw last (FETCH_PAGE_FIRST for its first page): asking for 2,000 rows of
- * which 64 events of 16 KB fit made PostgreSQL read 31 times what it sent. */
-#define FETCH_PAGE 2000
-#define FETCH_PAGE_FIRST 256
-#define FETCH_PAGE_MIN 16
-/* Replays are pipelined: the next page is asked for when the stream has
- * written all but half a page of the last one, so the query overlaps the
- * writing. And they are bounded: a replay needs one of REPLAY_SLOTS to
- * fetch a page, and holds it until that page is written down to the
- * half-page mark; replays beyond that wait their turn, first come first
- * served, each page a turn. So replays hold about REPLAY_SLOTS x 1.5
- * pages of memory however many streams catch up at once (README: Memory).
- * Those waiting in line take from each page what it holds after their
- * own id (replay_page_share()): thousands resuming from nearby ids cost a
- * few queries, not one each. */
-#define REPLAY_SLOTS 32
-#define RETRY_MIN_USEC (100 * USEC_PER_MSEC)
-#define RETRY_MAX_USEC (5 * USEC_PER_SEC)
 /* Sends (an event to one subscriber) per loop turn, across channels: a
  * burst is delivered over several turns, so that one topic's batch of a
  * thousand events stalls neither other topics nor the probes. An event
  * goes to all of a channel's subscribers in one turn, whatever it costs. */
 #define DELIVER_SENDS_PER_TURN 4096
-/* Sends, at most, that sharing one replay page with streams waiting their
- * turn may cost (in the page's turn). */
-#define SHARE_SENDS_PER_PAGE 8192
 /* A stream request waits this long at most for its channel to learn its
  * position (one query); then, or at once when the query fails, it is told
  * 503 unavailable (an ended "unavailable" event for an EventSource, which
  * then retries), never left without an answer while the database is down. */
 #define START_TIMEOUT_USEC (3 * USEC_PER_SEC)
 
-typedef enum SubscriberState {
-        SUBSCRIBER_WAITING,             /* for the channel to know its position */
-        SUBSCRIBER_REPLAYING,
-        SUBSCRIBER_LIVE,
-} SubscriberState;
 
-typedef struct Channel Channel;
-
-typedef struct Subscriber {
-        Channel *channel;
-        HttpRequest *req;               /* until the stream opens */
-        Stream *stream;
-        SubscriberState state;
-        uint64_t cursor;                /* the last id sent */
-        bool has_after;
-        bool fetching;
-        bool wants_room;                /* replay waits for the client to read */
-        bool holds_slot;                /* one of REPLAY_SLOTS */
-        size_t page_rows;               /* rows to ask for next; 0: FETCH_PAGE_FIRST */
-        Db *replay_db;                  /* where its page query runs, while fetching */
-        unsigned failures;
-        sd_event_source *retry;
-        ListNode in_channel;            /* in its channel's subscribers */
-        ListNode in_waiting;            /* in the fanout's, waiting for a replay slot */
-} Subscriber;
-
-/* A connection replays run on, and how many page queries it has. */
-typedef struct ReplayConnection {
-        Db *db;
-        unsigned in_flight;
-} ReplayConnection;
-
-/* Events in order, handed on by the channel's TopicOrder, waiting for
- * their turn to go to the subscribers: a ring. */
-typedef struct ReadyQueue {
-        OrderPending *items;
-        size_t head, count, capacity;
-} ReadyQueue;
-
-struct Channel {
-        Fanout *fanout;
-        char topic[TOPIC_NAME_MAX + 1];
-        TopicOrder order;
-        bool initializing;
-        unsigned failures;
-        sd_event_source *timer;         /* the order's wait, or a retry after a failure */
-        ListNode subscribers;
-        size_t n_subscribers;
-        ReadyQueue ready;
-        ListNode in_busy;               /* in the fanout's, while ready holds events */
-        ListNode in_unused;             /* in the fanout's, once its last subscriber left */
-        HashmapEntry by_topic;          /* in the fanout's channels */
-};
-
-struct Fanout {
-        sd_event *event;
-        Db *db;
-        StreamHub *streams;
-        FanoutSettings settings;
-        Hashmap channels;               /* by topic */
-        ListNode busy;                  /* channels with events ready, in turn */
-        ListNode unused;                /* channels to free once the turn is over */
-        sd_event_source *deliver_source;
-        sd_event_source *reap_source;
-        FanoutCounters counters;
-        ReplayConnection replay[FANOUT_REPLAY_CONNECTIONS_MAX];
-        size_t n_replay;
-        size_t slots_used;
-        ListNode replay_waiting;        /* subscribers, first come first served */
-        sd_event_source *grant_source;  /* hands freed slots to the waiting */
-        bool resyncing;
-        bool resync_again;              /* asked for while one ran */
-        sd_event_source *resync_timer;
-};
-
-static void subscriber_fetch(Subscriber *sub);
-static void on_replay_page(Db *db, const DbResult *result, void *userdata);
 static void channel_apply(Channel *ch, OrderPlan plan);
 
 /* --- helpers --- */
@@ -136,7 +36,7 @@ static Channel *channel_find(Fanout *f, const char *topic) {
         return e ? container_of(e, Channel, by_topic) : NULL;
 }
 
-static usec_t backoff(unsigned failures) {
+usec_t fanout_backoff(unsigned failures) {
         usec_t d = RETRY_MIN_USEC << (failures < 6 ? failures : 6);
         return d > RETRY_MAX_USEC ? RETRY_MAX_USEC : d;
 }
@@ -146,7 +46,7 @@ static usec_t now(void) {
 }
 
 /* The frame of the i-th stored event of a result. */
-static Frame *row_frame(const DbResult *result, size_t i, const char *topic, uint64_t *ret_id) {
+Frame *fanout_row_frame(const DbResult *result, size_t i, const char *topic, uint64_t *ret_id) {
         _cleanup_free_ char *envelope = NULL;
         StoredEvent e;
         size_t size;
@@ -160,7 +60,7 @@ static Frame *row_frame(const DbResult *result, size_t i, const char *topic, uin
 
 /* -ESTALE: the loop has finished (the HTTP server, freed after it, ends
  * the last streams); fanout_free() does what is left. */
-static void schedule(sd_event_source *source, int enabled, const char *what) {
+void fanout_schedule(sd_event_source *source, int enabled, const char *what) {
         int r = sd_event_source_set_enabled(source, enabled);
 
         if (r < 0 && r != -ESTALE)
@@ -226,7 +126,7 @@ static void on_order_deliver(uint64_t id, void *item, void *userdata) {
         }
         if (!list_linked(&ch->in_busy)) {
                 list_append(&f->busy, &ch->in_busy);
-                schedule(f->deliver_source, SD_EVENT_ON, "event delivery");
+                fanout_schedule(f->deliver_source, SD_EVENT_ON, "event delivery");
         }
 }
 
@@ -275,7 +175,7 @@ static int on_deliver_turn(sd_event_source *source, void *userdata) {
                         list_append(&f->busy, &ch->in_busy);
         }
         if (list_empty(&f->busy))
-                schedule(source, SD_EVENT_OFF, "a pause of event delivery");
+                fanout_schedule(source, SD_EVENT_OFF, "a pause of event delivery");
         return 0;
 }
 
@@ -291,19 +191,19 @@ static void on_range_fetched(Db *db, const DbResult *result, void *userdata) {
                 log_warning("Cannot read events of topic %s from PostgreSQL: %s", ch->topic,
                             result->error);
                 order_fetch_failed(&ch->order);
-                channel_arm(ch, backoff(ch->failures++));
+                channel_arm(ch, fanout_backoff(ch->failures++));
                 return;
         }
         n = store_n_events(result);
         rows = calloc(n ? n : 1, sizeof(OrderPending));
         if (!rows) {
                 order_fetch_failed(&ch->order);
-                channel_arm(ch, backoff(ch->failures++));
+                channel_arm(ch, fanout_backoff(ch->failures++));
                 return;
         }
         for (; built < n; built++) {
                 uint64_t id;
-                Frame *frame = row_frame(result, built, ch->topic, &id);
+                Frame *frame = fanout_row_frame(result, built, ch->topic, &id);
                 if (!frame)
                         break;          /* the rest is read again */
                 rows[built] = (OrderPending) { .id = id, .item = frame, .size = frame->size };
@@ -325,7 +225,7 @@ static void channel_fetch(Channel *ch, uint64_t after, uint64_t up_to) {
                               on_range_fetched, ch);
         if (r < 0) {
                 order_fetch_failed(&ch->order);
-                channel_arm(ch, backoff(ch->failures++));
+                channel_arm(ch, fanout_backoff(ch->failures++));
         }
 }
 
@@ -350,281 +250,6 @@ static void channel_apply(Channel *ch, OrderPlan plan) {
 }
 
 /* --- subscribers --- */
-
-/* --- replays: their connections and their slots --- */
-
-/* The least busy connected replay connection; the read connection when
- * there are none (or none is up). */
-static Db *replay_db_pick(Fanout *f) {
-        ReplayConnection *best = NULL;
-
-        for (size_t i = 0; i < f->n_replay; i++)
-                if (db_connected(f->replay[i].db) && (!best || f->replay[i].in_flight < best->in_flight))
-                        best = &f->replay[i];
-        if (!best)
-                return f->db;
-        best->in_flight++;
-        return best->db;
-}
-
-static void replay_db_done(Fanout *f, Db *db) {
-        for (size_t i = 0; i < f->n_replay; i++)
-                if (f->replay[i].db == db) {
-                        assert(f->replay[i].in_flight > 0);
-                        f->replay[i].in_flight--;
-                }
-}
-
-/* The subscriber's page query goes, its callback with it. */
-static void subscriber_cancel_fetch(Subscriber *sub) {
-        Fanout *f = sub->channel->fanout;
-
-        if (!sub->fetching)
-                return;
-        db_cancel(sub->replay_db, sub);
-        replay_db_done(f, sub->replay_db);
-        sub->fetching = false;
-        sub->replay_db = NULL;
-}
-
-/* granted: the grant handed this subscriber its turn (it was first in
- * line); others join the line if anyone waits. */
-static bool replay_slot_take(Subscriber *sub, bool granted) {
-        Fanout *f = sub->channel->fanout;
-
-        if (sub->holds_slot)
-                return true;
-        if (f->slots_used < REPLAY_SLOTS && (granted || list_empty(&f->replay_waiting))) {
-                f->slots_used++;
-                sub->holds_slot = true;
-                return true;
-        }
-        if (!list_linked(&sub->in_waiting))
-                list_append(&f->replay_waiting, &sub->in_waiting);
-        return false;
-}
-
-static void replay_slot_release(Subscriber *sub) {
-        Fanout *f = sub->channel->fanout;
-
-        list_remove(&sub->in_waiting);
-        if (!sub->holds_slot)
-                return;
-        sub->holds_slot = false;
-        assert(f->slots_used > 0);
-        f->slots_used--;
-        if (!list_empty(&f->replay_waiting))
-                schedule(f->grant_source, SD_EVENT_ONESHOT, "handing out replay slots");
-}
-
-static void subscriber_fetch_turn(Subscriber *sub, bool granted);
-
-static int on_grant(sd_event_source *source, void *userdata) {
-        Fanout *f = userdata;
-
-        while (f->slots_used < REPLAY_SLOTS && !list_empty(&f->replay_waiting)) {
-                Subscriber *sub = list_first(&f->replay_waiting, Subscriber, in_waiting);
-                list_remove(&sub->in_waiting);
-                subscriber_fetch_turn(sub, true);
-        }
-        return 0;
-}
-
-static void subscriber_go_live(Subscriber *sub) {
-        sub->state = SUBSCRIBER_LIVE;
-        stream_set_drain_callback(sub->stream, 0, NULL, NULL);
-        replay_slot_release(sub);
-}
-
-/* As many rows as fit a page at the average size of this page's events. */
-static size_t next_page_rows(const DbResult *result, size_t page_bytes) {
-        size_t rows = store_n_events(result), bytes = 0, want;
-        StoredEvent e;
-
-        if (rows == 0)
-                return FETCH_PAGE_FIRST;
-        for (size_t i = 0; i < rows; i++) {
-                store_event(result, i, &e);
-                bytes += e.payload_size;
-        }
-        want = page_bytes / (bytes / rows + 1) + 1;
-        return want < FETCH_PAGE_MIN ? FETCH_PAGE_MIN : want > FETCH_PAGE ? FETCH_PAGE : want;
-}
-
-/* The slot goes to others while this one backs off. */
-static void subscriber_retry(Subscriber *sub) {
-        replay_slot_release(sub);
-        if (event_timer_arm(sub->retry, backoff(sub->failures++)) < 0)
-                stream_end_with_reconnect(sub->stream, "replay failed");
-}
-
-/* A replay page's events as frames, built once for every subscriber the
- * page serves. */
-typedef struct ReplayPage {
-        uint64_t from;                  /* read after this id */
-        size_t n;
-        uint64_t *ids;
-        Frame **frames;
-} ReplayPage;
-
-static void replay_page_free(ReplayPage *page) {
-        for (size_t i = 0; i < page->n; i++)
-                frame_unref(page->frames[i]);
-        free(page->ids);
-        free(page->frames);
-}
-
-static int replay_page_build(const DbResult *result, const char *topic, uint64_t from, ReplayPage *ret) {
-        size_t rows = store_n_events(result);
-        ReplayPage page = { .from = from };
-
-        if (rows > 0) {
-                page.ids = calloc(rows, sizeof(uint64_t));
-                page.frames = calloc(rows, sizeof(Frame *));
-                if (!page.ids || !page.frames) {
-                        replay_page_free(&page);
-                        return -ENOMEM;
-                }
-        }
-        for (; page.n < rows; page.n++) {
-                page.frames[page.n] = row_frame(result, page.n, topic, &page.ids[page.n]);
-                if (!page.frames[page.n]) {
-                        replay_page_free(&page);
-                        return -ENOMEM;
-                }
-        }
-        *ret = page;
-        return 0;
-}
-
-static void subscriber_next_page(Subscriber *sub) {
-        if (stream_queued_bytes(sub->stream) > sub->channel->fanout->settings.replay_page_bytes / 2)
-                sub->wants_room = true;         /* on_stream_drained() goes on */
-        else
-                subscriber_fetch(sub);
-}
-
-/* Sends sub what the page holds after its cursor; false when its stream
- * is ending. Then: live, or the next page (at once, or when the stream has
- * room; a subscriber that shared another's page waits its turn again). */
-static bool replay_page_serve(Subscriber *sub, const ReplayPage *page, bool own) {
-        Channel *ch = sub->channel;
-        size_t sent = 0;
-        int r = 0;
-
-        for (size_t i = 0; i < page->n && r >= 0; i++) {
-                if (page->ids[i] <= sub->cursor)
-                        continue;
-                r = stream_send_frame(sub->stream, page->frames[i]);
-                if (r >= 0) {
-                        sub->cursor = page->ids[i];
-                        sent++;
-                }
-        }
-        if (r < 0) {
-                if (r != -EPIPE && r != -ENOBUFS)
-                        stream_end_with_reconnect(sub->stream, "out of memory");
-                return false;
-        }
-        /* Caught up with what this instance delivers live: switch now, in the
-         * same loop turn, so no event can fall in between. Everything after
-         * the position reaches the channel (and so this subscriber) live. */
-        if (order_replay_next(ch->order.position, sent, &sub->cursor) == REPLAY_LIVE)
-                subscriber_go_live(sub);
-        else if (own)
-                subscriber_next_page(sub);
-        /* else it is still in line, from further on */
-        return true;
-}
-
-/* Subscribers of the channel waiting their turn that the page serves too.
- * At a deploy's drain timeout thousands of streams resume on one instance
- * from ids a few events apart: one query serves them all instead of one
- * each (10,000 queries took 7 s). They share its frames, so memory grows
- * only by their queue entries (MAX_STREAM_BACKLOG_BYTES counts a frame
- * once). */
-static void replay_page_share(Channel *ch, const Subscriber *owner, const ReplayPage *page) {
-        uint64_t last = page->n > 0 ? page->ids[page->n - 1] : 0;
-        /* At most SHARE_SENDS_PER_PAGE sends in all, as this is one turn of
-         * the loop: a page of 2,000 events shared by 1,000 streams would
-         * stall live delivery for a second. */
-        size_t sharers = SHARE_SENDS_PER_PAGE / (page->n + 1) + 1;
-
-        LIST_FOREACH_SAFE(sub, next, &ch->subscribers, Subscriber, in_channel) {
-                if (sharers == 0)
-                        break;
-                if (sub == owner || sub->state != SUBSCRIBER_REPLAYING || sub->fetching || sub->wants_room ||
-                    !list_linked(&sub->in_waiting))
-                        continue;
-                if (!order_page_serves(page->from, page->n, last, sub->cursor))
-                        continue;
-                (void) replay_page_serve(sub, page, false);
-                sharers--;
-        }
-}
-
-static void on_replay_page(Db *db, const DbResult *result, void *userdata) {
-        Subscriber *sub = userdata;
-        Channel *ch = sub->channel;
-        ReplayPage page;
-
-        sub->fetching = false;
-        sub->replay_db = NULL;
-        replay_db_done(ch->fanout, db);
-        if (result->error) {
-                log_warning("Cannot replay topic %s from PostgreSQL: %s", ch->topic, result->error);
-                subscriber_retry(sub);
-                return;
-        }
-        sub->failures = 0;
-        sub->page_rows = next_page_rows(result, ch->fanout->settings.replay_page_bytes);
-        if (replay_page_build(result, ch->topic, sub->cursor, &page) < 0) {
-                stream_end_with_reconnect(sub->stream, "out of memory");
-                return;
-        }
-        (void) replay_page_serve(sub, &page, true);
-        replay_page_share(ch, sub, &page);
-        replay_page_free(&page);
-}
-
-static void subscriber_fetch_turn(Subscriber *sub, bool granted) {
-        Fanout *f = sub->channel->fanout;
-        Db *db;
-        int r;
-
-        if (sub->fetching)
-                return;
-        sub->wants_room = false;
-        if (!replay_slot_take(sub, granted))
-                return;         /* on_grant() calls again */
-        db = replay_db_pick(f);
-        r = store_query_page(db, sub->channel->topic, sub->cursor,
-                             sub->page_rows > 0 ? sub->page_rows : FETCH_PAGE_FIRST,
-                             f->settings.replay_page_bytes, f->settings.query_timeout_usec,
-                             on_replay_page, sub);
-        if (r < 0) {
-                replay_db_done(f, db);
-                subscriber_retry(sub);
-                return;
-        }
-        sub->fetching = true;
-        sub->replay_db = db;
-}
-
-static void subscriber_fetch(Subscriber *sub) {
-        subscriber_fetch_turn(sub, false);
-}
-
-/* The last page is written down to half a page: give the slot back (a
- * replay waiting goes first) and ask for the next one. */
-static void on_stream_drained(Stream *stream, void *userdata) {
-        Subscriber *sub = userdata;
-
-        if (sub->state != SUBSCRIBER_REPLAYING || !sub->wants_room)
-                return;
-        replay_slot_release(sub);
-        subscriber_fetch(sub);
-}
 
 static void subscriber_free(Subscriber *sub);
 static void on_stream_closed(Stream *stream, void *userdata);
@@ -655,7 +280,7 @@ static int on_subscriber_retry(sd_event_source *source, uint64_t usec, void *use
         if (sub->state == SUBSCRIBER_WAITING)
                 subscriber_unavailable(sub, "the database did not answer in time");
         else
-                subscriber_fetch(sub);
+                replay_fetch(sub);
         return 0;
 }
 
@@ -678,12 +303,10 @@ static void subscriber_start(Subscriber *sub) {
                 return;
         }
         if (order_subscriber_start(ch->order.position, sub->has_after, &sub->cursor)) {
-                subscriber_go_live(sub);
+                replay_go_live(sub);
                 return;
         }
-        sub->state = SUBSCRIBER_REPLAYING;
-        stream_set_drain_callback(sub->stream, ch->fanout->settings.replay_page_bytes / 2, on_stream_drained, sub);
-        subscriber_fetch(sub);
+        replay_begin(sub);
 }
 
 /* --- channel life --- */
@@ -714,7 +337,7 @@ static void channel_release(Channel *ch) {
         if (ch->n_subscribers > 0 || list_linked(&ch->in_unused))
                 return;
         list_append(&f->unused, &ch->in_unused);
-        schedule(f->reap_source, SD_EVENT_ONESHOT, "freeing a channel");
+        fanout_schedule(f->reap_source, SD_EVENT_ONESHOT, "freeing a channel");
 }
 
 static int on_reap(sd_event_source *source, void *userdata) {
@@ -732,7 +355,7 @@ static void on_position(Db *db, const DbResult *result, void *userdata) {
         ch->initializing = false;
         if (result->error) {
                 log_warning("Cannot read the position of topic %s: %s", ch->topic, result->error);
-                channel_arm(ch, backoff(ch->failures++));
+                channel_arm(ch, fanout_backoff(ch->failures++));
                 channel_unavailable(ch, "the database is unavailable");
                 return;
         }
@@ -756,7 +379,7 @@ static void channel_init(Channel *ch) {
         r = store_query_position(ch->fanout->db, ch->topic, ch->fanout->settings.query_timeout_usec,
                                  on_position, ch);
         if (r < 0) {
-                channel_arm(ch, backoff(ch->failures++));
+                channel_arm(ch, fanout_backoff(ch->failures++));
                 channel_unavailable(ch, "the database is unavailable");
                 return;
         }
@@ -806,8 +429,7 @@ static Channel *channel_new(Fanout *f, const char *topic) {
 static void subscriber_free(Subscriber *sub) {
         Channel *ch = sub->channel;
 
-        subscriber_cancel_fetch(sub);
-        replay_slot_release(sub);
+        replay_end(sub);
         sd_event_source_disable_unref(sub->retry);
         list_remove(&sub->in_channel);
         assert(ch->n_subscribers > 0 && ch->fanout->counters.subscribers > 0);
@@ -975,7 +597,7 @@ int fanout_new(sd_event *event, Db *read_db, StreamHub *streams, const FanoutSet
         r = event_defer_new(event, &f->reap_source, on_reap, f);
         if (r < 0)
                 return r;
-        r = event_defer_new(event, &f->grant_source, on_grant, f);
+        r = event_defer_new(event, &f->grant_source, replay_on_grant, f);
         if (r < 0)
                 return r;
         r = event_timer_new(event, &f->resync_timer, 100 * USEC_PER_MSEC, on_resync_timer, f);

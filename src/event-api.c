@@ -143,10 +143,9 @@ void event_api_handle_publish(Publisher *publisher, uint64_t max_event_bytes, Ht
         if (r == -ENOBUFS) {
                 free(payload);
                 free(p);
-                http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "overloaded",
-                                   "the publish queue is full (MAX_PUBLISH_QUEUE_BYTES): the database is "
-                                   "behind; the event was not stored, retry shortly");
-                http_request_add_response_header(req, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+                http_respond_retry_later(req, "overloaded",
+                                         "the publish queue is full (MAX_PUBLISH_QUEUE_BYTES): the database "
+                                         "is behind; the event was not stored, retry shortly");
                 return;
         }
         if (r < 0) {
@@ -253,10 +252,8 @@ void event_api_handle_history(Db *read_db, usec_t query_timeout_usec, HttpReques
         assert(read_db && req);
 
         if (history_in_flight >= HISTORY_CONCURRENT_MAX) {
-                http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "overloaded",
-                                   "%d history requests are being served; retry shortly",
-                                   HISTORY_CONCURRENT_MAX);
-                http_request_add_response_header(req, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+                http_respond_retry_later(req, "overloaded", "%d history requests are being served; retry shortly",
+                                         HISTORY_CONCURRENT_MAX);
                 return;
         }
         h = calloc(1, sizeof(HistoryRequest));

@@ -261,9 +261,7 @@ static void subscriber_unavailable(Subscriber *sub, const char *why) {
         assert(sub->state == SUBSCRIBER_WAITING && req);
 
         http_request_on_end(req, NULL, NULL);
-        http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-                           "the stream cannot start: %s; retry shortly", why);
-        http_request_add_response_header(req, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        http_respond_retry_later(req, "unavailable", "the stream cannot start: %s; retry shortly", why);
         subscriber_free(sub);
 }
 

@@ -145,11 +145,9 @@ static void respond_overloaded(HttpRequest *req) {
 
         s->counters.requests_shed++;
         req->shed = true;
-        http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "overloaded",
-                           "the service is at its connection limit (%" PRIu64 "); retry shortly",
-                           s->limits.max_connections);
-        if (req->response && MHD_add_response_header(req->response, MHD_HTTP_HEADER_RETRY_AFTER, "1") != MHD_YES)
-                log_debug("Failed to add Retry-After header, ignoring.");
+        http_respond_retry_later(req, "overloaded",
+                                 "the service is at its connection limit (%" PRIu64 "); retry shortly",
+                                 s->limits.max_connections);
 }
 
 /* Counts a body to be buffered against MAX_BUFFERED_BODY_BYTES, for its
@@ -181,10 +179,9 @@ static void request_release_body(HttpRequest *req) {
 static void respond_bodies_full(HttpRequest *req) {
         HttpServer *s = req->server;
 
-        http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "overloaded",
-                           "request bodies being received are at their limit (MAX_BUFFERED_BODY_BYTES, "
-                           "%" PRIu64 " bytes); retry shortly", s->limits.max_buffered_body_bytes);
-        http_request_add_response_header(req, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        http_respond_retry_later(req, "overloaded",
+                                 "request bodies being received are at their limit (MAX_BUFFERED_BODY_BYTES, "
+                                 "%" PRIu64 " bytes); retry shortly", s->limits.max_buffered_body_bytes);
         req->stop_body = true;
 }
 

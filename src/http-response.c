@@ -220,16 +220,14 @@ static void respond_unavailable_event(HttpRequest *req, json_t *body) {
         http_respond_text(req, MHD_HTTP_OK, "text/event-stream", text, b.end);
 }
 
-void http_respond_error(HttpRequest *req, unsigned status, const char *code, const char *format, ...) {
+_printf_(4, 0)
+static void respond_errorv(HttpRequest *req, unsigned status, const char *code, const char *format, va_list ap) {
         char message[512];
         json_t *body;
-        va_list ap;
 
         assert(req && code);
 
-        va_start(ap, format);
         (void) vsnprintf(message, sizeof(message), format, ap);
-        va_end(ap);
         /* Messages echo the client's path, which may be any bytes (or cut
          * inside a character by the buffer): jansson refuses strings that
          * are not UTF-8, and that used to turn a 404 into a 500. */
@@ -242,6 +240,23 @@ void http_respond_error(HttpRequest *req, unsigned status, const char *code, con
                 return;
         }
         http_respond_json(req, status, body);
+}
+
+void http_respond_error(HttpRequest *req, unsigned status, const char *code, const char *format, ...) {
+        va_list ap;
+
+        va_start(ap, format);
+        respond_errorv(req, status, code, format, ap);
+        va_end(ap);
+}
+
+void http_respond_retry_later(HttpRequest *req, const char *code, const char *format, ...) {
+        va_list ap;
+
+        va_start(ap, format);
+        respond_errorv(req, MHD_HTTP_SERVICE_UNAVAILABLE, code, format, ap);
+        va_end(ap);
+        http_request_add_response_header(req, MHD_HTTP_HEADER_RETRY_AFTER, "1");
 }
 
 /* The kernel grows a socket's send buffer to megabytes on its own; for a

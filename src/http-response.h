@@ -44,6 +44,9 @@ void http_request_add_response_header(HttpRequest *req, const char *name, const 
  * on any status but 200, and retries after a 200 ends: it comes back. */
 void http_respond_error(HttpRequest *req, unsigned status, const char *code,
                         const char *format, ...) _printf_(4, 5);
+/* 503 with "Retry-After: 1": the service is fine, but full or not yet
+ * able to serve this now (overloaded, unavailable). */
+void http_respond_retry_later(HttpRequest *req, const char *code, const char *format, ...) _printf_(3, 4);
 
 /* Does the request accept text/event-stream (an EventSource's Accept)? */
 bool http_request_accepts_event_stream(const HttpRequest *req);

@@ -186,10 +186,10 @@ static void replay_next_page(Subscriber *sub) {
                 replay_fetch(sub);
 }
 
-/* Sends sub what the page holds after its cursor; false when its stream
- * is ending. Then: live, or the next page (at once, or when the stream has
+/* Sends sub what the page holds after its cursor (unless its stream is
+ * ending). Then: live, or the next page (at once, or when the stream has
  * room; a subscriber that shared another's page waits its turn again). */
-static bool replay_page_serve(Subscriber *sub, const ReplayPage *page, bool own) {
+static void replay_page_serve(Subscriber *sub, const ReplayPage *page, bool own) {
         Channel *ch = sub->channel;
         size_t sent = 0;
         int r = 0;
@@ -206,7 +206,7 @@ static bool replay_page_serve(Subscriber *sub, const ReplayPage *page, bool own)
         if (r < 0) {
                 if (r != -EPIPE && r != -ENOBUFS)
                         stream_end_with_reconnect(sub->stream, "out of memory");
-                return false;
+                return;
         }
         /* Caught up with what this instance delivers live: switch now, in the
          * same loop turn, so no event can fall in between. Everything after
@@ -216,7 +216,6 @@ static bool replay_page_serve(Subscriber *sub, const ReplayPage *page, bool own)
         else if (own)
                 replay_next_page(sub);
         /* else it is still in line, from further on */
-        return true;
 }
 
 /* Subscribers of the channel waiting their turn that the page serves too.
@@ -240,7 +239,7 @@ static void replay_page_share(Channel *ch, const Subscriber *owner, const Replay
                         continue;
                 if (!order_page_serves(page->from, page->n, last, sub->cursor))
                         continue;
-                (void) replay_page_serve(sub, page, false);
+                replay_page_serve(sub, page, false);
                 sharers--;
         }
 }
@@ -264,7 +263,7 @@ static void on_replay_page(Db *db, const DbResult *result, void *userdata) {
                 stream_end_with_reconnect(sub->stream, "out of memory");
                 return;
         }
-        (void) replay_page_serve(sub, &page, true);
+        replay_page_serve(sub, &page, true);
         replay_page_share(ch, sub, &page);
         replay_page_free(&page);
 }

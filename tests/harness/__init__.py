@@ -29,8 +29,8 @@ run, test, ...). The modules, one concern each:
 
 from .batond import Batond
 from .core import ROOT, VERBOSE, TempDir, free_port, log, wait_until
-from .http_client import (Misframed, Response, StrictReader, close_socket, http_get, publish,
-                          raw_request, read_until_closed)
+from .http_client import (Misframed, Response, StrictReader, close_socket, http_get, metric,
+                          publish, raw_request, read_until_closed)
 from .nats import Nats
 from .notify import NotifySocket
 from .postgres import MIGRATION_LOCK_KEY, MIGRATIONS, PG_BIN, Postgres
@@ -40,6 +40,6 @@ from .sse import SseClient
 __all__ = [
     'Batond', 'Context', 'MIGRATIONS', 'MIGRATION_LOCK_KEY', 'Misframed', 'Nats', 'NotifySocket',
     'PG_BIN', 'Postgres', 'ROOT', 'Response', 'Skip', 'SseClient', 'StrictReader', 'TempDir',
-    'VERBOSE', 'close_socket', 'failure_notes', 'free_port', 'http_get', 'log', 'publish',
+    'VERBOSE', 'close_socket', 'failure_notes', 'free_port', 'http_get', 'log', 'metric', 'publish',
     'raw_request', 'read_until_closed', 'report_failure', 'run', 'test', 'wait_until',
 ]

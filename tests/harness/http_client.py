@@ -28,6 +28,13 @@ class Response:
         return f'<Response {self.status} {self.body[:200]!r}>'
 
 
+def metric(port, name, timeout=5):
+    """A sample without labels of batond's /metrics on port, as a float."""
+    m = re.search(rf'^{re.escape(name)} (\S+)$', http_get(port, '/metrics', timeout=timeout).body, re.M)
+    assert m, f'no {name} in /metrics'
+    return float(m.group(1))
+
+
 def http_get(port, path, method='GET', headers=None, body=None, timeout=5, host='127.0.0.1'):
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:

@@ -12,7 +12,7 @@ import threading
 import time
 
 from tests import harness
-from tests.harness import http_get, publish, raw_request, run, test, wait_until
+from tests.harness import http_get, metric, publish, raw_request, run, test, wait_until
 
 FAST = {'STREAM_RESYNC_INTERVAL': '500ms', 'STREAM_HEARTBEAT_INTERVAL': '1s'}
 
@@ -281,8 +281,8 @@ def a_burst_cuts_no_subscriber_that_keeps_up(ctx):
     for sub in subs:
         assert_exactly_once(sub.ids(), 1, 640, 'a fast subscriber')
         assert not any(e[1] == 'reconnect' for e in sub.all())
-    cut = re.search(r'^baton_stream_subscribers_cut_total (\S+)$', b.get('/metrics').body, re.M)
-    assert cut and float(cut.group(1)) == 0, cut
+    cut = metric(b.port, 'baton_stream_subscribers_cut_total')
+    assert cut == 0, cut
     print(f'# 640 events of 16 KB from 16 publishers at once: 3 subscribers had all of them in '
           f'order {took:.1f} s after the first publish; 0 cut', flush=True)
 
@@ -309,8 +309,7 @@ def a_subscriber_that_stays_behind_is_cut_and_resumes_without_loss(ctx):
     fast_done = time.monotonic() - started
     # Not cut yet, behind for less than 2 s...
     def cut_count():
-        m = re.search(r'^baton_stream_subscribers_cut_total (\S+)$', b.get('/metrics').body, re.M)
-        return float(m.group(1))
+        return metric(b.port, 'baton_stream_subscribers_cut_total')
     assert cut_count() == 0 or time.monotonic() - started >= 2
     # ... but once it was.
     wait_until(lambda: cut_count() == 1, 10, what='the slow subscriber to be cut')
@@ -343,8 +342,7 @@ def a_subscriber_that_reads_nothing_at_all_is_disconnected(ctx):
         assert publish(b.port, topic, {'i': i, 'pad': 'x' * 4000}).status == 201
 
     def streams():
-        m = re.search(r'^baton_streams_active (\S+)$', b.get('/metrics').body, re.M)
-        return float(m.group(1))
+        return metric(b.port, 'baton_streams_active')
     wait_until(lambda: streams() == 0, 10, what='the deaf stream to be shut')
 
 
@@ -393,7 +391,7 @@ def streams_resuming_from_different_ids_share_pages_and_each_get_theirs(ctx):
     live = ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream')
 
     def subscribers():
-        return int(float(re.search(r'^baton_stream_subscribers (\S+)$', b.get('/metrics').body, re.M)[1]))
+        return int(metric(b.port, 'baton_stream_subscribers'))
     wait_until(lambda: subscribers() == 1, 10, what='the channel to know its position')
     pg.freeze()
     try:

@@ -9,15 +9,10 @@ import re
 import socket
 import time
 
-from tests.harness import Skip, http_get, publish, run, test, wait_until
+from tests.harness import Skip, http_get, metric, publish, run, test, wait_until
 from tests.integration.test_faults import CANCEL_GRACE, ENV, QUERY_TIMEOUT, Load, check_store, managed, note
 
 KiB = 1024
-
-
-def gauge(port, name):
-    m = re.search(rf'^{name} (\S+)$', http_get(port, '/metrics').body, re.M)
-    return float(m.group(1))
 
 
 @test
@@ -41,7 +36,7 @@ def a_frozen_database_fills_the_publish_queue_and_the_rest_get_503_at_once(ctx):
     t_frozen = time.monotonic()
     peak = 0.0
     while time.monotonic() - t_frozen < QUERY_TIMEOUT * 3:
-        peak = max(peak, gauge(ops, 'baton_events_publish_queue_bytes'))
+        peak = max(peak, metric(ops, 'baton_events_publish_queue_bytes'))
         time.sleep(0.1)
     t_thaw = time.monotonic()
     pg.thaw()
@@ -54,7 +49,7 @@ def a_frozen_database_fills_the_publish_queue_and_the_rest_get_503_at_once(ctx):
     other = [r for r in during if r not in overloaded and r not in waited]
     fast = sorted(r['t1'] - r['t0'] for r in overloaded)
     waits = sorted(r['t1'] - r['t0'] for r in load.all() if t_frozen <= r['t1'] <= t_thaw)
-    refused = gauge(ops, 'baton_events_publish_refused_total')
+    refused = metric(ops, 'baton_events_publish_refused_total')
     note(f'frozen {t_thaw - t_frozen:.1f} s: {len(overloaded)} x 503 overloaded (slowest '
          f'{fast[-1] * 1000:.0f} ms), {len(waited)} x 503 after waiting, {len(other)} other; queue peak '
          f'{peak / KiB:.0f} KiB of 1024; longest wait {waits[-1]:.2f} s (query timeout {QUERY_TIMEOUT:g} s)')
@@ -172,14 +167,14 @@ def the_streams_backlog_is_bounded_by_cutting_those_furthest_behind(ctx):
     idle = [ctx.subscribe(b.port, f'/api/v1/topics/backlog-{i}/stream', rcvbuf=4096, read=False)
             for i in range(40)]
     reader = ctx.subscribe(b.port, '/api/v1/topics/backlog-0/stream')
-    wait_until(lambda: gauge(b.port, 'baton_stream_subscribers') == 41, 10, what='the streams to open')
+    wait_until(lambda: metric(b.port, 'baton_stream_subscribers') == 41, 10, what='the streams to open')
     for i in range(40):
         for k in range(20):
             assert publish(b.port, f'backlog-{i}', {'k': k, 'pad': 'b' * 32000}).status == 201
-    wait_until(lambda: gauge(b.port, 'baton_stream_subscribers_cut_total') > 0 and
-               gauge(b.port, 'baton_stream_backlog_bytes') <= 16 * 1024 * KiB, 10,
+    wait_until(lambda: metric(b.port, 'baton_stream_subscribers_cut_total') > 0 and
+               metric(b.port, 'baton_stream_backlog_bytes') <= 16 * 1024 * KiB, 10,
                what='the backlog to be cut back under its bound')
-    backlog, cut = gauge(b.port, 'baton_stream_backlog_bytes'), gauge(b.port, 'baton_stream_subscribers_cut_total')
+    backlog, cut = metric(b.port, 'baton_stream_backlog_bytes'), metric(b.port, 'baton_stream_subscribers_cut_total')
     reader.wait_for_id(20)
     assert not reader.ended and not reader.ids('reconnect'), 'a subscriber that reads was cut'
     assert 'MAX_STREAM_BACKLOG_BYTES' in b.log()
@@ -264,7 +259,7 @@ def memory_stays_bounded_under_floods(ctx):
                 pass
         peak = max(peak, rss_kib(b.pid))
         time.sleep(0.1)
-    queue_peak = gauge(ops, 'baton_events_publish_queue_bytes')
+    queue_peak = metric(ops, 'baton_events_publish_queue_bytes')
     pg.thaw()
     for s in unauthorised:
         s.close()

@@ -56,6 +56,7 @@ struct HttpServer {
         size_t n_listeners;
         HttpListener internal;          /* http_server_add_connection()'s */
         sd_event_source *run_source;
+        sd_event_source *again_source;  /* MHD said it has work left (timeout 0) */
 
         const Route *routes;
         size_t n_routes;

@@ -13,15 +13,28 @@
 
 /* --- event loop integration --- */
 
+/* How late MHD's timeouts may fire. They are connection timeouts, in
+ * seconds, so being late by this much does not matter; what matters is
+ * that re-arming after every pass leaves the loop's timerfd alone while
+ * the deadline stays within this window: with an exact deadline, sd-event
+ * re-armed it on every pass, and under load timerfd_settime() took a
+ * fifth of batond's CPU. */
+#define HTTP_TIMER_ACCURACY_USEC (100 * USEC_PER_MSEC)
+
 static void listener_rearm_timer(HttpListener *l) {
         MHD_UNSIGNED_LONG_LONG timeout_ms;
         int r;
 
-        if (MHD_get_timeout(l->daemon, &timeout_ms) != MHD_YES) {
+        if (MHD_get_timeout(l->daemon, &timeout_ms) != MHD_YES)
                 r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
-        } else {
+        else if (timeout_ms == 0) {
+                /* MHD has work left now (pipelined requests, a resumed
+                 * connection): a later turn runs it, not a timer. */
+                r = sd_event_source_set_enabled(l->timer_source, SD_EVENT_OFF);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(l->server->again_source, SD_EVENT_ONESHOT);
+        } else
                 r = event_timer_arm(l->timer_source, (usec_t) timeout_ms * USEC_PER_MSEC);
-        }
         if (r < 0)
                 log_error_errno(r, "Failed to re-arm HTTP timer for %s: %m", l->address);
 }
@@ -107,10 +120,8 @@ static int listener_start_daemon(HttpServer *s, HttpListener *l, int listen_fd, 
         r = sd_event_add_io(s->event, &l->io_source, info->epoll_fd, EPOLLIN, on_listener_io, l);
         if (r < 0)
                 return r;
-        /* Accuracy 1us: 0 would mean sd-event's default of 250ms, and MHD uses
-         * a zero timeout to say "call me again now" (e.g. pipelined requests). */
-        r = sd_event_add_time_relative(s->event, &l->timer_source, CLOCK_MONOTONIC, 0, 1,
-                                       on_listener_timer, l);
+        r = sd_event_add_time_relative(s->event, &l->timer_source, CLOCK_MONOTONIC, 0,
+                                       HTTP_TIMER_ACCURACY_USEC, on_listener_timer, l);
         if (r < 0)
                 return r;
         listener_rearm_timer(l);
@@ -203,6 +214,16 @@ int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limit
         r = event_defer_new(event, &s->run_source, on_run, s);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up HTTP processing: %m");
+        /* A defer source stays pending from its creation on, so it sorts
+         * before every other source of its priority each time it is
+         * enabled: one that MHD re-enables after every pass under load
+         * would starve the database's and the bus's sources. One step
+         * below normal, it runs in every turn that has nothing else. */
+        r = event_defer_new(event, &s->again_source, on_run, s);
+        if (r >= 0)
+                r = sd_event_source_set_priority(s->again_source, SD_EVENT_PRIORITY_NORMAL + 1);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up HTTP processing: %m");
         r = read_deadlines_new(event, s->limits.connection_timeout_usec, &s->read_deadlines);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the request read deadlines: %m");
@@ -245,6 +266,7 @@ HttpServer *http_server_free(HttpServer *s) {
         read_deadlines_free(s->read_deadlines);
         request_metrics_done(&s->metrics);
         sd_event_source_disable_unref(s->run_source);
+        sd_event_source_disable_unref(s->again_source);
         sd_event_unref(s->event);
         return mfree(s);
 }

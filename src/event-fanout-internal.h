@@ -8,6 +8,7 @@
 #include "event-fanout.h"
 #include "event-format.h"
 #include "event-order.h"
+#include "event-replay-cache.h"
 #include "event-store.h"
 #include "hashmap.h"
 #include "list.h"
@@ -41,6 +42,7 @@ typedef struct Subscriber {
         sd_event_source *retry;
         ListNode in_channel;            /* in its channel's subscribers */
         ListNode in_waiting;            /* in the fanout's, waiting for a replay slot */
+        ListNode in_cache_line;         /* in the fanout's, to be served from the cache */
 } Subscriber;
 
 /* A connection replays run on, and how many page queries it has. */
@@ -87,6 +89,9 @@ struct Fanout {
         size_t slots_used;
         ListNode replay_waiting;        /* subscribers, first come first served */
         sd_event_source *grant_source;  /* hands freed slots to the waiting */
+        ReplayCache cache;              /* pages read lately, for any replay */
+        ListNode cache_line;            /* subscribers the cache has a page for */
+        sd_event_source *cache_source;  /* serves them, a bounded number a turn */
         bool resyncing;
         bool resync_again;              /* asked for while one ran */
         sd_event_source *resync_timer;
@@ -112,3 +117,9 @@ void replay_go_live(Subscriber *sub);
 void replay_end(Subscriber *sub);
 /* The fan-out's defer source that hands freed slots to those waiting. */
 int replay_on_grant(sd_event_source *source, void *userdata);
+/* The fan-out's defer source that serves replays from the page cache. */
+int replay_on_cache_turn(sd_event_source *source, void *userdata);
+/* The page cache's bound in bytes for these settings. */
+size_t replay_cache_max_bytes(const FanoutSettings *settings);
+/* The most pages the cache keeps (each lookup scans them). */
+#define REPLAY_CACHE_PAGES_MAX 256

@@ -30,8 +30,14 @@
 #define REPLAY_SLOTS 32
 
 /* Sends, at most, that sharing one replay page with streams waiting their
- * turn may cost (in the page's turn). */
+ * turn may cost (in the page's turn), and that serving replays from the
+ * page cache may cost in one turn of the loop. */
 #define SHARE_SENDS_PER_PAGE 8192
+
+/* The page cache keeps the REPLAY_CACHE_PAGES pages read last, in bytes
+ * (README: Memory): enough for a crowd catching up on one topic to read
+ * each stretch of it once, not once for every few streams. */
+#define REPLAY_CACHE_PAGES 16
 
 /* --- their connections and their slots --- */
 
@@ -140,22 +146,6 @@ static void replay_retry(Subscriber *sub) {
                 stream_end_with_reconnect(sub->stream, "replay failed");
 }
 
-/* A replay page's events as frames, built once for every subscriber the
- * page serves. */
-typedef struct ReplayPage {
-        uint64_t from;                  /* read after this id */
-        size_t n;
-        uint64_t *ids;
-        Frame **frames;
-} ReplayPage;
-
-static void replay_page_free(ReplayPage *page) {
-        for (size_t i = 0; i < page->n; i++)
-                frame_unref(page->frames[i]);
-        free(page->ids);
-        free(page->frames);
-}
-
 static int replay_page_build(const DbResult *result, const char *topic, uint64_t from, ReplayPage *ret) {
         size_t rows = store_n_events(result);
         ReplayPage page = { .from = from };
@@ -189,7 +179,7 @@ static void replay_next_page(Subscriber *sub) {
 /* Sends sub what the page holds after its cursor (unless its stream is
  * ending). Then: live, or the next page (at once, or when the stream has
  * room; a subscriber that shared another's page waits its turn again). */
-static void replay_page_serve(Subscriber *sub, const ReplayPage *page, bool own) {
+static size_t replay_page_serve(Subscriber *sub, const ReplayPage *page, bool own) {
         Channel *ch = sub->channel;
         size_t sent = 0;
         int r = 0;
@@ -206,7 +196,7 @@ static void replay_page_serve(Subscriber *sub, const ReplayPage *page, bool own)
         if (r < 0) {
                 if (r != -EPIPE && r != -ENOBUFS)
                         stream_end_with_reconnect(sub->stream, "out of memory");
-                return;
+                return sent;
         }
         /* Caught up with what this instance delivers live: switch now, in the
          * same loop turn, so no event can fall in between. Everything after
@@ -216,6 +206,7 @@ static void replay_page_serve(Subscriber *sub, const ReplayPage *page, bool own)
         else if (own)
                 replay_next_page(sub);
         /* else it is still in line, from further on */
+        return sent;
 }
 
 /* Subscribers of the channel waiting their turn that the page serves too.
@@ -258,6 +249,7 @@ static void on_replay_page(Db *db, const DbResult *result, void *userdata) {
                 return;
         }
         sub->failures = 0;
+        ch->fanout->counters.replay_pages_read++;
         sub->page_rows = next_page_rows(result, ch->fanout->settings.replay_page_bytes);
         if (replay_page_build(result, ch->topic, sub->cursor, &page) < 0) {
                 stream_end_with_reconnect(sub->stream, "out of memory");
@@ -265,7 +257,49 @@ static void on_replay_page(Db *db, const DbResult *result, void *userdata) {
         }
         replay_page_serve(sub, &page, true);
         replay_page_share(ch, sub, &page);
+        if (replay_cache_add(&ch->fanout->cache, ch, &page) < 0)
+                log_debug("No memory to keep a replay page of topic %s, ignoring.", ch->topic);
         replay_page_free(&page);
+}
+
+/* The cache has the subscriber's next page: it needs no slot and no
+ * query, only its turn (replay_on_cache_turn()). */
+static bool replay_from_cache(Subscriber *sub) {
+        Fanout *f = sub->channel->fanout;
+
+        if (list_linked(&sub->in_cache_line))
+                return true;
+        if (!replay_cache_find(&f->cache, sub->channel, sub->cursor))
+                return false;
+        replay_slot_release(sub);
+        list_append(&f->cache_line, &sub->in_cache_line);
+        fanout_schedule(f->cache_source, SD_EVENT_ONESHOT, "serving replays from the cache");
+        return true;
+}
+
+int replay_on_cache_turn(sd_event_source *source, void *userdata) {
+        Fanout *f = userdata;
+        size_t sends = 0;
+
+        while (sends < SHARE_SENDS_PER_PAGE && !list_empty(&f->cache_line)) {
+                Subscriber *sub = list_first(&f->cache_line, Subscriber, in_cache_line);
+                const ReplayPage *page;
+
+                list_remove(&sub->in_cache_line);
+                page = replay_cache_find(&f->cache, sub->channel, sub->cursor);
+                if (page) {
+                        f->counters.replay_pages_cached++;
+                        sends += replay_page_serve(sub, page, true) + 1;
+                } else
+                        replay_fetch(sub);      /* gone from the cache meanwhile */
+        }
+        if (!list_empty(&f->cache_line))
+                fanout_schedule(f->cache_source, SD_EVENT_ONESHOT, "serving replays from the cache");
+        return 0;
+}
+
+size_t replay_cache_max_bytes(const FanoutSettings *settings) {
+        return REPLAY_CACHE_PAGES * settings->replay_page_bytes;
 }
 
 static void replay_fetch_turn(Subscriber *sub, bool granted) {
@@ -276,6 +310,8 @@ static void replay_fetch_turn(Subscriber *sub, bool granted) {
         if (sub->fetching)
                 return;
         sub->wants_room = false;
+        if (replay_from_cache(sub))
+                return;
         if (!replay_slot_take(sub, granted))
                 return;         /* on_grant() calls again */
         db = replay_db_pick(f);
@@ -315,6 +351,7 @@ void replay_begin(Subscriber *sub) {
 }
 
 void replay_end(Subscriber *sub) {
+        list_remove(&sub->in_cache_line);
         replay_cancel_fetch(sub);
         replay_slot_release(sub);
 }

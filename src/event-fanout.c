@@ -319,6 +319,7 @@ static void channel_free(Channel *ch) {
         list_remove(&ch->in_unused);
         order_done(&ch->order);
         ready_done(&ch->ready);
+        replay_cache_forget(&f->cache, ch);
         sd_event_source_disable_unref(ch->timer);
         assert(f->counters.channels > 0);
         f->counters.channels--;
@@ -582,6 +583,8 @@ int fanout_new(sd_event *event, Db *read_db, StreamHub *streams, const FanoutSet
         list_init(&f->busy);
         list_init(&f->unused);
         list_init(&f->replay_waiting);
+        list_init(&f->cache_line);
+        replay_cache_init(&f->cache, replay_cache_max_bytes(settings), REPLAY_CACHE_PAGES_MAX);
         f->event = sd_event_ref(event);
         f->db = read_db;
         f->streams = streams;
@@ -596,6 +599,14 @@ int fanout_new(sd_event *event, Db *read_db, StreamHub *streams, const FanoutSet
         if (r < 0)
                 return r;
         r = event_defer_new(event, &f->grant_source, replay_on_grant, f);
+        if (r < 0)
+                return r;
+        r = event_defer_new(event, &f->cache_source, replay_on_cache_turn, f);
+        if (r < 0)
+                return r;
+        /* Like the replay connections' (manager.c): catching up yields to
+         * live delivery. */
+        r = sd_event_source_set_priority(f->cache_source, SD_EVENT_PRIORITY_IDLE);
         if (r < 0)
                 return r;
         r = event_timer_new(event, &f->resync_timer, 100 * USEC_PER_MSEC, on_resync_timer, f);
@@ -622,6 +633,8 @@ Fanout *fanout_free(Fanout *f) {
         sd_event_source_disable_unref(f->deliver_source);
         sd_event_source_disable_unref(f->reap_source);
         sd_event_source_disable_unref(f->grant_source);
+        sd_event_source_disable_unref(f->cache_source);
+        replay_cache_done(&f->cache);
         sd_event_unref(f->event);
         hashmap_done(&f->channels);
         return mfree(f);
@@ -640,10 +653,14 @@ void fanout_set_settings(Fanout *f, const FanoutSettings *settings) {
         assert(f && settings);
 
         f->settings = *settings;
+        replay_cache_resize(&f->cache, replay_cache_max_bytes(settings));
 }
 
 FanoutCounters fanout_counters(const Fanout *f) {
         assert(f);
 
-        return f->counters;
+        FanoutCounters c = f->counters;
+
+        c.replay_cache_bytes = f->cache.bytes;
+        return c;
 }

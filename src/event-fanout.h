@@ -41,6 +41,9 @@ typedef struct FanoutCounters {
         uint64_t subscribers;
         uint64_t delivered;             /* events handed to subscribers' streams */
         uint64_t fetched;               /* events read from PostgreSQL to fill gaps */
+        uint64_t replay_pages_read;     /* replay pages read from PostgreSQL */
+        uint64_t replay_pages_cached;   /* ... and served from the page cache */
+        uint64_t replay_cache_bytes;    /* held by the page cache */
 } FanoutCounters;
 
 int fanout_new(sd_event *event, Db *read_db, StreamHub *streams, const FanoutSettings *settings,

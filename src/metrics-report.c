@@ -80,6 +80,15 @@ static void collect_events(Manager *m, Exposition *e) {
         exposition_scalar(e, "baton_events_fetched_total", METRIC_COUNTER,
                           "Events read back from PostgreSQL to fill gaps the bus left.",
                           (double) f.fetched);
+        exposition_scalar(e, "baton_stream_replay_pages_read_total", METRIC_COUNTER,
+                          "Pages of history read from PostgreSQL for streams catching up.",
+                          (double) f.replay_pages_read);
+        exposition_scalar(e, "baton_stream_replay_pages_cached_total", METRIC_COUNTER,
+                          "Pages of history served to streams catching up from the replay cache, "
+                          "without a read.", (double) f.replay_pages_cached);
+        exposition_scalar(e, "baton_stream_replay_cache_bytes", METRIC_GAUGE,
+                          "Bytes of the replay pages kept in memory (at most 16 replay pages).",
+                          (double) f.replay_cache_bytes);
         exposition_scalar(e, "baton_stream_subscribers_cut_total", METRIC_COUNTER,
                           "Streams cut with a reconnect event because they stayed behind longer than "
                           "STREAM_SLOW_TIMEOUT, or their backlog reached its hard limit.",

@@ -413,6 +413,37 @@ def streams_resuming_from_different_ids_share_pages_and_each_get_theirs(ctx):
 
 
 @test
+def streams_catching_up_on_what_another_read_cost_postgresql_no_read(ctx):
+    """One stream catches up on 2,000 stored events of 500 B; 30 more then
+    resume from ids spread over the same stretch. The pages the first one
+    read are still in the replay cache (16 pages): the others are served
+    from memory, with no read of PostgreSQL at all, and each still gets
+    exactly the ids after its own, in order, then the live ones."""
+    pg, b = one_instance(ctx)
+    topic = 'cached'
+    n = 2000
+    pg.psql(f"INSERT INTO topics (name, last_id) VALUES ('{topic}', {n});"
+            f"INSERT INTO events (topic, id, payload) SELECT '{topic}', g, "
+            f"json_build_object('n', g, 'pad', repeat('x', 500))::json FROM generate_series(1, {n}) g")
+    first = ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream', last_event_id=0)
+    first.wait_for_id(n, timeout=30)
+    read = metric(b.port, 'baton_stream_replay_pages_read_total')
+    cached = metric(b.port, 'baton_stream_replay_pages_cached_total')
+    assert read >= 2, read
+    starts = [i * 67 for i in range(30)]
+    subs = [ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream', last_event_id=k) for k in starts]
+    for k, sub in zip(starts, subs):
+        sub.wait_for_id(n, timeout=30)
+    assert metric(b.port, 'baton_stream_replay_pages_read_total') == read
+    assert metric(b.port, 'baton_stream_replay_pages_cached_total') >= cached + len(subs)
+    assert 0 < metric(b.port, 'baton_stream_replay_cache_bytes') <= 16 * 1024 * 1024
+    assert publish(b.port, topic, {'live': True}).status == 201
+    for k, sub in zip(starts, subs):
+        sub.wait_for_id(n + 1)
+        assert_exactly_once(sub.ids(), k + 1, n + 1, f'the stream from {k}')
+
+
+@test
 def a_hole_in_the_ids_is_skipped_after_a_wait_not_spun_on(ctx):
     """An event deleted by hand leaves a hole: the fan-out reads the range
     (here because the other "instance", psql, announces its events on

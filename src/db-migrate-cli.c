@@ -12,7 +12,7 @@ typedef struct MigrateCli {
         sd_event *event;
         Db *db;
         const MigrationSet *set;
-        bool status_only;
+        MigrateCliMode mode;
         const Config *config;
         Migrator *migrator;
         sd_event_source *retry;
@@ -28,7 +28,7 @@ static void on_status(int error, const char *message, char **lines, size_t n_lin
         else {
                 for (size_t i = 0; i < n_lines; i++)
                         printf("%s\n", lines[i]);
-                /* The lines say what does not match. */
+                /* The lines say what does not match, or why it would refuse. */
                 cli->result = problems ? -EBADMSG : 0;
         }
         (void) sd_event_exit(cli->event, 0);
@@ -40,8 +40,10 @@ static void start(MigrateCli *cli) {
         int r;
 
         cli->migrator = migrator_free(cli->migrator);
-        if (cli->status_only)
+        if (cli->mode == MIGRATE_CLI_STATUS)
                 r = migrator_status(cli->db, cli->set, on_status, cli, &cli->migrator);
+        else if (cli->mode == MIGRATE_CLI_PLAN)
+                r = migrator_plan(cli->db, cli->set, on_status, cli, &cli->migrator);
         else
                 r = migrator_run(cli->db, cli->set, cli->config->migration_lock_timeout_usec,
                                  on_migrated, cli, &cli->migrator);
@@ -99,12 +101,12 @@ static int on_connect_timeout(sd_event_source *s, uint64_t usec, void *userdata)
         return 0;
 }
 
-int migrate_cli(const Config *config, bool status_only) {
+int migrate_cli(const Config *config, MigrateCliMode mode) {
         assert(config);
 
         _cleanup_free_ char *error = NULL;
         MigrationSet set = { 0 };
-        MigrateCli cli = { .config = config, .status_only = status_only, .result = -EIO };
+        MigrateCli cli = { .config = config, .mode = mode, .result = -EIO };
         int r;
 
         r = migration_set_load(embedded_migrations, n_embedded_migrations, &set, &error);

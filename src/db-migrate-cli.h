@@ -1,11 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* "batond migrate" and "batond migrate --status": the same migration code
- * the daemon runs, driven by a short-lived event loop. Returns 0, or
- * -errno when it failed or --status found problems (logged, or for
- * --status printed). */
+/* "batond migrate", "batond migrate --status" and "batond migrate
+ * --plan": the same migration code the daemon runs, driven by a
+ * short-lived event loop. Returns 0, or -errno when it failed, --status
+ * found problems or --plan found that this batond would refuse to start
+ * (logged, or printed). */
 
 #include "config.h"
 
-int migrate_cli(const Config *config, bool status_only);
+typedef enum MigrateCliMode {
+        MIGRATE_CLI_APPLY,
+        MIGRATE_CLI_STATUS,
+        MIGRATE_CLI_PLAN,
+} MigrateCliMode;
+
+int migrate_cli(const Config *config, MigrateCliMode mode);

@@ -46,6 +46,15 @@ int migration_parse_filename(const char *filename, unsigned *ret_version, char *
         return 0;
 }
 
+bool migration_sql_is_additive(const char *sql) {
+        size_t n = strlen(MIGRATION_ADDITIVE_MARK);
+
+        assert(sql);
+
+        return strncmp(sql, MIGRATION_ADDITIVE_MARK, n) == 0 &&
+               (sql[n] == '\0' || sql[n] == '\n' || (sql[n] == '\r' && sql[n + 1] == '\n'));
+}
+
 static int compare_version(const void *a, const void *b) {
         const Migration *x = a, *y = b;
         return (x->version > y->version) - (x->version < y->version);
@@ -80,6 +89,7 @@ int migration_set_load(const EmbeddedMigration *embedded, size_t n, MigrationSet
                 }
                 m->checksum = embedded[i].checksum;
                 m->sql = embedded[i].sql;
+                m->additive = migration_sql_is_additive(m->sql);
                 set.n_items = i + 1;
         }
         qsort(set.items, set.n_items, sizeof(Migration), compare_version);
@@ -98,25 +108,32 @@ int migration_set_load(const EmbeddedMigration *embedded, size_t n, MigrationSet
 }
 
 int migration_plan(const MigrationSet *known, const AppliedMigration *applied, size_t n_applied,
-                   size_t *ret_first_pending, char **ret_error) {
+                   MigrationPlan *ret, char **ret_error) {
+        MigrationPlan plan = { .first_breaking = known->n_items };
         int r;
 
-        assert(known && (applied || n_applied == 0) && ret_first_pending && ret_error);
+        assert(known && (applied || n_applied == 0) && ret && ret_error);
 
         for (size_t i = 0; i < n_applied; i++) {
                 const AppliedMigration *a = &applied[i];
 
-                if (a->version > known->n_items) {
-                        r = asprintf(ret_error, "the database has migration %u (%s), which this batond "
-                                     "does not know (it knows up to %zu): refusing to run an older "
-                                     "binary against a newer schema", a->version, a->name,
-                                     known->n_items);
-                        return r < 0 ? -ENOMEM : -EPROTO;
-                }
                 if (a->version != i + 1) {
                         r = asprintf(ret_error, "the database lacks migration %zu but has %u: "
                                      "schema_migrations was edited by hand", i + 1, a->version);
                         return r < 0 ? -ENOMEM : -EPROTO;
+                }
+                if (a->version > known->n_items) {
+                        if (!a->additive) {
+                                r = asprintf(ret_error, "the database has migration %04u_%s, which this "
+                                             "batond does not know (it knows up to %zu) and which is "
+                                             "breaking (not marked additive): refusing to run an older "
+                                             "binary against a schema it cannot work with", a->version,
+                                             a->name, known->n_items);
+                                return r < 0 ? -ENOMEM : -EPROTO;
+                        }
+                        if (plan.n_unknown++ == 0)
+                                plan.first_unknown = i;
+                        continue;
                 }
                 const Migration *m = &known->items[i];
                 if (!streq(a->checksum, m->checksum)) {
@@ -127,7 +144,13 @@ int migration_plan(const MigrationSet *known, const AppliedMigration *applied, s
                         return r < 0 ? -ENOMEM : -EPROTO;
                 }
         }
-        *ret_first_pending = n_applied;
+        plan.first_pending = n_applied < known->n_items ? n_applied : known->n_items;
+        for (size_t i = plan.first_pending; i < known->n_items; i++)
+                if (!known->items[i].additive) {
+                        plan.first_breaking = i;
+                        break;
+                }
+        *ret = plan;
         return 0;
 }
 
@@ -136,6 +159,7 @@ int migration_plan(const MigrationSet *known, const AppliedMigration *applied, s
 typedef enum MigratorMode {
         MIGRATOR_APPLY,
         MIGRATOR_STATUS,
+        MIGRATOR_PLAN,
 } MigratorMode;
 
 struct Migrator {
@@ -182,7 +206,7 @@ static void finish(Migrator *m, MigrateOutcome outcome) {
                 .version = (unsigned) m->next,
         };
         m->done = true;
-        if (m->mode == MIGRATOR_STATUS)
+        if (m->mode != MIGRATOR_APPLY)
                 m->status_cb(-EIO, strempty(result.error), NULL, 0, true, m->userdata);
         else
                 m->cb(&result, m->userdata);
@@ -286,9 +310,9 @@ static void on_migration_sql(Db *db, const DbResult *r, void *userdata) {
                 return;
         }
         snprintf(version, sizeof(version), "%u", mig->version);
-        const char *params[] = { version, mig->name, mig->checksum };
-        query(m, "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-              3, params, CONTROL_TIMEOUT_USEC, on_recorded);
+        const char *params[] = { version, mig->name, mig->checksum, mig->additive ? "t" : "f" };
+        query(m, "INSERT INTO schema_migrations (version, name, checksum, additive) VALUES ($1, $2, $3, $4)",
+              4, params, CONTROL_TIMEOUT_USEC, on_recorded);
 }
 
 static void on_begun(Db *db, const DbResult *r, void *userdata) {
@@ -330,6 +354,7 @@ static int read_applied(PGresult *res, AppliedMigration **ret, size_t *ret_n) {
                 a[i].name = PQgetvalue(res, i, 1);
                 a[i].checksum = PQgetvalue(res, i, 2);
                 a[i].applied_at = PQgetvalue(res, i, 3);
+                a[i].additive = streq(PQgetvalue(res, i, 4), "t");
         }
         *ret = a;
         *ret_n = (size_t) rows;
@@ -337,12 +362,23 @@ static int read_applied(PGresult *res, AppliedMigration **ret, size_t *ret_n) {
 }
 
 static void report_status(Migrator *m, PGresult *res);
+static void report_plan(Migrator *m, PGresult *res);
+
+/* A newer schema than this binary's, which it may run on. */
+static void log_unknown_additive(const AppliedMigration *applied, const MigrationPlan *plan) {
+        if (plan->n_unknown == 0)
+                return;
+        for (size_t i = plan->first_unknown; i < plan->first_unknown + plan->n_unknown; i++)
+                log_notice("The database has migration %04u_%s, which this batond does not know; it is "
+                           "additive, so this batond runs on it.", applied[i].version, applied[i].name);
+}
 
 static void on_applied_read(Db *db, const DbResult *r, void *userdata) {
         Migrator *m = userdata;
         _cleanup_free_ AppliedMigration *applied = NULL;
         _cleanup_free_ char *error = NULL;
-        size_t n_applied = 0, first_pending = 0;
+        size_t n_applied = 0;
+        MigrationPlan plan;
 
         if (r->error) {
                 fail(m, outcome_of(r), "cannot read schema_migrations: %s", r->error);
@@ -352,23 +388,31 @@ static void on_applied_read(Db *db, const DbResult *r, void *userdata) {
                 report_status(m, r->result);
                 return;
         }
+        if (m->mode == MIGRATOR_PLAN) {
+                report_plan(m, r->result);
+                return;
+        }
         if (read_applied(r->result, &applied, &n_applied) < 0) {
                 fail(m, MIGRATE_RETRY, "out of memory");
                 return;
         }
-        if (migration_plan(m->set, applied, n_applied, &first_pending, &error) < 0) {
+        if (migration_plan(m->set, applied, n_applied, &plan, &error) < 0) {
                 fail(m, MIGRATE_FATAL, "%s", error ? error : "out of memory");
                 return;
         }
-        m->next = first_pending;
-        if (first_pending == m->set->n_items)
-                log_info("Database schema is at version %zu; no migration to apply.", first_pending);
+        log_unknown_additive(applied, &plan);
+        m->next = plan.first_pending;
+        if (plan.first_pending == m->set->n_items)
+                log_info("Database schema is at version %zu; no migration to apply.", n_applied);
         step_apply_next(m);
 }
 
+/* The additive column through to_jsonb(): a table an older batond created
+ * lacks it until the next apply adds it, and status and plan never write. */
 static const char select_applied[] =
-        "SELECT version, name, checksum, to_char(applied_at, 'YYYY-MM-DD HH24:MI:SSOF') "
-        "FROM schema_migrations ORDER BY version";
+        "SELECT version, name, checksum, to_char(applied_at, 'YYYY-MM-DD HH24:MI:SSOF'), "
+        "coalesce((to_jsonb(m) ->> 'additive')::boolean, false) "
+        "FROM schema_migrations m ORDER BY version";
 
 static void on_table_ready(Db *db, const DbResult *r, void *userdata) {
         Migrator *m = userdata;
@@ -398,7 +442,12 @@ static void on_locked(Db *db, const DbResult *r, void *userdata) {
               " version integer PRIMARY KEY,"
               " name text NOT NULL,"
               " checksum text NOT NULL,"
-              " applied_at timestamptz NOT NULL DEFAULT now())",
+              " applied_at timestamptz NOT NULL DEFAULT now(),"
+              " additive boolean NOT NULL DEFAULT false);"
+              /* Created by a batond from before the contract: what it
+               * applied is recorded as breaking, which it is not known
+               * not to be. */
+              "ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS additive boolean NOT NULL DEFAULT false",
               0, NULL, CONTROL_TIMEOUT_USEC, on_table_ready);
 }
 
@@ -444,21 +493,27 @@ static int add_line(char ***lines, size_t *n, char *line) {
         return 0;
 }
 
+static const char *kind(bool additive) {
+        return additive ? "additive" : "breaking";
+}
+
 static char *status_line(const Migration *known, const AppliedMigration *applied) {
         char *s = NULL;
         int r;
 
         if (known && !applied)
-                r = asprintf(&s, "%04u  %-40s  pending", known->version, known->name);
+                r = asprintf(&s, "%04u  %-40s  %s  pending", known->version, known->name,
+                             kind(known->additive));
         else if (!known)
-                r = asprintf(&s, "%04u  %-40s  applied %s  NOT IN THIS BINARY (newer schema)",
-                             applied->version, applied->name, applied->applied_at);
+                r = asprintf(&s, "%04u  %-40s  %s  applied %s  NOT IN THIS BINARY (newer schema; %s)",
+                             applied->version, applied->name, kind(applied->additive), applied->applied_at,
+                             applied->additive ? "this batond runs on it" : "this batond refuses to start");
         else if (!streq(known->checksum, applied->checksum))
-                r = asprintf(&s, "%04u  %-40s  applied %s  CHANGED SINCE (checksum mismatch)",
-                             known->version, known->name, applied->applied_at);
+                r = asprintf(&s, "%04u  %-40s  %s  applied %s  CHANGED SINCE (checksum mismatch)",
+                             known->version, known->name, kind(known->additive), applied->applied_at);
         else
-                r = asprintf(&s, "%04u  %-40s  applied %s", known->version, known->name,
-                             applied->applied_at);
+                r = asprintf(&s, "%04u  %-40s  %s  applied %s", known->version, known->name,
+                             kind(applied->additive), applied->applied_at);
         return r < 0 ? NULL : s;
 }
 
@@ -482,11 +537,89 @@ static void report_status(Migrator *m, PGresult *res) {
                                 a = &applied[i];
                 if (!k && !a)
                         continue;
-                problems |= !k || (a && !streq(k->checksum, a->checksum));
+                problems |= (!k && !a->additive) || (k && a && !streq(k->checksum, a->checksum));
                 r = add_line(&lines, &n_lines, status_line(k, a));
         }
         m->done = true;
         m->status_cb(r, r < 0 ? "out of memory" : NULL, lines, n_lines, problems, m->userdata);
+        for (size_t i = 0; i < n_lines; i++)
+                free(lines[i]);
+        free(lines);
+}
+
+static char *asprintf_or_null(const char *format, ...) _printf_(1, 2);
+static char *asprintf_or_null(const char *format, ...) {
+        char *s;
+        va_list ap;
+        int r;
+
+        va_start(ap, format);
+        r = vasprintf(&s, format, ap);
+        va_end(ap);
+        return r < 0 ? NULL : s;
+}
+
+/* "name=value" with the value's migrations as "NNNN_name:kind", blank-separated. */
+static char *plan_list(const char *key, const Migration *known, size_t from, size_t to,
+                       const AppliedMigration *applied, size_t a_from, size_t a_to) {
+        char *s = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&s, &size);
+
+        if (!f)
+                return NULL;
+        fprintf(f, "%s=", key);
+        for (size_t i = from; i < to; i++)
+                fprintf(f, "%s%04u_%s:%s", i > from ? " " : "", known[i].version, known[i].name,
+                        kind(known[i].additive));
+        for (size_t i = a_from; i < a_to; i++)
+                fprintf(f, "%s%04u_%s:%s", i > a_from ? " " : "", applied[i].version, applied[i].name,
+                        kind(applied[i].additive));
+        if (fclose(f) != 0) {
+                free(s);
+                return NULL;
+        }
+        return s;
+}
+
+/* What starting this binary would do to the database, as name=value lines
+ * for baton-deploy (batond(8), "migrate --plan"). Nothing is written. */
+static void report_plan(Migrator *m, PGresult *res) {
+        _cleanup_free_ AppliedMigration *applied = NULL;
+        _cleanup_free_ char *error = NULL;
+        const MigrationSet *set = m->set;
+        MigrationPlan plan = { .first_pending = set->n_items, .first_breaking = set->n_items };
+        char **lines = NULL;
+        size_t n_applied = 0, n_lines = 0;
+        bool refused = false;
+        int r;
+
+        r = read_applied(res, &applied, &n_applied);
+        if (r >= 0) {
+                r = migration_plan(set, applied, n_applied, &plan, &error);
+                refused = r == -EPROTO;
+                if (refused)
+                        r = 0;
+        }
+        if (r >= 0)
+                r = add_line(&lines, &n_lines, asprintf_or_null("database_version=%zu", n_applied));
+        if (r >= 0)
+                r = add_line(&lines, &n_lines, asprintf_or_null("binary_version=%zu", set->n_items));
+        if (r >= 0)
+                r = add_line(&lines, &n_lines, plan_list("apply", set->items, refused ? 0 : plan.first_pending,
+                                                         refused ? 0 : set->n_items, NULL, 0, 0));
+        if (r >= 0)
+                r = add_line(&lines, &n_lines, plan_list("unknown", NULL, 0, 0, applied, plan.first_unknown,
+                                                         plan.first_unknown + plan.n_unknown));
+        if (r >= 0)
+                r = add_line(&lines, &n_lines, !refused && plan.first_breaking < set->n_items
+                             ? asprintf_or_null("breaking=%04u_%s", set->items[plan.first_breaking].version,
+                                                set->items[plan.first_breaking].name)
+                             : strdup("breaking="));
+        if (r >= 0)
+                r = add_line(&lines, &n_lines, asprintf_or_null("refused=%s", refused ? strempty(error) : ""));
+        m->done = true;
+        m->status_cb(r, r < 0 ? "out of memory" : NULL, lines, n_lines, refused, m->userdata);
         for (size_t i = 0; i < n_lines; i++)
                 free(lines[i]);
         free(lines);
@@ -508,7 +641,10 @@ static void on_status_table(Db *db, const DbResult *r, void *userdata) {
                         m->status_cb(-ENOMEM, "out of memory", NULL, 0, true, m->userdata);
                         return;
                 }
-                report_status(m, empty);
+                if (m->mode == MIGRATOR_PLAN)
+                        report_plan(m, empty);
+                else
+                        report_status(m, empty);
                 PQclear(empty);
                 return;
         }
@@ -518,8 +654,8 @@ static void on_status_table(Db *db, const DbResult *r, void *userdata) {
         }
 }
 
-int migrator_status(Db *db, const MigrationSet *set, MigrateStatusCallback cb, void *userdata,
-                    Migrator **ret) {
+static int migrator_read_only(Db *db, const MigrationSet *set, MigratorMode mode, MigrateStatusCallback cb,
+                              void *userdata, Migrator **ret) {
         Migrator *m = calloc(1, sizeof(Migrator));
         int r;
 
@@ -527,8 +663,7 @@ int migrator_status(Db *db, const MigrationSet *set, MigrateStatusCallback cb, v
 
         if (!m)
                 return -ENOMEM;
-        *m = (Migrator) { .db = db, .set = set, .mode = MIGRATOR_STATUS, .status_cb = cb,
-                          .userdata = userdata };
+        *m = (Migrator) { .db = db, .set = set, .mode = mode, .status_cb = cb, .userdata = userdata };
         r = db_query(db, "SELECT to_regclass('schema_migrations') IS NOT NULL", 0, NULL,
                      CONTROL_TIMEOUT_USEC, on_status_table, m);
         if (r < 0) {
@@ -537,4 +672,14 @@ int migrator_status(Db *db, const MigrationSet *set, MigrateStatusCallback cb, v
         }
         *ret = m;
         return 0;
+}
+
+int migrator_status(Db *db, const MigrationSet *set, MigrateStatusCallback cb, void *userdata,
+                    Migrator **ret) {
+        return migrator_read_only(db, set, MIGRATOR_STATUS, cb, userdata, ret);
+}
+
+int migrator_plan(Db *db, const MigrationSet *set, MigrateStatusCallback cb, void *userdata,
+                  Migrator **ret) {
+        return migrator_read_only(db, set, MIGRATOR_PLAN, cb, userdata, ret);
 }

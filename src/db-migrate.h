@@ -9,8 +9,17 @@
  * the others wait and then find nothing to do.
  *
  * Refused, with a clear error and no READY: an applied migration whose file
- * changed (checksum mismatch), and a database that has migrations this
- * binary does not know (an older binary must not run on a newer schema). */
+ * changed (checksum mismatch), and a database that has a migration this
+ * binary does not know that is not additive.
+ *
+ * The compatibility contract (expand/contract): a migration whose first
+ * line is exactly "-- baton:additive" promises that binaries built before
+ * it keep working on the schema it leaves (new tables, new nullable
+ * columns, new functions). Any other migration is breaking. The mark is
+ * recorded in schema_migrations.additive when the migration is applied,
+ * so that an older binary, which has not got the file, can still tell:
+ * it starts on a newer schema when every migration it does not know is
+ * additive, and refuses, naming the first breaking one, otherwise. */
 
 #include "db.h"
 #include "util.h"
@@ -29,6 +38,7 @@ typedef struct Migration {
         char *name;                     /* "create_topics_and_events" */
         const char *checksum;
         const char *sql;
+        bool additive;                  /* first line "-- baton:additive" */
 } Migration;
 
 typedef struct MigrationSet {
@@ -41,7 +51,13 @@ typedef struct AppliedMigration {
         const char *name;
         const char *checksum;
         const char *applied_at;
+        bool additive;                  /* as recorded when it was applied */
 } AppliedMigration;
+
+#define MIGRATION_ADDITIVE_MARK "-- baton:additive"
+
+/* Whether the SQL's first line is exactly MIGRATION_ADDITIVE_MARK. */
+bool migration_sql_is_additive(const char *sql);
 
 /* "0042_add_index.sql" -> 42, "add_index". -EINVAL for anything else. */
 int migration_parse_filename(const char *filename, unsigned *ret_version, char **ret_name);
@@ -51,11 +67,18 @@ int migration_set_load(const EmbeddedMigration *embedded, size_t n, MigrationSet
                        char **ret_error);
 void migration_set_done(MigrationSet *set);
 
+typedef struct MigrationPlan {
+        size_t first_pending;           /* index of the first to apply; n_items when none */
+        size_t first_breaking;          /* index of the first breaking one to apply; n_items: none */
+        size_t n_unknown;               /* applied, not known to this binary (all additive) */
+        size_t first_unknown;           /* index into applied of the first of those */
+} MigrationPlan;
+
 /* Compares what the database has applied (sorted by version) with what we
- * know. On success *ret_first_pending is the index of the first migration
- * to apply (n_items when none). */
+ * know, and says what applying would do. -EPROTO (with *ret_error) when
+ * this binary must not run on the database. */
 int migration_plan(const MigrationSet *known, const AppliedMigration *applied, size_t n_applied,
-                   size_t *ret_first_pending, char **ret_error);
+                   MigrationPlan *ret, char **ret_error);
 
 /* --- running them against PostgreSQL --- */
 
@@ -89,3 +112,9 @@ typedef void (*MigrateStatusCallback)(int error, const char *message, char **lin
                                       bool problems, void *userdata);
 int migrator_status(Db *db, const MigrationSet *set, MigrateStatusCallback cb, void *userdata,
                     Migrator **ret);
+/* For "batond migrate --plan": what starting this binary would do, as
+ * name=value lines (database_version, binary_version, apply, unknown,
+ * breaking, refused), read without writing anything; problems: it would
+ * refuse to start. */
+int migrator_plan(Db *db, const MigrationSet *set, MigrateStatusCallback cb, void *userdata,
+                  Migrator **ret);

@@ -19,6 +19,7 @@ typedef enum Command {
         COMMAND_CHECK_CONFIG,
         COMMAND_MIGRATE,
         COMMAND_MIGRATE_STATUS,
+        COMMAND_MIGRATE_PLAN,
 } Command;
 
 typedef struct Args {
@@ -29,7 +30,7 @@ typedef struct Args {
 
 static void help(void) {
         printf("Usage: batond [--config FILE] [--check-config]\n"
-               "       batond [--config FILE] migrate [--status]\n"
+               "       batond [--config FILE] migrate [--status | --plan]\n"
                "       batond --version | --help\n\n"
                "The Baton event service. Settings come from the environment and, under it,\n"
                "from FILE (default %s); see batond(8) and batond.conf(5).\n\n"
@@ -37,23 +38,26 @@ static void help(void) {
                "      --check-config  validate the configuration and exit\n"
                "      --version       print the version and exit\n"
                "  migrate             apply pending database migrations and exit\n"
-               "  migrate --status    list migrations and whether each is applied\n",
+               "  migrate --status    list migrations and whether each is applied\n"
+               "  migrate --plan      what starting this batond would do to the database, as\n"
+               "                      name=value lines; nothing is written\n",
                CONFIG_DEFAULT_PATH);
 }
 
 /* Returns 1 to go on, 0 when done (--help, --version), -ECONFIG for a
  * command-line mistake (said on stderr). */
 static int parse_args(int argc, char **argv, Args *args) {
-        enum { ARG_CHECK_CONFIG = 0x100, ARG_VERSION, ARG_STATUS };
+        enum { ARG_CHECK_CONFIG = 0x100, ARG_VERSION, ARG_STATUS, ARG_PLAN };
         static const struct option options[] = {
                 { "config",       required_argument, NULL, 'c' },
                 { "check-config", no_argument,       NULL, ARG_CHECK_CONFIG },
                 { "version",      no_argument,       NULL, ARG_VERSION },
                 { "status",       no_argument,       NULL, ARG_STATUS },
+                { "plan",         no_argument,       NULL, ARG_PLAN },
                 { "help",         no_argument,       NULL, 'h' },
                 { NULL, 0, NULL, 0 }
         };
-        bool status = false;
+        bool status = false, plan = false;
         int c;
 
         *args = (Args) { .command = COMMAND_RUN, .config_path = CONFIG_DEFAULT_PATH };
@@ -68,6 +72,9 @@ static int parse_args(int argc, char **argv, Args *args) {
                         break;
                 case ARG_STATUS:
                         status = true;
+                        break;
+                case ARG_PLAN:
+                        plan = true;
                         break;
                 case ARG_VERSION:
                         printf("batond %s\n", BATON_VERSION);
@@ -85,9 +92,13 @@ static int parse_args(int argc, char **argv, Args *args) {
                                 argv[optind + (streq(argv[optind], "migrate") ? 1 : 0)]);
                         return -ECONFIG;
                 }
-                args->command = status ? COMMAND_MIGRATE_STATUS : COMMAND_MIGRATE;
-        } else if (status) {
-                fprintf(stderr, "batond: --status goes with 'migrate'\n");
+                if (status && plan) {
+                        fprintf(stderr, "batond: migrate takes --status or --plan, not both\n");
+                        return -ECONFIG;
+                }
+                args->command = status ? COMMAND_MIGRATE_STATUS : plan ? COMMAND_MIGRATE_PLAN : COMMAND_MIGRATE;
+        } else if (status || plan) {
+                fprintf(stderr, "batond: --%s goes with 'migrate'\n", status ? "status" : "plan");
                 return -ECONFIG;
         }
         return 1;
@@ -146,8 +157,15 @@ static int run(int argc, char **argv) {
                 config_free(config);
                 return 0;
         case COMMAND_MIGRATE:
+                r = migrate_cli(config, MIGRATE_CLI_APPLY);
+                config_free(config);
+                return r;
         case COMMAND_MIGRATE_STATUS:
-                r = migrate_cli(config, args.command == COMMAND_MIGRATE_STATUS);
+                r = migrate_cli(config, MIGRATE_CLI_STATUS);
+                config_free(config);
+                return r;
+        case COMMAND_MIGRATE_PLAN:
+                r = migrate_cli(config, MIGRATE_CLI_PLAN);
                 config_free(config);
                 return r;
         default:

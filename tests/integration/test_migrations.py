@@ -58,23 +58,79 @@ def changed_migration_is_refused(ctx):
     b.notify.wait_for(r'STATUS=Failed: migration 0001_create_topics_and_events.sql changed', 2)
 
 
+def plan_of(pg):
+    """batond migrate --plan: its exit status and its name=value lines."""
+    r = batond_cli(pg, 'migrate', '--plan')
+    lines = dict(line.split('=', 1) for line in r.stdout.splitlines() if '=' in line and ' ' not in line.split('=', 1)[0])
+    return r.returncode, lines, r.stdout
+
+
 @test
-def newer_database_is_refused(ctx):
+def a_newer_schema_of_additive_migrations_is_run_on_and_a_breaking_one_refused(ctx):
+    """The expand/contract contract: a batond starts on a database that has
+    migrations it does not know when every one of them is additive (as
+    recorded when applied), and says which; one breaking migration it does
+    not know and it refuses, naming it, with no READY. --status and --plan
+    say the same."""
     pg = ctx.postgres()
     assert batond_cli(pg, 'migrate').returncode == 0
-    pg.psql(f"INSERT INTO schema_migrations (version, name, checksum) "
-            f"VALUES ({len(MIGRATIONS) + 1}, 'from_the_future', 'x')")
+    n = len(MIGRATIONS)
+    additive, breaking = f'{n + 1:04d}_add_audit_table', f'{n + 2:04d}_rename_events'
+    pg.psql(f"INSERT INTO schema_migrations (version, name, checksum, additive) "
+            f"VALUES ({n + 1}, 'add_audit_table', 'x', true)")
 
+    b = ctx.batond({'DATABASE_URL': pg.url(), 'LOG_LEVEL': 'info'}).start()
+    b.wait_ready()
+    assert f'database has migration {additive}, which this batond does not know; it is additive' in b.log(), b.log()
+    b.stop()
+    code, plan, out = plan_of(pg)
+    assert code == 0 and plan['unknown'] == f'{additive}:additive' and plan['refused'] == '', out
+    assert plan['apply'] == '' and plan['database_version'] == str(n + 1), out
+    status = batond_cli(pg, 'migrate', '--status')
+    assert status.returncode == 0 and 'this batond runs on it' in status.stdout, status.stdout
+
+    pg.psql(f"INSERT INTO schema_migrations (version, name, checksum, additive) "
+            f"VALUES ({n + 2}, 'rename_events', 'y', false)")
     b = ctx.batond({'DATABASE_URL': pg.url()}).start()
     assert b.wait_exit(15) == 1
-    assert 'refusing to run an older binary against a newer schema' in b.log(), b.log()
+    assert f'has migration {breaking}, which this batond does not know' in b.log(), b.log()
+    assert 'which is breaking' in b.log(), b.log()
     assert b.notify.find(r'^READY=1$') is None
-    print('# newer database: exit 1, no READY: ' +
-          next(line.strip() for line in b.log().splitlines() if 'newer schema' in line), flush=True)
-
+    print('# newer database with a breaking migration: exit 1, no READY: ' +
+          next(line.strip() for line in b.log().splitlines() if 'breaking' in line), flush=True)
+    code, plan, out = plan_of(pg)
+    assert code == 1 and breaking in plan['refused'], out
     status = batond_cli(pg, 'migrate', '--status')
     assert status.returncode == 1, status.stdout
-    assert 'from_the_future' in status.stdout and 'NOT IN THIS BINARY' in status.stdout, status.stdout
+    assert 'rename_events' in status.stdout and 'this batond refuses to start' in status.stdout, status.stdout
+
+
+@test
+def plan_says_what_would_be_applied_and_writes_nothing(ctx):
+    """migrate --plan on a fresh database lists every migration with its
+    kind and the first breaking one, and leaves the database untouched;
+    on one an older batond set up (no additive column) it works too, and
+    the next apply adds the column, recording what was there as breaking."""
+    pg = ctx.postgres()
+    code, plan, out = plan_of(pg)
+    assert code == 0, out
+    assert plan['database_version'] == '0' and plan['binary_version'] == str(len(MIGRATIONS)), out
+    names = [f'{v:04d}_{name}' for v, name in MIGRATIONS]
+    assert plan['apply'] == ' '.join(f'{m}:breaking' for m in names), out
+    assert plan['breaking'] == names[0] and plan['refused'] == '', out
+    assert pg.psql("SELECT to_regclass('schema_migrations') IS NULL") == 't'
+
+    pg.psql("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+            "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+    code, plan, out = plan_of(pg)
+    assert code == 0 and plan['database_version'] == '0', out
+    assert pg.psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'schema_migrations' "
+                   "AND column_name = 'additive'") == '0'
+    assert batond_cli(pg, 'migrate').returncode == 0
+    assert pg.psql("SELECT string_agg(additive::text, ',' ORDER BY version) FROM schema_migrations") == \
+        ','.join(['false'] * len(MIGRATIONS))
+    code, plan, out = plan_of(pg)
+    assert code == 0 and plan['apply'] == '' and plan['breaking'] == '', out
 
 
 @test

@@ -68,46 +68,89 @@ static void test_set_errors(void **state) {
         expect_set_error(name, ELEMENTSOF(name), "create.sql");
 }
 
+/* 0001 and 0003 breaking, 0002 additive. */
 static const EmbeddedMigration known_files[] = {
-        { "0001_a.sql", "aaaa", "A" },
-        { "0002_b.sql", "bbbb", "B" },
-        { "0003_c.sql", "cccc", "C" },
+        { "0001_a.sql", "aaaa", "CREATE TABLE a ()" },
+        { "0002_b.sql", "bbbb", MIGRATION_ADDITIVE_MARK "\nCREATE TABLE b ()" },
+        { "0003_c.sql", "cccc", "ALTER TABLE a RENAME TO c" },
 };
 
-static void plan(const AppliedMigration *applied, size_t n, int expect, size_t first, const char *text) {
+#define A { 1, "a", "aaaa", "t", false }
+#define B { 2, "b", "bbbb", "t", true }
+#define C { 3, "c", "cccc", "t", false }
+
+typedef struct PlanCase {
+        const char *what;
+        AppliedMigration applied[6];
+        size_t n_applied;
+        int result;
+        size_t first_pending, first_breaking, n_unknown, first_unknown;
+        const char *error;              /* a part of it */
+} PlanCase;
+
+static void test_plan(void **state) {
+        static const PlanCase cases[] = {
+                { "a fresh database: everything, breaking from the first", { { 0 } }, 0, 0, 0, 0, 0, 0, NULL },
+                { "the additive one next, then a breaking one", { A }, 1, 0, 1, 2, 0, 0, NULL },
+                { "a breaking one next", { A, B }, 2, 0, 2, 2, 0, 0, NULL },
+                { "nothing to do", { A, B, C }, 3, 0, 3, 3, 0, 0, NULL },
+                { "a newer schema, all additive: runs on it", { A, B, C, { 4, "d", "dddd", "t", true },
+                  { 5, "e", "eeee", "t", true } }, 5, 0, 3, 3, 2, 3, NULL },
+                { "a newer schema with a breaking one: refused, naming it",
+                  { A, B, C, { 4, "d", "dddd", "t", true }, { 5, "e", "eeee", "t", false } }, 5, -EPROTO,
+                  0, 0, 0, 0, "has migration 0005_e, which this batond does not know (it knows up to 3) "
+                  "and which is breaking" },
+                { "an applied file changed", { A, { 2, "b", "XXXX", "t", true } }, 2, -EPROTO, 0, 0, 0, 0,
+                  "0002_b.sql changed after it was applied" },
+                { "a hole", { A, C }, 2, -EPROTO, 0, 0, 0, 0, "lacks migration 2" },
+        };
         MigrationSet set;
         char *error = NULL;
-        size_t pending = 999;
 
         assert_int_equal(migration_set_load(known_files, ELEMENTSOF(known_files), &set, &error), 0);
-        assert_int_equal(migration_plan(&set, applied, n, &pending, &error), expect);
-        if (expect == 0)
-                assert_int_equal(pending, first);
-        else if (!error || !strstr(error, text))
-                fail_msg("error '%s' does not mention '%s'", error ? error : "(null)", text);
-        free(error);
+        assert_false(set.items[0].additive);
+        assert_true(set.items[1].additive);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                const PlanCase *c = &cases[i];
+                MigrationPlan plan = { 999, 999, 999, 999 };
+                int r = migration_plan(&set, c->applied, c->n_applied, &plan, &error);
+
+                if (r != c->result)
+                        fail_msg("%s: %d, not %d (%s)", c->what, r, c->result, error ? error : "");
+                if (r == 0 && (plan.first_pending != c->first_pending || plan.first_breaking != c->first_breaking ||
+                               plan.n_unknown != c->n_unknown ||
+                               (c->n_unknown > 0 && plan.first_unknown != c->first_unknown)))
+                        fail_msg("%s: pending from %zu, breaking from %zu, %zu unknown from %zu", c->what,
+                                 plan.first_pending, plan.first_breaking, plan.n_unknown, plan.first_unknown);
+                if (r < 0 && (!error || !strstr(error, c->error)))
+                        fail_msg("%s: error '%s' does not say '%s'", c->what, error ? error : "(null)", c->error);
+                free(error);
+                error = NULL;
+        }
         migration_set_done(&set);
 }
 
-static void test_plan(void **state) {
-        const AppliedMigration two[] = { { 1, "a", "aaaa", "t" }, { 2, "b", "bbbb", "t" } };
-        const AppliedMigration all[] = { { 1, "a", "aaaa", "t" }, { 2, "b", "bbbb", "t" },
-                                         { 3, "c", "cccc", "t" } };
+static void test_the_additive_mark_is_the_exact_first_line(void **state) {
+        static const struct {
+                const char *sql;
+                bool additive;
+        } cases[] = {
+                { "-- baton:additive\nCREATE TABLE x ()", true },
+                { "-- baton:additive", true },
+                { "-- baton:additive\r\nCREATE TABLE x ()", true },
+                { "CREATE TABLE x ()", false },
+                { " -- baton:additive\n", false },
+                { "-- baton:additive \n", false },
+                { "-- baton:additives\n", false },
+                { "-- Baton:additive\n", false },
+                { "\n-- baton:additive\n", false },
+                { "-- baton:additive\r", false },
+                { "", false },
+        };
 
-        plan(NULL, 0, 0, 0, NULL);              /* fresh database: everything */
-        plan(two, 2, 0, 2, NULL);               /* one pending */
-        plan(all, 3, 0, 3, NULL);               /* nothing to do */
-}
-
-static void test_plan_refusals(void **state) {
-        const AppliedMigration changed[] = { { 1, "a", "aaaa", "t" }, { 2, "b", "XXXX", "t" } };
-        const AppliedMigration newer[] = { { 1, "a", "aaaa", "t" }, { 2, "b", "bbbb", "t" },
-                                           { 3, "c", "cccc", "t" }, { 4, "d", "dddd", "t" } };
-        const AppliedMigration hole[] = { { 1, "a", "aaaa", "t" }, { 3, "c", "cccc", "t" } };
-
-        plan(changed, 2, -EPROTO, 0, "0002_b.sql changed after it was applied");
-        plan(newer, 4, -EPROTO, 0, "has migration 4 (d), which this batond does not know");
-        plan(hole, 2, -EPROTO, 0, "lacks migration 2");
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                if (migration_sql_is_additive(cases[i].sql) != cases[i].additive)
+                        fail_msg("'%s' is %sadditive", cases[i].sql, cases[i].additive ? "not " : "");
 }
 
 static void test_embedded_migrations_are_valid(void **state) {
@@ -130,7 +173,7 @@ int main(void) {
                 cmocka_unit_test(test_set_is_sorted),
                 cmocka_unit_test(test_set_errors),
                 cmocka_unit_test(test_plan),
-                cmocka_unit_test(test_plan_refusals),
+                cmocka_unit_test(test_the_additive_mark_is_the_exact_first_line),
                 cmocka_unit_test(test_embedded_migrations_are_valid),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -83,6 +83,10 @@ struct HttpServer {
 
         /* Suspended requests, so that all can be resumed before MHD stops. */
         ListNode suspended;
+        /* While any request is held for readiness: ends the holds that ran
+         * out (HTTP_HOLD_UNTIL_READY_USEC). */
+        sd_event_source *hold_timer;
+        usec_t hold_until_ready_usec;
         /* Requests whose line MHD has parsed but whose headers batond has
          * not seen yet: where to look for those MHD refuses by itself. */
         ListNode unseen;
@@ -118,6 +122,7 @@ struct HttpRequest {
         bool stop_body;                 /* refused by its route's admit: the body is not read */
         bool unavailable_event;         /* a 503 given as a 200 "unavailable" event */
         bool refused;                   /* refused by MHD, answered by batond (http-refusal.h) */
+        bool held;                      /* needs readiness, came before it: waits for it */
 
         uint64_t seq;
         usec_t started_usec;
@@ -155,6 +160,11 @@ void http_on_mhd_log(void *cls, const char *format, va_list ap) _printf_(2, 0);
  * (or, for a stream, more data); the server resumes them all at a stop. */
 void http_request_suspend(HttpRequest *req);
 void http_request_resume(HttpRequest *req);
+
+/* How often held requests are looked at for a hold that ran out. */
+#define HTTP_HOLD_CHECK_USEC (250 * USEC_PER_MSEC)
+/* Arms that look, unless it is armed. */
+void http_server_arm_hold_timer(HttpServer *s);
 
 /* http-response.c */
 bool http_request_has_response(const HttpRequest *req);

@@ -242,13 +242,16 @@ static enum MHD_Result request_begin(HttpRequest *req, const char *version) {
                         log_debug("Failed to add Allow header, ignoring.");
         } else if (!(req->match.route->flags & ROUTE_OPS) && req->over_limit)
                 respond_overloaded(req);
-        else if ((req->match.route->flags & ROUTE_NEEDS_READY) && !s->ready)
-                http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "not_ready",
-                                   "the service is starting; retry shortly");
-        else if (req->match.route->admit) {
-                req->match.route->admit(req, s->handler_userdata);
-                /* Refused at its headers: its body is not wanted at all. */
-                req->stop_body = http_request_has_response(req) && has_body;
+        else {
+                /* Checked now even before ready (token, topic, type need no
+                 * database): refused at its headers, its body is not read. */
+                if (req->match.route->admit) {
+                        req->match.route->admit(req, s->handler_userdata);
+                        req->stop_body = http_request_has_response(req) && has_body;
+                }
+                if (!http_request_has_response(req) && (req->match.route->flags & ROUTE_NEEDS_READY) &&
+                    !s->ready)
+                        req->held = true;       /* request_hold_over() */
         }
         if (!http_request_has_response(req) && has_body && req->match.route &&
             (req->match.route->flags & ROUTE_ACCEPTS_BODY) &&
@@ -288,6 +291,25 @@ static enum MHD_Result request_take_body(HttpRequest *req, const char *data, siz
         return MHD_YES;
 }
 
+/* A request that needs readiness and came before it waits for it, up to
+ * HTTP_HOLD_UNTIL_READY_USEC, suspended (http_server_set_ready() and the
+ * hold timer resume it). Then, or when the server stops, it goes on: to
+ * its handler if ready, to 503 not_ready if not. false while it waits. */
+static bool request_hold_over(HttpRequest *req) {
+        HttpServer *s = req->server;
+
+        if (!s->ready && !s->stopping && now_usec(CLOCK_MONOTONIC) - req->started_usec < s->hold_until_ready_usec) {
+                http_request_suspend(req);
+                http_server_arm_hold_timer(s);
+                return false;
+        }
+        req->held = false;
+        if (!s->ready)
+                http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "not_ready",
+                                   "the service is starting; retry shortly");
+        return true;
+}
+
 enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connection, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls) {
@@ -324,6 +346,8 @@ enum MHD_Result http_on_access(void *cls, struct MHD_Connection *connection, con
         if (req->failed)
                 return MHD_NO;
         if (req->queued)
+                return MHD_YES;
+        if (req->held && !request_hold_over(req))
                 return MHD_YES;
         if (!http_request_has_response(req) && !req->dispatched) {
                 req->dispatched = true;

@@ -184,6 +184,40 @@ static int make_request_id_prefix(char *buf, size_t size) {
         return 0;
 }
 
+/* Resumes the held requests (all of them, or those whose hold ran out):
+ * http_on_access() then serves or refuses them. */
+static size_t resume_held(HttpServer *s, bool all) {
+        usec_t now = now_usec(CLOCK_MONOTONIC);
+        size_t left = 0;
+
+        LIST_FOREACH_SAFE(req, next, &s->suspended, HttpRequest, suspended) {
+                if (!req->held)
+                        continue;
+                if (all || now - req->started_usec >= s->hold_until_ready_usec)
+                        http_request_resume(req);
+                else
+                        left++;
+        }
+        return left;
+}
+
+static int on_hold_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        HttpServer *s = userdata;
+
+        if (resume_held(s, false) > 0)
+                http_server_arm_hold_timer(s);
+        return 0;
+}
+
+void http_server_arm_hold_timer(HttpServer *s) {
+        int enabled = SD_EVENT_OFF;
+
+        if (sd_event_source_get_enabled(s->hold_timer, &enabled) >= 0 && enabled != SD_EVENT_OFF)
+                return;
+        if (event_timer_arm(s->hold_timer, HTTP_HOLD_CHECK_USEC) < 0)
+                log_warning("Failed to arm the timer of requests held for readiness; they wait for it.");
+}
+
 int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limits,
                     const Route *routes, size_t n_routes, void *handler_userdata,
                     HttpServer **ret) {
@@ -196,6 +230,7 @@ int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limit
         if (!s)
                 return log_oom();
         list_init(&s->suspended);
+        s->hold_until_ready_usec = HTTP_HOLD_UNTIL_READY_USEC;
         list_init(&s->unseen);
         s->event = sd_event_ref(event);
         s->limits = *limits;
@@ -227,6 +262,9 @@ int http_server_new(sd_event *event, ListenSet *sockets, const HttpLimits *limit
         r = read_deadlines_new(event, s->limits.connection_timeout_usec, &s->read_deadlines);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the request read deadlines: %m");
+        r = event_timer_new(event, &s->hold_timer, 10 * USEC_PER_MSEC, on_hold_timer, s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the timer of requests held for readiness: %m");
 
         s->listeners = calloc(sockets->n_sockets, sizeof(HttpListener));
         if (!s->listeners)
@@ -267,6 +305,7 @@ HttpServer *http_server_free(HttpServer *s) {
         request_metrics_done(&s->metrics);
         sd_event_source_disable_unref(s->run_source);
         sd_event_source_disable_unref(s->again_source);
+        sd_event_source_disable_unref(s->hold_timer);
         sd_event_unref(s->event);
         return mfree(s);
 }
@@ -310,6 +349,14 @@ void http_server_set_ready(HttpServer *s, bool ready) {
         assert(s);
 
         s->ready = ready;
+        if (ready)
+                (void) resume_held(s, true);
+}
+
+void http_server_set_hold_until_ready(HttpServer *s, usec_t usec) {
+        assert(s);
+
+        s->hold_until_ready_usec = usec;
 }
 
 void http_server_set_stream_retry_hint(HttpServer *s, usec_t usec) {

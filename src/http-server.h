@@ -90,8 +90,18 @@ const RequestMetrics *http_server_request_metrics(const HttpServer *server);
 /* The port of the first public socket (0 for unix sockets). */
 uint16_t http_server_public_port(const HttpServer *server);
 
-/* Routes flagged ROUTE_NEEDS_READY answer 503 until this is set. */
+/* Requests for routes flagged ROUTE_NEEDS_READY that come while the
+ * server is not ready wait for it, this long at most, and are then
+ * answered 503 not_ready (a stream request from a browser: 200 with
+ * "unavailable"). A restart or a deploy's start is over well within it:
+ * clients see a delay, not an error. Probes are answered at once. */
+#define HTTP_HOLD_UNTIL_READY_USEC (5 * USEC_PER_SEC)
+
+/* Readiness for ROUTE_NEEDS_READY routes; becoming ready serves the
+ * requests held for it. */
 void http_server_set_ready(HttpServer *server, bool ready);
+/* Another bound for the hold (0: answer 503 at once), for the fuzzer. */
+void http_server_set_hold_until_ready(HttpServer *server, usec_t usec);
 
 /* STREAM_RETRY_HINT, for streams refused with an "unavailable" event. */
 void http_server_set_stream_retry_hint(HttpServer *server, usec_t usec);

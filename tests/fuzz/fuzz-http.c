@@ -372,6 +372,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 close(sock.fd);
         http_server_set_request_log_callback(server, record_request, manager->access_log);
         http_server_set_ready(server, !o.starting);
+        /* Not ready: the answer is the 503 the hold ends in, at once. */
+        http_server_set_hold_until_ready(server, 0);
         manager->http = server;
         r = drain_new(manager->event, server, manager->streams, &manager->drain);
         fuzz_check(r == 0, "drain_new: %s", strerror(-r));

@@ -49,7 +49,8 @@ def an_event_source_comes_back_by_itself_after_the_database_does(ctx):
     page = browser.open(f'http://127.0.0.1:{b.port}/_/health/live')
 
     page.evaluate(WATCH % ('web', 0))
-    wait_until(lambda: len(kinds(page, 'unavailable')) >= 3, 15, what='the browser to retry a few times')
+    # Each try waits for readiness 5 s (HTTP_HOLD_UNTIL_READY_USEC) first.
+    wait_until(lambda: len(kinds(page, 'unavailable')) >= 2, 20, what='the browser to retry')
     not_ready = kinds(page, 'unavailable')[0]['data']
     assert not_ready['error'] == 'not_ready', not_ready
     assert page.evaluate('source.readyState') != 2, 'the EventSource gave up'

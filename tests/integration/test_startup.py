@@ -4,6 +4,7 @@ database outage keeps batond (or turns it) not ready, and it recovers by
 itself, without a restart."""
 
 import signal
+import threading
 import time
 
 from tests.harness import MIGRATION_LOCK_KEY, MIGRATIONS, run, test, wait_until
@@ -34,12 +35,29 @@ def ready_waits_for_migrations(ctx):
     assert 'migration' in ready.json()['reason'], ready.json()
     assert b.get('/_/health/startup').status == 503
     assert b.get('/_/health/live').status == 200
-    api = b.get('/api/v1/topics/x/events')
+    # The API waits for readiness, 5 s at most, then says why not.
+    started = time.monotonic()
+    api = b.get('/api/v1/topics/x/events', timeout=10)
+    took = time.monotonic() - started
     assert api.status == 503 and api.json()['error'] == 'not_ready', api
+    assert 4.5 < took < 7, took
+    # One that comes shortly before READY is served once it is.
+    held = {}
 
+    def held_request():
+        t0 = time.monotonic()
+        held['response'] = b.get('/api/v1/no-such-thing', timeout=10)
+        held['took'] = time.monotonic() - t0
+    t = threading.Thread(target=held_request)
+    t.start()
+    time.sleep(1)
     holder.stdin.write(f'SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY});\n')
     holder.stdin.flush()
     b.wait_ready(15)
+    t.join(10)
+    assert held['response'].status == 404 and 1 <= held['took'] < 4.5, held
+    print(f'# held until ready: answered 404 after {held["took"]:.2f} s, not 503; past 5 s: 503 not_ready '
+          f'after {took:.2f} s', flush=True)
     # By READY=1 the schema exists: READY never precedes the migrations.
     assert {'schema_migrations', 'topics', 'events'} <= tables(pg), tables(pg)
     applied = pg.psql('SELECT version, name FROM schema_migrations ORDER BY version').splitlines()

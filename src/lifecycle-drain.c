@@ -19,6 +19,10 @@
  * that are active receive "Connection: close" within this time and hang
  * up, so only connections idle for the whole grace are closed by us. */
 #define DRAIN_IDLE_GRACE_USEC (1 * USEC_PER_SEC)
+/* ... and after SIGINT, which says "go now": a restart of the single
+ * instance (whose unit stops it with SIGINT) waits for this before its
+ * successor starts and takes the connections queued meanwhile. */
+#define DRAIN_FAST_IDLE_GRACE_USEC (250 * USEC_PER_MSEC)
 /* On a forced end, time for the streams' final events to be written. */
 #define DRAIN_FLUSH_USEC (100 * USEC_PER_MSEC)
 
@@ -94,6 +98,10 @@ static void report(Drain *d, usec_t elapsed) {
                       c.active_connections);
 }
 
+static usec_t idle_grace(const Drain *d) {
+        return d->mode == DRAIN_FAST ? DRAIN_FAST_IDLE_GRACE_USEC : DRAIN_IDLE_GRACE_USEC;
+}
+
 void drain_check(Drain *d) {
         usec_t now, elapsed;
         HttpCounters c;
@@ -105,9 +113,14 @@ void drain_check(Drain *d) {
         c = http_server_counters(d->http);
         now = now_usec(CLOCK_MONOTONIC);
         if (c.active_requests == 0 && stream_hub_count(d->streams) == 0) {
-                if (d->idle_since == 0)
+                if (d->idle_since == 0) {
                         d->idle_since = now;
-                if (c.active_connections == 0 || now - d->idle_since >= DRAIN_IDLE_GRACE_USEC) {
+                        /* Look again when the grace ends, not at the next
+                         * tick: a restart waits for this. */
+                        if (d->tick && event_timer_arm(d->tick, idle_grace(d)) < 0)
+                                log_error("Failed to re-arm the drain timer.");
+                }
+                if (c.active_connections == 0 || now - d->idle_since >= idle_grace(d)) {
                         log_info("Drained: no request or stream left; closing %" PRIu64
                                  " idle connection(s).", c.active_connections);
                         finish(d, false);
@@ -134,7 +147,7 @@ static int on_tick(sd_event_source *source, uint64_t usec, void *userdata) {
         report(d, now_usec(CLOCK_MONOTONIC) - d->started);
         notify_extend_timeout(DRAIN_EXTEND_USEC);
         /* While only idle connections are left, look again when their grace ends. */
-        if (event_timer_arm(source, d->idle_since ? DRAIN_IDLE_GRACE_USEC / 4 : DRAIN_TICK_USEC) < 0)
+        if (event_timer_arm(source, d->idle_since ? idle_grace(d) / 4 : DRAIN_TICK_USEC) < 0)
                 log_error("Failed to re-arm the drain timer.");
         return 0;
 }

@@ -193,6 +193,7 @@ static size_t replay_page_serve(Subscriber *sub, const ReplayPage *page, bool ow
                         sent++;
                 }
         }
+        ch->fanout->counters.replayed += sent;
         if (r < 0) {
                 if (r != -EPIPE && r != -ENOBUFS)
                         stream_end_with_reconnect(sub->stream, "out of memory");

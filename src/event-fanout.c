@@ -469,6 +469,8 @@ void fanout_subscribe(Fanout *f, HttpRequest *req, const char *topic, bool has_a
         sub->req = req;
         sub->cursor = after;
         sub->has_after = has_after;
+        if (has_after)
+                f->counters.resumed++;
         sub->state = SUBSCRIBER_WAITING;
         list_append(&ch->subscribers, &sub->in_channel);
         ch->n_subscribers++;

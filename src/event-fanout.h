@@ -44,6 +44,8 @@ typedef struct FanoutCounters {
         uint64_t replay_pages_read;     /* replay pages read from PostgreSQL */
         uint64_t replay_pages_cached;   /* ... and served from the page cache */
         uint64_t replay_cache_bytes;    /* held by the page cache */
+        uint64_t resumed;               /* subscribers that came with Last-Event-ID */
+        uint64_t replayed;              /* events sent to subscribers catching up */
 } FanoutCounters;
 
 int fanout_new(sd_event *event, Db *read_db, StreamHub *streams, const FanoutSettings *settings,

@@ -4,6 +4,7 @@
 
 #include "event-api.h"
 #include "health-endpoints.h"
+#include "lifecycle.h"
 #include "metrics-process.h"
 #include "version.h"
 
@@ -103,7 +104,9 @@ void health_handle_deployment(Manager *m, HttpRequest *req) {
         c = counters_without_self(m);
         http_respond_json(req, MHD_HTTP_OK, json_pack(
                 "{s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:b, s:b}",
-                "status", health_deployment_status(m->ready_sent, health_ready(m->health), draining),
+                "status", health_deployment_status(lifecycle_state(m->lifecycle) != LIFECYCLE_STARTING &&
+                                                   lifecycle_state(m->lifecycle) != LIFECYCLE_FAILED,
+                                                   health_ready(m->health), draining),
                 "version", BATON_VERSION,
                 "deploymentColor", m->config->deployment_color,
                 "port", (int) http_server_public_port(m->http),

@@ -88,16 +88,6 @@ static void end_streams(Drain *d, const char *reason) {
         stream_hub_end_all(d->streams, reason);
 }
 
-static void report(Drain *d, usec_t elapsed) {
-        HttpCounters c = http_server_counters(d->http);
-        char e[FORMAT_DURATION_MAX];
-
-        format_duration(e, sizeof(e), elapsed / USEC_PER_SEC * USEC_PER_SEC);
-        notify_status("Draining for %s: %" PRIu64 " request(s), %zu stream(s), %" PRIu64
-                      " connection(s) left", e, c.active_requests, stream_hub_count(d->streams),
-                      c.active_connections);
-}
-
 static usec_t idle_grace(const Drain *d) {
         return d->mode == DRAIN_FAST ? DRAIN_FAST_IDLE_GRACE_USEC : DRAIN_IDLE_GRACE_USEC;
 }
@@ -144,7 +134,6 @@ static int on_tick(sd_event_source *source, uint64_t usec, void *userdata) {
         drain_check(d);
         if (d->finished)
                 return 0;
-        report(d, now_usec(CLOCK_MONOTONIC) - d->started);
         notify_extend_timeout(DRAIN_EXTEND_USEC);
         /* While only idle connections are left, look again when their grace ends. */
         if (event_timer_arm(source, d->idle_since ? idle_grace(d) / 4 : DRAIN_TICK_USEC) < 0)
@@ -206,8 +195,6 @@ void drain_begin(Drain *d, DrainMode mode, DrainDoneCallback cb, void *userdata)
         d->userdata = userdata;
         d->started = now_usec(CLOCK_MONOTONIC);
 
-        notify_stopping();
-        http_server_begin_drain(d->http);
         log_info("Draining (%s): %" PRIu64 " request(s), %zu stream(s) open; requests get %s, "
                  "streams %s.", mode == DRAIN_FAST ? "SIGINT, streams end now" : "SIGTERM",
                  c.active_requests, stream_hub_count(d->streams),
@@ -223,6 +210,11 @@ void drain_begin(Drain *d, DrainMode mode, DrainDoneCallback cb, void *userdata)
                                        10 * USEC_PER_MSEC, on_tick, d) < 0)
                 log_error("Failed to start the drain timer; the drain ends on the next request.");
         notify_extend_timeout(DRAIN_EXTEND_USEC);
-        report(d, 0);
         drain_check(d);
+}
+
+usec_t drain_elapsed(const Drain *d) {
+        assert(d);
+
+        return d->active ? now_usec(CLOCK_MONOTONIC) - d->started : 0;
 }

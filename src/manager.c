@@ -11,9 +11,9 @@
 #include "http-listen.h"
 #include "log.h"
 #include "manager.h"
-#include "lifecycle-notify.h"
 #include "http-routes.h"
 #include "lifecycle-status.h"
+#include "lifecycle.h"
 #include "version.h"
 
 /* Descriptors kept free for PostgreSQL, NATS, the journal and the probe. */
@@ -21,54 +21,48 @@
 
 extern char **environ;
 
-static void manager_set_status(Manager *m, const char *format, ...) _printf_(2, 3);
-static void manager_set_status(Manager *m, const char *format, ...) {
-        char text[sizeof(m->status)];
-        va_list ap;
+/* What the lifecycle reports besides its state (STATUS=, the status file). */
+static LifecycleCounts manager_counts(Manager *m) {
+        const HealthSnapshot *h = health_snapshot(m->health);
+        FanoutCounters f = fanout_counters(m->fanout);
+        PublisherCounters p = publisher_counters(m->publisher);
 
-        va_start(ap, format);
-        (void) vsnprintf(text, sizeof(text), format, ap);
-        va_end(ap);
-        /* Only changes reach systemd: health rounds repeat themselves. */
-        if (streq(text, m->status))
-                return;
-        snprintf(m->status, sizeof(m->status), "%s", text);
-        notify_status("%s", text);
+        if (!h->database.up)
+                snprintf(m->not_ready_reason, sizeof(m->not_ready_reason), "database check fails: %s",
+                         h->database.error);
+        else
+                snprintf(m->not_ready_reason, sizeof(m->not_ready_reason), "NATS check fails: %s",
+                         h->nats.error);
+        return (LifecycleCounts) {
+                .http = http_server_counters(m->http),
+                .streams = stream_hub_count(m->streams),
+                .streams_resumed = f.resumed,
+                .streams_told_to_reconnect = stream_hub_told_to_reconnect(m->streams),
+                .events_replayed = f.replayed,
+                .publish_failures = p.failed + p.refused,
+                .draining_for = drain_elapsed(m->drain),
+                .not_ready_reason = m->not_ready_reason,
+        };
 }
 
-/* STATUS= once running: where we serve, whether dependencies are up, and
- * the live counts. */
-static void manager_update_running_status(Manager *m) {
-        const HealthSnapshot *h = health_snapshot(m->health);
-        char reason[CHECK_ERROR_MAX + 32], text[sizeof(m->status)];
+static void manager_refresh_status(Manager *m) {
+        LifecycleCounts c = manager_counts(m);
 
-        /* Startup and the drain report their own progress. */
-        if (h->phase != HEALTH_RUNNING)
-                return;
-        if (!h->database.up)
-                snprintf(reason, sizeof(reason), "database check fails: %s", h->database.error);
-        else
-                snprintf(reason, sizeof(reason), "NATS check fails: %s", h->nats.error);
-        RunningStatus rs = {
-                .listen = m->listen_summary,
-                .color = m->config->deployment_color,
-                .ready = health_ready(m->health),
-                .not_ready_reason = reason,
-                .counters = http_server_counters(m->http),
-        };
-        status_format_running(&rs, text, sizeof(text));
-        manager_set_status(m, "%s", text);
-        m->status_says_ready = rs.ready;
+        lifecycle_refresh(m->lifecycle, &c);
+}
+
+/* Ready or degraded, as the last health round says. */
+static LifecycleState running_state(Manager *m) {
+        return health_ready(m->health) ? LIFECYCLE_READY : LIFECYCLE_DEGRADED;
 }
 
 /* The counts change with every request: refreshing once a second is what
- * "rate-limited" means here (sd_notify is cheap, but systemd parses each). */
+ * "rate-limited" means here (sd_notify is cheap, but systemd parses each).
+ * Also while draining: the status file is how baton-deploy waits. */
 static int on_status_timer(sd_event_source *source, uint64_t usec, void *userdata) {
         Manager *m = userdata;
 
-        if (health_snapshot(m->health)->phase != HEALTH_RUNNING)
-                return 0;       /* the drain took over STATUS= */
-        manager_update_running_status(m);
+        manager_refresh_status(m);
         if (event_timer_arm(source, STATUS_REFRESH_USEC) < 0)
                 log_error("Failed to re-arm the status timer; STATUS= stops updating.");
         return 0;
@@ -79,25 +73,21 @@ static int on_status_timer(sd_event_source *source, uint64_t usec, void *userdat
 static void on_startup_progress(Startup *s, const char *status, void *userdata) {
         Manager *m = userdata;
 
-        manager_set_status(m, "Starting: %s", status);
-        health_set_phase(m->health, HEALTH_STARTING, status);
+        (void) lifecycle_set(m->lifecycle, LIFECYCLE_STARTING, status);
 }
 
 static void on_startup_ready(Startup *s, void *userdata) {
         Manager *m = userdata;
         int r;
 
-        http_server_set_ready(m->http, true);
-        health_set_phase(m->health, HEALTH_RUNNING, NULL);
-        notify_ready();
-        m->ready_sent = true;
+        manager_refresh_status(m);
+        (void) lifecycle_set(m->lifecycle, running_state(m), NULL);
         log_event(LOG_INFO, "ready", "Ready: serving on %s.", m->listen_summary);
         /* The first ping right after READY=1, then self-probes. */
         r = watchdog_start(m->watchdog);
         if (r < 0)
                 log_warning_errno(r, "Failed to start the watchdog timer, running without pings (systemd "
                                   "will restart us if it expects them): %m");
-        manager_update_running_status(m);
         if (event_timer_arm(m->status_timer, STATUS_REFRESH_USEC) < 0)
                 log_error("Failed to start the status timer; STATUS= shows no live counts.");
 }
@@ -106,7 +96,7 @@ static void on_startup_fatal(Startup *s, const char *error, void *userdata) {
         Manager *m = userdata;
 
         log_event(LOG_ERR, "startup_failed", "Cannot become ready: %s", error);
-        manager_set_status(m, "Failed: %s", error);
+        (void) lifecycle_set(m->lifecycle, LIFECYCLE_FAILED, error);
         m->exit_code = EXIT_FAILURE;
         (void) sd_event_exit(m->event, EXIT_FAILURE);
 }
@@ -169,13 +159,17 @@ static void on_bus_lost(Bus *bus, void *userdata) {
 static void on_health_change(Health *h, void *userdata) {
         Manager *m = userdata;
 
-        if (startup_step(m->startup) != STARTUP_DONE) {
+        if (!m->lifecycle)
+                return;         /* not started */
+        if (lifecycle_state(m->lifecycle) == LIFECYCLE_STARTING) {
                 startup_on_health_round(m->startup);
                 return;
         }
         /* Readiness flipping is news at once; counts wait for the timer. */
-        if (health_ready(h) != m->status_says_ready)
-                manager_update_running_status(m);
+        if (lifecycle_running(m->lifecycle) && lifecycle_state(m->lifecycle) != running_state(m)) {
+                manager_refresh_status(m);
+                (void) lifecycle_set(m->lifecycle, running_state(m), NULL);
+        }
 }
 
 /* --- stop and reload --- */
@@ -202,9 +196,12 @@ static int on_stop_signal(sd_event_source *source, const struct signalfd_siginfo
         /* A stop before READY=1 wins: startup must not announce readiness
          * (or reset the phase) behind the drain's back. */
         startup_cancel(m->startup);
-        /* Ready turns 503 at once; live stays 200 while we drain. */
-        health_set_phase(m->health, HEALTH_STOPPING, NULL);
+        /* Ready turns 503 at once, live stays 200; no new connections. */
+        if (!drain_active(m->drain))
+                (void) lifecycle_set(m->lifecycle, LIFECYCLE_DRAINING, NULL);
         drain_begin(m->drain, mode, on_drained, m);
+        if (event_timer_arm(m->status_timer, STATUS_REFRESH_USEC) < 0)
+                log_error("Failed to start the status timer; STATUS= shows no drain progress.");
         return 0;
 }
 
@@ -308,15 +305,14 @@ static int on_sighup(sd_event_source *source, const struct signalfd_siginfo *si,
         Manager *m = userdata;
         _cleanup_(config_freep) Config *next = NULL;
         _cleanup_free_ char *error = NULL;
-        bool tell_systemd = m->ready_sent && !drain_active(m->drain);
+        /* RELOADING=1 ... READY=1 only around a reload of a running
+         * service: before the first READY=1 it would announce readiness
+         * too early, and a draining one is not coming back. */
+        bool tell_systemd = lifecycle_running(m->lifecycle);
         int r;
 
-        /* RELOADING=1 ... READY=1 only around a reload of a ready service:
-         * before the first READY=1 it would announce readiness too early. */
-        if (tell_systemd) {
-                notify_reloading();
-                manager_set_status(m, "Reloading configuration");
-        }
+        if (tell_systemd)
+                (void) lifecycle_set(m->lifecycle, LIFECYCLE_RELOADING, NULL);
         r = config_load(m->config_path, m->config_path_required, environ, &next, &error);
         if (r < 0)
                 log_event(LOG_ERR, "reload_failed", "Reload failed, keeping the running configuration: %s",
@@ -334,9 +330,8 @@ static int on_sighup(sd_event_source *source, const struct signalfd_siginfo *si,
                 }
         }
         if (tell_systemd) {
-                notify_ready();
-                m->status[0] = '\0';    /* force a fresh STATUS= */
-                manager_update_running_status(m);
+                manager_refresh_status(m);
+                (void) lifecycle_set(m->lifecycle, running_state(m), NULL);
         }
         return 0;
 }
@@ -661,6 +656,11 @@ int manager_start(Manager *m) {
         r = watchdog_new(m->event, m->http, &m->watchdog);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the watchdog: %m");
+        /* systemd's RuntimeDirectory= (the units set one per instance). */
+        r = lifecycle_new(m->http, m->health, m->listen_summary, m->config->deployment_color,
+                          getenv("RUNTIME_DIRECTORY"), &m->lifecycle);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the lifecycle: %m");
         manager_apply_config(m);
 
         /* Then the dependencies, in the order of the readiness contract.
@@ -694,6 +694,7 @@ Manager *manager_free(Manager *m) {
          * Db and bus before the health checks that wait on them. */
         watchdog_free(m->watchdog);
         sd_event_source_disable_unref(m->status_timer);
+        lifecycle_free(m->lifecycle);
         http_server_free(m->http);
         access_log_free(m->access_log);
         drain_free(m->drain);

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "db.h"
 #include "lifecycle-drain.h"
+#include "lifecycle.h"
 #include "event-fanout.h"
 #include "health-checks.h"
 #include "http-server.h"
@@ -51,17 +52,16 @@ typedef struct Manager {
         Drain *drain;
         Watchdog *watchdog;
         AccessLog *access_log;
-        sd_event_source *status_timer;  /* refreshes STATUS= while running */
+        Lifecycle *lifecycle;           /* the state, STATUS=, the status file */
+        sd_event_source *status_timer;  /* refreshes them once a second */
 
         HttpSharedResponse *live_response;
         HttpSharedResponse *summary_response;
         char *listen_summary;           /* "127.0.0.1:8080, [::1]:8080" for STATUS= */
-        char status[256];               /* last STATUS= sent */
-        bool status_says_ready;         /* ... and whether it said "Ready" */
+        char not_ready_reason[CHECK_ERROR_MAX + 32];
 
         usec_t start_monotonic_usec;
         usec_t start_realtime_usec;
-        bool ready_sent;
         int exit_code;
 } Manager;
 

@@ -86,6 +86,13 @@ static void collect_events(Manager *m, Exposition *e) {
         exposition_scalar(e, "baton_stream_replay_pages_cached_total", METRIC_COUNTER,
                           "Pages of history served to streams catching up from the replay cache, "
                           "without a read.", (double) f.replay_pages_cached);
+        exposition_scalar(e, "baton_stream_resumed_total", METRIC_COUNTER,
+                          "Streams that came with Last-Event-ID (resumed).", (double) f.resumed);
+        exposition_scalar(e, "baton_stream_events_replayed_total", METRIC_COUNTER,
+                          "Events sent to streams catching up from the store.", (double) f.replayed);
+        exposition_scalar(e, "baton_stream_reconnects_sent_total", METRIC_COUNTER,
+                          "Streams ended with a reconnect event (drain, cut, refused).",
+                          (double) stream_hub_told_to_reconnect(m->streams));
         exposition_scalar(e, "baton_stream_replay_cache_bytes", METRIC_GAUGE,
                           "Bytes of the replay pages kept in memory (at most 16 replay pages).",
                           (double) f.replay_cache_bytes);

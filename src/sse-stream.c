@@ -53,6 +53,7 @@ struct StreamHub {
         sd_event_source *slow_timer;    /* once a second: who stayed behind too long */
         Frame *heartbeat;
         uint64_t cut;
+        uint64_t told_to_reconnect;     /* streams ended with "reconnect" (cut ones too) */
         char *refuse_reason;            /* set once draining: new streams end at once */
         /* Bytes of the frames queued on any stream, each counted once
          * however many streams hold it: at most settings.backlog_max_bytes
@@ -281,6 +282,7 @@ void stream_end_with_reconnect(Stream *s, const char *reason) {
 
         if (!s->req || s->finishing)
                 return;
+        s->hub->told_to_reconnect++;
         j = json_pack("{s:s}", "reason", reason);
         data = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
@@ -476,6 +478,12 @@ size_t stream_hub_backlog_bytes(const StreamHub *hub) {
         assert(hub);
 
         return hub->backlog_bytes;
+}
+
+uint64_t stream_hub_told_to_reconnect(const StreamHub *hub) {
+        assert(hub);
+
+        return hub->told_to_reconnect;
 }
 
 uint64_t stream_hub_cut(const StreamHub *hub) {

@@ -106,6 +106,8 @@ void stream_end_with_reconnect(Stream *s, const char *reason);
 
 /* Streams cut for being too slow, since the start. */
 uint64_t stream_hub_cut(const StreamHub *hub);
+/* Streams ended with a "reconnect" event so far (drain, cuts, refusals). */
+uint64_t stream_hub_told_to_reconnect(const StreamHub *hub);
 
 /* What all streams have queued, each frame counted once. Checked against
  * backlog_max_bytes every second: past it, the streams furthest behind

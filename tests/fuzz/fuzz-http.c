@@ -371,14 +371,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (sock.fd >= 0)
                 close(sock.fd);
         http_server_set_request_log_callback(server, record_request, manager->access_log);
-        http_server_set_ready(server, !o.starting);
         /* Not ready: the answer is the 503 the hold ends in, at once. */
         http_server_set_hold_until_ready(server, 0);
         manager->http = server;
         r = drain_new(manager->event, server, manager->streams, &manager->drain);
         fuzz_check(r == 0, "drain_new: %s", strerror(-r));
+        /* The states the flags ask for, through the daemon's own transitions. */
+        r = lifecycle_new(server, manager->health, "fuzz", "", NULL, &manager->lifecycle);
+        fuzz_check(r == 0, "lifecycle_new: %s", strerror(-r));
+        if (!o.starting)
+                fuzz_check(lifecycle_set(manager->lifecycle, LIFECYCLE_READY, NULL) == 0, "ready");
         if (o.drain)
-                http_server_begin_drain(server);
+                fuzz_check(lifecycle_set(manager->lifecycle, LIFECYCLE_DRAINING, NULL) == 0, "draining");
 
         fuzz_check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0,
                    "socketpair: %m");
@@ -393,6 +397,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         http_server_free(server);
         manager->http = NULL;
         manager->drain = drain_free(manager->drain);
+        manager->lifecycle = lifecycle_free(manager->lifecycle);
         pump(&client);
         close(client.fd);
 

@@ -11,7 +11,7 @@ import threading
 import time
 
 from tests import harness
-from tests.harness import http_get, raw_request, run, test, wait_until
+from tests.harness import http_get, publish, raw_request, run, test, wait_until
 from tests.harness.flood import Flood
 
 
@@ -212,6 +212,46 @@ def streams_opened_while_draining_are_sent_elsewhere(ctx):
     assert time.monotonic() - started < 2, 'a new stream was accepted during the drain'
     assert 'event: reconnect' in events and 'tick' not in events, events
     first.close()
+
+
+def status_file(path):
+    """$RUNTIME_DIRECTORY/status as a dict; None when there is none."""
+    try:
+        with open(path) as f:
+            return dict(line.rstrip('\n').split('=', 1) for line in f if '=' in line)
+    except FileNotFoundError:
+        return None
+
+
+@test
+def the_status_file_says_the_state_and_counts_and_goes_with_the_process(ctx):
+    """The machine-readable control channel baton-deploy reads: the state
+    and the counts as name=value lines in $RUNTIME_DIRECTORY/status,
+    rewritten once a second and at every transition, through a drain, and
+    removed when batond exits (so a stale file is never read as current)."""
+    pg = ctx.postgres()
+    run_dir = ctx.tmp.join('run')
+    os.makedirs(run_dir)
+    path = os.path.join(run_dir, 'status')
+    b = ctx.batond({'DATABASE_URL': pg.url(), 'RUNTIME_DIRECTORY': run_dir, 'DRAIN_TIMEOUT': '2s'}).start()
+    b.wait_ready()
+    st = wait_until(lambda: (f := status_file(path)) and f['STATE'] == 'ready' and f, 5, what='STATE=ready')
+    assert st['PID'] == str(b.pid), st
+    assert abs(int(st['UPDATED_USEC']) / 1e6 - time.time()) < 3, st
+    assert publish(b.port, 'status-file', {'n': 1}).status == 201
+    sub = ctx.subscribe(b.port, '/api/v1/topics/status-file/stream', last_event_id=0)
+    sub.wait_for_id(1)
+    st = wait_until(lambda: (f := status_file(path)) and f['STREAMS'] == '1' and f, 5, what='STREAMS=1')
+    assert st['STREAMS_RESUMED'] == '1' and st['EVENTS_REPLAYED'] == '1', st
+    assert int(st['SERVED']) >= 1 and st['PUBLISH_FAILURES'] == '0', st
+
+    b.signal(signal.SIGTERM)
+    st = wait_until(lambda: (f := status_file(path)) and f['STATE'] == 'draining' and f, 5,
+                    what='STATE=draining')
+    assert st['STREAMS'] == '1', st
+    assert b.wait_exit(10) == 0
+    assert status_file(path) is None, 'the status file outlived batond'
+    print(f'# status file while draining: {st}', flush=True)
 
 
 @test

@@ -23,6 +23,7 @@ BUILD = os.environ.get('BATON_BUILD_DIR', os.path.join(HERE, '..', '..', 'build'
 # The traffic generator, a script: copied into the container, run there.
 TRAFFIC = os.path.join(HERE, '..', 'harness', 'traffic.py')
 FLOOD = os.path.join(HERE, '..', 'harness', 'flood.py')
+RESTARTS = os.path.join(HERE, '..', 'harness', 'restarts.py')
 NGINX = 'http://127.0.0.1:8000'
 # baton-deploy's settings in the container: a short drain wait for tests.
 DEPLOY_CONF = 'DRAIN_TIMEOUT=25\nPROGRESS_EVERY=3\n'
@@ -37,6 +38,14 @@ def install(c):
                    check=True, stdout=subprocess.DEVNULL)
     c.write('/usr/local/lib/baton-test/traffic.py', open(TRAFFIC).read(), 0o755)
     c.write('/usr/local/lib/baton-test/flood.py', open(FLOOD).read(), 0o755)
+    c.write('/usr/local/lib/baton-test/restarts.py', open(RESTARTS).read(), 0o755)
+    # Releases B (one more migration, additive) and C (and a breaking one).
+    for name in ('additive', 'breaking'):
+        with open(os.path.join(BUILD, 'tests', 'system', f'batond-release-{name}'), 'rb') as f:
+            data = f.read()
+        with open(c.path(f'/usr/local/lib/baton-test/batond-release-{name}'), 'wb') as f:
+            f.write(data)
+        os.chmod(c.path(f'/usr/local/lib/baton-test/batond-release-{name}'), 0o755)
     # Only what this test starts: the host's own services in the image stay off.
     c.sh('systemctl stop nats-server nginx 2>/dev/null; systemctl daemon-reload; systemd-sysusers; '
          'systemd-tmpfiles --create /usr/local/lib/tmpfiles.d/baton.conf', check=False)
@@ -121,8 +130,10 @@ def stopped_at(c, unit):
     """When systemd logged the unit stopped, as a unix time (the journal's
     own microsecond timestamp)."""
     out = c.run(['journalctl', '-u', unit, '-o', 'json', '--no-pager', '-n', '200']).stdout
+    # "Stopped" after a stop job; "Deactivated" when batond exited by itself.
     times = [int(r['__REALTIME_TIMESTAMP']) / 1e6 for r in map(json.loads, out.splitlines())
-             if r.get('MESSAGE', '').startswith('Stopped ')]
+             if isinstance(r.get('MESSAGE'), str) and
+             (r['MESSAGE'].startswith('Stopped ') or 'Deactivated successfully' in r['MESSAGE'])]
     assert times, f'no "Stopped" record for {unit}'
     return times[-1]
 
@@ -305,22 +316,63 @@ def reload_under_load_has_no_errors(ctx):
     assert 'Reloaded configuration' in log
 
 
+def wrk_max_latency(raw):
+    """wrk's slowest request, in seconds."""
+    m = re.search(r'Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\b', raw)
+    assert m, raw
+    return float(m.group(1)) * {'us': 1e-6, 'ms': 1e-3, 's': 1.0}[m.group(2)]
+
+
 @test
-def restart_of_the_socket_activated_instance_refuses_nothing(ctx):
+def restarts_of_the_single_instance_never_stall(ctx):
+    """batond.socket + batond.service restarted three times under wrk, a
+    publisher and 100 streams that resume with their last id: each
+    systemctl restart returns within seconds (the unit stops batond with
+    SIGINT: streams reconnect at once, requests finish), the successor
+    holds what it accepts until it is ready, so no request and no publish
+    waits more than a second or fails, and no stream loses an event."""
     c = container()
     c.write('/etc/systemd/system/batond.socket.d/port.conf', '[Socket]\nListenStream=\nListenStream=127.0.0.1:8090\n')
     c.run(['systemctl', 'daemon-reload'])
     c.run(['systemctl', 'start', 'batond.socket'])
     c.run(['curl', '-sf', 'http://127.0.0.1:8090/_/health/live'])
     c.sh('until curl -sf http://127.0.0.1:8090/_/health/ready >/dev/null; do sleep 0.2; done', timeout=30)
-    wrk = wrk_start(c, 10, url='http://127.0.0.1:8090/_/health/live', connections=16)
-    for delay in (2, 3):
-        time.sleep(delay)
+    seconds = 24
+    traffic = c.popen(['python3', '/usr/local/lib/baton-test/restarts.py', 'http://127.0.0.1:8090',
+                       str(seconds), '100'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wrk = wrk_start(c, seconds, url='http://127.0.0.1:8090/api/v1/topics/load/events?limit=1', connections=16)
+    restarts = []
+    for _ in range(3):
+        time.sleep(5)
         pid = c.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'batond']).stdout.strip()
+        started = time.monotonic()
         c.run(['systemctl', 'restart', 'batond.service'])
-        print(f'# restarted batond.service (was pid {pid})')
+        restarts.append(time.monotonic() - started)
+        print(f'# systemctl restart batond.service (was pid {pid}) returned after {restarts[-1]:.2f} s')
     w = wrk_result(wrk)
-    assert_clean(w, 'wrk straight at the single instance across two restarts')
+    out, err = traffic.communicate(timeout=120)
+    t = json.loads(out)
+    slowest = wrk_max_latency(w['raw'])
+    # Where each restart's time went, from the journal's own timestamps.
+    records = [json.loads(line) for line in c.run(['journalctl', '-u', 'batond.service', '-o', 'json', '--no-pager',
+                                                   '-n', '2000']).stdout.splitlines()]
+    marks = [(int(r['__REALTIME_TIMESTAMP']) / 1e6, r['MESSAGE']) for r in records
+             if isinstance(r.get('MESSAGE'), str) and re.match(r'(Received SIGINT|Stopping|batond \S+ starting|Ready: )',
+                                                              r['MESSAGE'])]
+    for (t0, m0), (t1, m1) in zip(marks, marks[1:]):
+        print(f'#   {m0[:30]!r} -> {m1[:30]!r}: {(t1 - t0) * 1000:.0f} ms')
+    print(f'# across 3 restarts: wrk {w["requests"]} requests, {w["non2xx"]} non-2xx, '
+          f'{w["socket_errors"]} socket errors, slowest {slowest * 1000:.0f} ms; {t["published"]} '
+          f'published, slowest publish {t["publish_max_s"] * 1000:.0f} ms, slowest probe '
+          f'{t["read_max_s"] * 1000:.0f} ms; {t["streams"]} streams: {t["lost"]} lost, '
+          f'{t["duplicated"]} duplicated, {t["reconnects"]} reconnects; errors {t["errors"][:5]}')
+    assert all(r < 5 for r in restarts), restarts
+    assert_clean(w, 'wrk straight at the single instance across three restarts')
+    assert slowest < 1.0 and t['publish_max_s'] < 1.0 and t['read_max_s'] < 1.0, (slowest, t)
+    assert not t['errors'] and t['published'] > 100, t
+    assert t['lost'] == 0 and t['duplicated'] == 0, t
+    log = c.run(['journalctl', '-u', 'batond.service', '-o', 'cat', '--no-pager', '-n', '400']).stdout
+    assert 'Second stop signal' not in log and 'Received SIGINT' in log, log[-2000:]
 
 
 @test
@@ -405,6 +457,210 @@ def journal_shows_the_structured_fields(ctx):
     ready = c.run(['journalctl', '-u', f'batond@{colour}', '-o', 'json', '--no-pager',
                    'BATON_EVENT=ready']).stdout
     assert ready.strip(), 'no BATON_EVENT=ready record'
+
+
+PORTS = {'blue': 8080, 'green': 8081}
+
+
+def other(colour):
+    return 'green' if colour == 'blue' else 'blue'
+
+
+@test
+def a_slow_request_in_flight_when_the_old_colour_is_retired_completes(ctx):
+    """After its drain wait, baton-deploy sends the old colour one SIGINT
+    (streams reconnect, requests finish) and waits for it to exit by
+    itself: a publish whose body is still trickling in at that moment
+    completes with 201, and batond never sees a second stop signal."""
+    c = container()
+    old = active_colour(c) or deploy(c, 'deploy') and active_colour(c)
+    c.write('/etc/baton/deploy.conf', DEPLOY_CONF.replace('DRAIN_TIMEOUT=25', 'DRAIN_TIMEOUT=2'))
+    # A stream keeps the drain waiting until its timeout; the publish
+    # trickles its body in over 8 s, straight to the old colour.
+    stream = c.popen(['curl', '-sN', '--max-time', '40', f'http://127.0.0.1:{PORTS[old]}/stream/test?duration=30'],
+                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    slow = c.popen(['python3', '-c', f'''
+import socket, time, json
+s = socket.create_connection(("127.0.0.1", {PORTS[old]}))
+body = json.dumps({{"slow": "x" * 64}}).encode()
+s.sendall(b"POST /api/v1/topics/slow/events HTTP/1.1\\r\\nHost: t\\r\\nContent-Type: application/json\\r\\n"
+          b"Content-Length: " + str(len(body)).encode() + b"\\r\\n\\r\\n")
+for b in body:
+    s.sendall(bytes([b])); time.sleep(8 / len(body))
+print(s.recv(4096).decode().split("\\r\\n")[0])
+'''], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        rc, out, took = deploy(c, 'deploy')
+    finally:
+        c.write('/etc/baton/deploy.conf', DEPLOY_CONF)
+    status_line = slow.communicate(timeout=60)[0].strip()
+    stream.communicate(timeout=60)
+    print(f'# deploy {old} -> {other(old)} in {took:.1f}s; the slow publish in flight on {old}: {status_line!r}')
+    assert status_line == 'HTTP/1.1 201 Created', (status_line, out)
+    assert 'exited by itself' in out, out
+    log = c.run(['journalctl', '-u', f'batond@{old}', '-o', 'cat', '--no-pager', '-n', '50000']).stdout
+    last_run = log[[m.start() for m in re.finditer(r'batond \S+ starting', log)][-1]:]
+    assert 'Received SIGINT' in last_run and 'Second stop signal' not in last_run, last_run[-2000:]
+
+
+@test
+def an_interrupted_switch_is_finished_never_repinned(ctx):
+    """A deploy stopped after nginx went to the new colour: a rerun with
+    the same release finishes the switch; one with another release is
+    refused, and the running colour's pinned binary is left alone."""
+    c = container()
+    old = active_colour(c)
+    new = other(old)
+    c.run(['baton-deploy', 'deploy'])           # back to a known state: new serves
+    assert active_colour(c) == new
+    # What an interruption right after the nginx switch leaves: both
+    # colours running, nginx on the new one, the state still saying old.
+    c.run(['systemctl', 'start', f'batond@{old}.socket', f'batond@{old}.service'])
+    state = open(c.path('/var/lib/baton-deploy/state')).read()
+    c.write('/var/lib/baton-deploy/state', re.sub(r'^ACTIVE=.*$', f'ACTIVE={old}', state, flags=re.M)
+            .replace('PHASE=idle', 'PHASE=draining'))
+    dropin = f'/etc/systemd/system/batond@{new}.service.d/50-release.conf'
+    pinned = open(c.path(dropin)).read()
+    c.sh('cp /usr/local/sbin/batond /tmp/batond-other && printf y >> /tmp/batond-other')
+    rc, out, _ = deploy(c, 'deploy', '/tmp/batond-other', check=False)
+    assert rc == 1 and 'interrupted deploy' in out, out
+    assert open(c.path(dropin)).read() == pinned, 'the running colour was re-pinned'
+    rc, out, _ = deploy(c, 'deploy')
+    assert 'Finishing the interrupted deploy' in out, out
+    assert active_colour(c) == new
+    assert c.run(['systemctl', 'is-active', f'batond@{old}'], check=False).stdout.strip() != 'active'
+
+
+def nginx_shim(c, rule):
+    """An nginx first in PATH whose -t fails when the shell test RULE holds
+    for the upstream file ($U); otherwise the real one."""
+    c.write('/usr/local/lib/baton-test/shim/nginx',
+            '#!/bin/sh\nU=/etc/nginx/baton/upstream.conf\n'
+            f'if [ "$1" = -t ] && {rule}; then echo "nginx: [emerg] refused by the test" >&2; exit 1; fi\n'
+            'exec /usr/sbin/nginx "$@"\n', 0o755)
+    return 'PATH=/usr/local/lib/baton-test/shim:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+
+@test
+def nginx_refusing_a_later_step_leaves_nginx_as_before(ctx):
+    """nginx -t passing the 100/1 step and refusing the one with only the
+    new colour: the upstream from before the deploy comes back (not the
+    100/1 one), the serving colour is unchanged, the new one stopped. And a
+    refused upstream never stays behind, even where the file was empty."""
+    c = container()
+    serving = active_colour(c)
+    before = open(c.path('/etc/nginx/baton/upstream.conf')).read()
+    path = nginx_shim(c, '[ "$(grep -c " server " $U)" = 1 ] && ! grep -q "weight=1;" $U && grep -q "# Managed" $U && '
+                         f'! grep -q "# {serving}$" $U')
+    r = c.run(['env', path, 'baton-deploy', 'deploy'], check=False)
+    out = r.stdout + r.stderr
+    print('\n'.join(f'#   | {l}' for l in out.strip().splitlines()[-6:]))
+    assert r.returncode == 1 and 'nginx as before' in out, out
+    assert open(c.path('/etc/nginx/baton/upstream.conf')).read() == before
+    assert active_colour(c) == serving
+    code = c.run(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', f'{NGINX}/api/v1/topics/x/events']).stdout
+    assert code == '200', code
+
+    # An empty upstream file, and an nginx that refuses everything.
+    c.sh('cp -p /etc/nginx/baton/upstream.conf /tmp/upstream.saved && : > /etc/nginx/baton/upstream.conf')
+    try:
+        path = nginx_shim(c, 'true')
+        r = c.run(['env', path, 'NGINX_UPSTREAM=/etc/nginx/baton/upstream.conf', 'bash', '-c',
+                   '. <(sed -n "/^NGINX_RELOADS=0$/,/^nginx_write()/{/^nginx_write()/!p}" /usr/local/sbin/baton-deploy); '
+                   'die() { echo "$*"; exit 1; }; nginx_try "upstream baton { server 127.0.0.1:1; }" || echo refused'],
+                  check=False)
+        assert 'refused' in r.stdout, r.stdout + r.stderr
+        assert open(c.path('/etc/nginx/baton/upstream.conf')).read() == '', 'the refused upstream stayed'
+        left = [f for f in os.listdir(c.path('/etc/nginx/baton')) if f.startswith('upstream.conf.')]
+        assert not left, left
+    finally:
+        c.sh('cp -p /tmp/upstream.saved /etc/nginx/baton/upstream.conf')
+
+
+def schema_rows(c):
+    return c.run(['su', 'postgres', '-c', 'psql -Atq baton -c "SELECT version, name, additive FROM '
+                  'schema_migrations ORDER BY version"']).stdout.split()
+
+
+@test
+def rollback_across_an_additive_migration_and_a_breaking_one_refused(ctx):
+    """Release A (this build) serves; B adds a table (additive) and is
+    deployed, then rolled back to A under load: 0 non-2xx, streams resume,
+    A runs on the schema it does not fully know. C drops a column
+    (breaking): deploying it is refused up front, nginx and the units
+    untouched; with --allow-breaking the old colour goes first and C
+    applies it, after which a rollback to A is refused, naming it."""
+    c = container()
+    if not active_colour(c):
+        deploy(c, 'deploy')
+    start = active_colour(c)
+    n = len(schema_rows(c))
+    b_bin, c_bin = '/usr/local/lib/baton-test/batond-release-additive', '/usr/local/lib/baton-test/batond-release-breaking'
+    wrk = wrk_start(c, 40)
+    traffic = c.popen(['python3', '/usr/local/lib/baton-test/traffic.py', NGINX, '40', '5'],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    rc, out, took = deploy(c, 'deploy', '--json', b_bin)
+    report = json.loads(next(line for line in out.splitlines() if line.startswith('{')))
+    print(f'# A -> B (additive) in {took:.1f}s: {report}')
+    assert report['colour'] == other(start) and report['nginx_reloads'] == 2, report
+    rows = schema_rows(c)
+    assert len(rows) == n + 1 and rows[-1].endswith('|add_audit_log|t'), rows
+    time.sleep(2)
+    rc, out, took = deploy(c, 'rollback')
+    assert active_colour(c) == start
+    assert 'Summary: rollback' in out and 'resumed on' in out, out
+    w = wrk_result(wrk)
+    t = json.loads(traffic.communicate(timeout=120)[0])
+    assert_clean(w, 'wrk through nginx across A -> B -> A', nginx_reloads=4)
+    published, seen = t['published'], t['topic_stream']['ids']
+    print(f'# rollback to A in {took:.1f}s; topic stream: {len(published)} published, {len(seen)} received, '
+          f'{t["topic_stream"]["reconnects"]} reconnect(s)')
+    # The topic has the earlier cases' events too: the stream starts from 0.
+    assert not t.get('publish_errors') and seen == sorted(set(seen)), (t.get('publish_errors'), seen)
+    assert [i for i in seen if i >= min(published)] == sorted(published), (published, seen)
+    # (An earlier case may have turned the access log on: look far enough back.)
+    log = c.run(['journalctl', '-u', f'batond@{start}', '-o', 'cat', '--no-pager', '-n', '50000']).stdout
+    assert f'{n + 1:04d}_add_audit_log, which this batond does not know; it is additive' in log, log[-2000:]
+
+    # C: refused up front.
+    upstream = open(c.path('/etc/nginx/baton/upstream.conf')).read()
+    idle = other(start)
+    dropin = open(c.path(f'/etc/systemd/system/batond@{idle}.service.d/50-release.conf')).read()
+    rc, out, _ = deploy(c, 'deploy', c_bin, check=False)
+    breaking = f'{n + 2:04d}_drop_audit_log_note'
+    assert rc == 1 and breaking in out and 'breaking' in out and 'nothing was changed' in out, out
+    assert open(c.path('/etc/nginx/baton/upstream.conf')).read() == upstream
+    assert open(c.path(f'/etc/systemd/system/batond@{idle}.service.d/50-release.conf')).read() == dropin
+    assert active_colour(c) == start and len(schema_rows(c)) == n + 1
+
+    # With --allow-breaking, under wrk: the old colour stops first.
+    wrk = wrk_start(c, 15)
+    time.sleep(2)
+    rc, out, took = deploy(c, 'deploy', '--allow-breaking', c_bin)
+    w = wrk_result(wrk)
+    slowest = wrk_max_latency(w['raw'])
+    print(f'# --allow-breaking A -> C in {took:.1f}s: wrk {w["requests"]} requests, {w["non2xx"]} non-2xx, '
+          f'{w["socket_errors"]} socket errors, slowest {slowest:.2f} s')
+    codes = c.sh("awk '{print $9}' /var/log/nginx/access.log | sort | uniq -c | sort -rn | head -5",
+                 check=False).stdout
+    print('# nginx access log, status codes: ' + ' '.join(codes.split()))
+    assert active_colour(c) == idle and len(schema_rows(c)) == n + 2
+    assert w['non2xx'] == 0, w['raw']
+    assert not os.path.exists(c.path(f'/run/systemd/system/batond@{idle}.service.d/60-breaking.conf'))
+    log = c.run(['journalctl', '-u', f'batond@{start}', '-o', 'cat', '--no-pager', '-n', '50000']).stdout
+    last_run = log[[m.start() for m in re.finditer(r'batond \S+ starting', log)][-1]:]
+    assert 'Received SIGINT' in last_run and 'Second stop signal' not in last_run, last_run[-2000:]
+    rc, out, _ = deploy(c, 'rollback', check=False)
+    assert rc == 1 and breaking in out and 'no longer allows' in out, out
+    assert active_colour(c) == idle
+
+    # Back to this build's schema and release for whatever follows.
+    c.run(['su', 'postgres', '-c', f'psql -q baton -c "DELETE FROM schema_migrations WHERE version > {n}; '
+           'DROP TABLE audit_log"'])
+    deploy(c, 'deploy')
+    assert active_colour(c) == start
 
 
 if __name__ == '__main__':

@@ -27,6 +27,14 @@ def assert_exactly_once(ids, first, last, who='subscriber'):
                              f'{missing[:10]}, duplicated {dups[:10]}, out of order {order}')
 
 
+def store_events(pg, topic, n, pad):
+    """Events 1..n of topic written straight into the store, each
+    {"n": i, "pad": "xxx..."} with pad bytes of padding."""
+    pg.psql(f"INSERT INTO topics (name, last_id) VALUES ('{topic}', {n});"
+            f"INSERT INTO events (topic, id, payload) SELECT '{topic}', g, "
+            f"json_build_object('n', g, 'pad', repeat('x', {pad}))::json FROM generate_series(1, {n}) g")
+
+
 def one_instance(ctx, **env):
     pg = ctx.postgres()
     b = ctx.batond({'DATABASE_URL': pg.url(), **FAST, **env}).start()
@@ -356,9 +364,7 @@ def many_streams_catching_up_at_once_each_get_everything_in_order(ctx):
     pg, b = one_instance(ctx)
     topic = 'catch-up'
     n = 600
-    pg.psql(f"INSERT INTO topics (name, last_id) VALUES ('{topic}', {n});"
-            f"INSERT INTO events (topic, id, payload) SELECT '{topic}', g, "
-            f"json_build_object('n', g, 'pad', repeat('x', 2000))::json FROM generate_series(1, {n}) g")
+    store_events(pg, topic, n, pad=2000)
     started = time.monotonic()
     subs = [ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream', last_event_id=0) for _ in range(70)]
     for sub in subs:
@@ -385,9 +391,7 @@ def streams_resuming_from_different_ids_share_pages_and_each_get_theirs(ctx):
     pg, b = one_instance(ctx, HEALTH_CHECK_INTERVAL='60s')
     topic = 'resume-spread'
     n, streams = 600, 120
-    pg.psql(f"INSERT INTO topics (name, last_id) VALUES ('{topic}', {n});"
-            f"INSERT INTO events (topic, id, payload) SELECT '{topic}', g, "
-            f"json_build_object('n', g, 'pad', repeat('x', 2000))::json FROM generate_series(1, {n}) g")
+    store_events(pg, topic, n, pad=2000)
     live = ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream')
 
     def subscribers():
@@ -422,9 +426,7 @@ def streams_catching_up_on_what_another_read_cost_postgresql_no_read(ctx):
     pg, b = one_instance(ctx)
     topic = 'cached'
     n = 2000
-    pg.psql(f"INSERT INTO topics (name, last_id) VALUES ('{topic}', {n});"
-            f"INSERT INTO events (topic, id, payload) SELECT '{topic}', g, "
-            f"json_build_object('n', g, 'pad', repeat('x', 500))::json FROM generate_series(1, {n}) g")
+    store_events(pg, topic, n, pad=500)
     first = ctx.subscribe(b.port, f'/api/v1/topics/{topic}/stream', last_event_id=0)
     first.wait_for_id(n, timeout=30)
     read = metric(b.port, 'baton_stream_replay_pages_read_total')

@@ -223,18 +223,22 @@ static int write_status_file(const Lifecycle *l) {
         return r;
 }
 
+void lifecycle_set_counts(Lifecycle *l, const LifecycleCounts *counts) {
+        assert(l && counts);
+
+        l->counts = *counts;
+        snprintf(l->not_ready_reason, sizeof(l->not_ready_reason), "%s", strempty(counts->not_ready_reason));
+        l->counts.not_ready_reason = NULL;
+}
+
 void lifecycle_refresh(Lifecycle *l, const LifecycleCounts *counts) {
         char text[sizeof(l->status)];
         int r;
 
         assert(l);
 
-        if (counts) {
-                l->counts = *counts;
-                snprintf(l->not_ready_reason, sizeof(l->not_ready_reason), "%s",
-                         strempty(counts->not_ready_reason));
-                l->counts.not_ready_reason = NULL;
-        }
+        if (counts)
+                lifecycle_set_counts(l, counts);
         format_status(l, text, sizeof(text));
         /* Only changes reach systemd: health rounds repeat themselves. */
         if (!streq(text, l->status)) {

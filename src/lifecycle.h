@@ -87,5 +87,10 @@ bool lifecycle_running(const Lifecycle *l);     /* ready or degraded */
  * last. -EPERM for an invalid transition (nothing happens). */
 int lifecycle_set(Lifecycle *l, LifecycleState to, const char *detail);
 
-/* STATUS= (only when it changed) and the status file, with these counts. */
+/* The counts STATUS= and the status file report from now on; published by
+ * the next lifecycle_set() or lifecycle_refresh(). */
+void lifecycle_set_counts(Lifecycle *l, const LifecycleCounts *counts);
+
+/* STATUS= (only when it changed) and the status file, with these counts
+ * (NULL: the last ones). */
 void lifecycle_refresh(Lifecycle *l, const LifecycleCounts *counts);

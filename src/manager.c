@@ -56,6 +56,15 @@ static LifecycleState running_state(Manager *m) {
         return health_ready(m->health) ? LIFECYCLE_READY : LIFECYCLE_DEGRADED;
 }
 
+/* Into ready or degraded (after startup, a reload, a health round), with
+ * counts that say why when degraded: published once, by the transition. */
+static void manager_enter_running(Manager *m) {
+        LifecycleCounts c = manager_counts(m);
+
+        lifecycle_set_counts(m->lifecycle, &c);
+        (void) lifecycle_set(m->lifecycle, running_state(m), NULL);
+}
+
 /* The counts change with every request: refreshing once a second is what
  * "rate-limited" means here (sd_notify is cheap, but systemd parses each).
  * Also while draining: the status file is how baton-deploy waits. */
@@ -80,8 +89,7 @@ static void on_startup_ready(Startup *s, void *userdata) {
         Manager *m = userdata;
         int r;
 
-        manager_refresh_status(m);
-        (void) lifecycle_set(m->lifecycle, running_state(m), NULL);
+        manager_enter_running(m);
         log_event(LOG_INFO, "ready", "Ready: serving on %s.", m->listen_summary);
         /* The first ping right after READY=1, then self-probes. */
         r = watchdog_start(m->watchdog);
@@ -166,10 +174,8 @@ static void on_health_change(Health *h, void *userdata) {
                 return;
         }
         /* Readiness flipping is news at once; counts wait for the timer. */
-        if (lifecycle_running(m->lifecycle) && lifecycle_state(m->lifecycle) != running_state(m)) {
-                manager_refresh_status(m);
-                (void) lifecycle_set(m->lifecycle, running_state(m), NULL);
-        }
+        if (lifecycle_running(m->lifecycle) && lifecycle_state(m->lifecycle) != running_state(m))
+                manager_enter_running(m);
 }
 
 /* --- stop and reload --- */
@@ -329,10 +335,8 @@ static int on_sighup(sd_event_source *source, const struct signalfd_siginfo *si,
                         log_event(LOG_INFO, "reloaded", "Reloaded configuration: %d key(s) changed.", r);
                 }
         }
-        if (tell_systemd) {
-                manager_refresh_status(m);
-                (void) lifecycle_set(m->lifecycle, running_state(m), NULL);
-        }
+        if (tell_systemd)
+                manager_enter_running(m);
         return 0;
 }
 

@@ -45,11 +45,6 @@ static void round_start(Health *h);
 /* A failed round while starting is retried this soon. */
 #define HEALTH_STARTING_RETRY_USEC (50 * USEC_PER_MSEC)
 
-/* Every enabled check passed in the last round (whatever the phase). */
-static bool health_ready_checks_pass(const Health *h) {
-        return h->snapshot.database.up && (!h->snapshot.nats_enabled || h->snapshot.nats.up);
-}
-
 static void changed(Health *h) {
         h->ready_response = http_shared_response_unref(h->ready_response);
         if (h->change_cb)
@@ -85,7 +80,7 @@ static void round_finish(Health *h) {
          * up yet, a moment behind the control connection: READY=1 (and a
          * restart, whose clients wait for it) must not wait a whole
          * interval for that. */
-        if (h->snapshot.phase == HEALTH_STARTING && !health_ready_checks_pass(h) &&
+        if (h->snapshot.phase == HEALTH_STARTING && !health_snapshot_checks_pass(&h->snapshot) &&
             next > HEALTH_STARTING_RETRY_USEC)
                 next = HEALTH_STARTING_RETRY_USEC;
         r = event_timer_arm(h->timer, next);

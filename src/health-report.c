@@ -14,16 +14,20 @@ void check_result_set(CheckResult *c, bool up, usec_t duration_usec, const char 
         snprintf(c->error, sizeof(c->error), "%s", up ? "" : (isempty(error) ? "failed" : error));
 }
 
-bool health_snapshot_ready(const HealthSnapshot *s) {
+bool health_snapshot_checks_pass(const HealthSnapshot *s) {
         assert(s);
 
-        if (s->phase != HEALTH_RUNNING)
-                return false;
         if (!s->database.checked || !s->database.up)
                 return false;
         if (s->nats_enabled && (!s->nats.checked || !s->nats.up))
                 return false;
         return true;
+}
+
+bool health_snapshot_ready(const HealthSnapshot *s) {
+        assert(s);
+
+        return s->phase == HEALTH_RUNNING && health_snapshot_checks_pass(s);
 }
 
 static json_t *check_to_json(const CheckResult *c) {

@@ -35,6 +35,8 @@ typedef struct HealthSnapshot {
 
 void check_result_set(CheckResult *c, bool up, usec_t duration_usec, const char *error);
 
+/* Every enabled check ran and is up, whatever the phase. */
+bool health_snapshot_checks_pass(const HealthSnapshot *s);
 /* Ready: running, and every enabled check is up. */
 bool health_snapshot_ready(const HealthSnapshot *s);
 

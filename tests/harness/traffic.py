@@ -90,8 +90,13 @@ def topic_stream():
             ids.append(int(i))
             last = int(i)
     while time.monotonic() < deadline:
-        statuses.append(sse('/api/v1/topics/deploy/stream', last_id=last, on_event=on,
-                            stop=lambda: time.monotonic() >= deadline))
+        try:
+            statuses.append(sse('/api/v1/topics/deploy/stream', last_id=last, on_event=on,
+                                stop=lambda: time.monotonic() >= deadline))
+        except OSError as e:
+            # Cut under us (an nginx reload retiring a worker): resume
+            # with the last id, as an EventSource does. Counted, never hidden.
+            statuses.append(f'error: {e}')
         if time.monotonic() < deadline:
             reconnects += 1
             time.sleep(0.2)

@@ -122,8 +122,8 @@ void event_api_handle_publish(Publisher *publisher, uint64_t max_event_bytes, Ht
         if (!topic_param(req, topic))
                 return;
         body = http_request_body(req, &size);
-        r = event_payload_canonical(body, size, max_event_bytes, &payload, &payload_size, error,
-                                    sizeof(error));
+        r = event_payload_compact(body, size, max_event_bytes, &payload, &payload_size, error,
+                                  sizeof(error));
         if (r == -EINVAL) {
                 http_respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_json", "%s", error);
                 return;

@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "event-format.h"
 
@@ -44,12 +45,102 @@ int event_envelope(uint64_t id, const char *topic, const char *ts, const char *p
         return 0;
 }
 
-int event_payload_canonical(const char *body, size_t size, uint64_t max_bytes, char **ret,
-                            size_t *ret_size, char *error, size_t error_size) {
+static bool json_whitespace(char c) {
+        return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* RFC 8259 section 6: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+static bool json_number_valid(const char *s, size_t n) {
+        size_t i = 0, digits;
+
+        if (i < n && s[i] == '-')
+                i++;
+        if (i < n && s[i] == '0')
+                i++;
+        else {
+                for (digits = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+                        digits++;
+                if (digits == 0)
+                        return false;
+        }
+        if (i < n && s[i] == '.') {
+                for (i++, digits = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+                        digits++;
+                if (digits == 0)
+                        return false;
+        }
+        if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+                i++;
+                if (i < n && (s[i] == '+' || s[i] == '-'))
+                        i++;
+                for (digits = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+                        digits++;
+                if (digits == 0)
+                        return false;
+        }
+        return i == n;
+}
+
+/* The bytes a number token spans: what jansson's lexer would take too. */
+static size_t number_token_length(const char *s, size_t n) {
+        size_t i = 0;
+
+        while (i < n && strchr("0123456789+-.eE", s[i]) && s[i] != '\0')
+                i++;
+        return i;
+}
+
+/* Splits a body into 'compact' (the body without whitespace outside
+ * strings: what is stored) and 'check' (the body with each number written
+ * as 0 and padded with blanks to its length: what jansson validates, so
+ * that its line and column are the client's). Numbers are checked here
+ * against the grammar, and never need to fit an int64 or a double. */
+static int payload_split(const char *body, size_t size, char *compact, size_t *ret_compact_size,
+                         char *check, size_t *ret_bad_number) {
+        bool in_string = false;
+        size_t w = 0;
+
+        for (size_t i = 0; i < size; i++) {
+                char c = body[i];
+
+                check[i] = c;
+                if (in_string) {
+                        compact[w++] = c;
+                        if (c == '\\' && i + 1 < size) {
+                                i++;
+                                check[i] = compact[w++] = body[i];
+                        } else if (c == '"')
+                                in_string = false;
+                } else if (json_whitespace(c))
+                        continue;
+                else if (c == '-' || (c >= '0' && c <= '9')) {
+                        size_t n = number_token_length(body + i, size - i);
+                        if (!json_number_valid(body + i, n)) {
+                                *ret_bad_number = i;
+                                return -EINVAL;
+                        }
+                        memcpy(compact + w, body + i, n);
+                        w += n;
+                        check[i] = '0';
+                        memset(check + i + 1, ' ', n - 1);
+                        i += n - 1;
+                } else {
+                        compact[w++] = c;
+                        in_string = c == '"';
+                }
+        }
+        compact[w] = '\0';
+        *ret_compact_size = w;
+        return 0;
+}
+
+int event_payload_compact(const char *body, size_t size, uint64_t max_bytes, char **ret,
+                          size_t *ret_size, char *error, size_t error_size) {
         _cleanup_(json_decrefp) json_t *j = NULL;
+        _cleanup_free_ char *compact = NULL, *check = NULL;
+        const char *nul;
+        size_t n, bad;
         json_error_t e;
-        char *payload;
-        size_t n;
 
         assert(body && ret && ret_size && error);
 
@@ -57,26 +148,35 @@ int event_payload_canonical(const char *body, size_t size, uint64_t max_bytes, c
                 snprintf(error, error_size, "the body is empty");
                 return -EINVAL;
         }
-        j = json_loadb(body, size, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e);
+        /* jansson would take a NUL for the end of the text, and the rest
+         * would be stored unchecked. */
+        nul = memchr(body, '\0', size);
+        if (nul) {
+                snprintf(error, error_size, "invalid JSON: a NUL byte at byte %zu", (size_t) (nul - body));
+                return -EINVAL;
+        }
+        compact = malloc(size + 1);
+        check = malloc(size);
+        if (!compact || !check)
+                return -ENOMEM;
+        if (payload_split(body, size, compact, &n, check, &bad) < 0) {
+                snprintf(error, error_size, "invalid JSON: invalid number at byte %zu", bad);
+                return -EINVAL;
+        }
+        /* Parsed to be validated, never re-serialised: the payload is the
+         * client's text, so 0.1 stays 0.1 and 1e2 stays 1e2. */
+        j = json_loadb(check, size, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e);
         if (!j) {
                 snprintf(error, error_size, "invalid JSON: %s at line %d, column %d (byte %d)", e.text,
                          e.line, e.column, e.position);
                 return -EINVAL;
         }
-        /* Stored and delivered in one canonical form: compact. The limit
-         * applies to that form too: jansson writes 1e15 as 1000000000000000.0. */
-        payload = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (!payload)
-                return -ENOMEM;
-        n = strlen(payload);
         if (n > max_bytes) {
                 snprintf(error, error_size,
-                         "the event is %zu bytes as stored (compact JSON), the limit is %" PRIu64, n,
-                         max_bytes);
-                free(payload);
+                         "the event is %zu bytes without whitespace, the limit is %" PRIu64, n, max_bytes);
                 return -EFBIG;
         }
-        *ret = payload;
+        *ret = TAKE_PTR(compact);
         *ret_size = n;
         return 0;
 }

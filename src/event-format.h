@@ -7,7 +7,7 @@
  *
  *   {"id":42,"topic":"orders","ts":"2026-11-21T10:00:00.123456Z","data":<payload>}
  *
- * <payload> is the published JSON as stored (compact). Pure functions
+ * <payload> is the published JSON as sent, without its whitespace. Pure functions
  * (fuzzed: tests/fuzz/fuzz-event.c). */
 
 #include "sse-frame.h"
@@ -24,12 +24,14 @@ int event_envelope(uint64_t id, const char *topic, const char *ts, const char *p
                    size_t payload_size, char **ret, size_t *ret_size);
 
 /* A published body as it is stored and delivered: any JSON value (duplicate
- * keys refused), in jansson's compact form, at most max_bytes of that form.
- * 0 and the canonical text (NUL-ended; *ret_size without the NUL); -EINVAL
- * when the body is empty or not JSON, -EFBIG when the compact form is over
- * the limit, both with the sentence for the client in 'error'; -ENOMEM. */
-int event_payload_canonical(const char *body, size_t size, uint64_t max_bytes, char **ret,
-                            size_t *ret_size, char *error, size_t error_size);
+ * keys, invalid UTF-8 and \u0000 refused, numbers of any size and
+ * precision accepted), kept byte for byte as sent except for the
+ * whitespace outside strings, which is dropped; at most max_bytes of that.
+ * 0 and that text (NUL-ended; *ret_size without the NUL); -EINVAL when the
+ * body is empty or not JSON, -EFBIG when it is over the limit, both with
+ * the sentence for the client in 'error'; -ENOMEM. */
+int event_payload_compact(const char *body, size_t size, uint64_t max_bytes, char **ret,
+                          size_t *ret_size, char *error, size_t error_size);
 
 /* The SSE frame of an envelope: "id: ID\nevent: message\ndata: ENVELOPE\n\n".
  * "message" is the type EventSource delivers to onmessage. */

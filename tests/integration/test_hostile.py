@@ -256,9 +256,9 @@ def corpus(api_token=API_TOKEN, deployment_token=DEPLOYMENT_TOKEN):
         case('json_duplicate_keys', publish_raw('hostile', b'{"a":1,"a":2}'), 400, 'invalid_json'),
         case('json_duplicate_keys_nested', publish_raw('hostile', b'{"x":{"id":1,"id":2}}'), 400,
              'invalid_json'),
-        case('json_huge_integer', publish_raw('hostile', b'1' * 400), 400, 'invalid_json'),
-        case('json_huge_negative', publish_raw('hostile', b'-' + b'9' * 30), 400, 'invalid_json'),
-        case('json_huge_exponent', publish_raw('hostile', b'{"n":1e999999}'), 400, 'invalid_json'),
+        case('json_leading_zero', publish_raw('hostile', b'{"n":01}'), 400, 'invalid_json'),
+        case('json_bare_minus', publish_raw('hostile', b'[-]'), 400, 'invalid_json'),
+        case('json_nul_after_value', publish_raw('hostile', b'{}\0'), 400, 'invalid_json'),
         case('json_nan', publish_raw('hostile', b'{"n":NaN}'), 400, 'invalid_json'),
         case('json_empty', publish_raw('hostile', b'', headers=[('Content-Length', '0')]), 400,
              'invalid_json'),
@@ -432,14 +432,17 @@ def hostile_corpus_gets_4xx_and_leaves_the_service_healthy(ctx):
         assert_healthy(b, pid, c.name)
 
     # Not hostile, but the other side of the rules above: any JSON value is
-    # an event (README), stored and read back byte for byte as compact JSON.
-    values = [b'"text"', b'42', b'-1.5', b'null', b'true', b'[1,"a",{"k":null}]', b'{"a":{"b":[]}}']
+    # an event (README), numbers of any size included (they were refused
+    # when jansson re-serialised payloads), stored and read back byte for
+    # byte as sent, less whitespace.
+    values = [b'"text"', b'42', b'-1.5', b'null', b'true', b'[1,"a",{"k":null}]', b'{"a":{"b":[]}}',
+              b'1' * 400, b'-' + b'9' * 30, b'{"n":1e999999}', b'0.1']
     for v in values:
         r = exchange(b.port, publish_raw('values', v), timeout=10)
         assert r.response and r.response.status == 201, (v, r)
-    history = b.get('/api/v1/topics/values/events').body
-    stored = [json.dumps(e['data'], separators=(',', ':')).encode() for e in json.loads(history)['events']]
-    assert stored == values, stored
+    history = b.get('/api/v1/topics/values/events').body.encode()
+    for v in values:
+        assert b',"data":' + v + b'}' in history, (v, history[:300])
 
     metrics = b.get('/metrics').body
     assert server_errors(metrics) == 0, re.findall(r'^baton_http_requests_total.*5xx.*$', metrics, re.M)

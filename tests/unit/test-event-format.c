@@ -135,40 +135,74 @@ static void test_content_type(void **state) {
         assert_false(events_content_type_json("application/x-www-form-urlencoded"));
 }
 
-static void test_payload_canonical(void **state) {
+static void test_payload_compact(void **state) {
         static const struct {
                 const char *body;
-                const char *canonical;          /* NULL: refused */
+                const char *stored;             /* NULL: refused */
         } cases[] = {
                 { " { \"a\" : [1, 2.5, true, null] }\n", "{\"a\":[1,2.5,true,null]}" },
                 { "\"line\\nbreak\"", "\"line\\nbreak\"" },
+                { "\" kept \\\" inside \"", "\" kept \\\" inside \"" },
                 { "42", "42" },
+                /* Numbers keep their text, whatever their size. */
+                { "{\"price\": 0.1}", "{\"price\":0.1}" },
+                { "[1e2, 1E+2, -0, 0.10, 1.5e-7]", "[1e2,1E+2,-0,0.10,1.5e-7]" },
+                { "18446744073709551616", "18446744073709551616" },
+                { "[-123456789012345678901234567890, 1e400]", "[-123456789012345678901234567890,1e400]" },
+                { "{\"\\u00e9\": \"caf\\u00e9\"}", "{\"\\u00e9\":\"caf\\u00e9\"}" },
+                /* Refused, as by jansson or by the number grammar. */
                 { "{\"a\":1,\"a\":2}", NULL },
                 { "{\"a\":", NULL },
                 { "{} {}", NULL },
+                { "1 2", NULL },
+                { "01", NULL },
+                { "1.", NULL },
+                { ".5", NULL },
+                { "-", NULL },
+                { "+1", NULL },
+                { "1e", NULL },
+                { "1.5.3", NULL },
+                { "[1,,2]", NULL },
+                { "\"nul\\u0000\"", NULL },
+                { "\"\xff\"", NULL },
+                { "NaN", NULL },
+                { "-Infinity", NULL },
         };
         char error[512];
         size_t size;
 
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 _cleanup_free_ char *payload = NULL;
-                int r = event_payload_canonical(cases[i].body, strlen(cases[i].body), 1024, &payload,
-                                                &size, error, sizeof(error));
-                if (!cases[i].canonical) {
+                int r = event_payload_compact(cases[i].body, strlen(cases[i].body), 1024, &payload,
+                                              &size, error, sizeof(error));
+                if (!cases[i].stored) {
                         assert_int_equal(r, -EINVAL);
                         assert_true(strncmp(error, "invalid JSON: ", 14) == 0);
                         continue;
                 }
                 assert_int_equal(r, 0);
-                assert_string_equal(payload, cases[i].canonical);
+                assert_string_equal(payload, cases[i].stored);
                 assert_int_equal(size, strlen(payload));
         }
         char *payload = NULL;
-        assert_int_equal(event_payload_canonical("", 0, 1024, &payload, &size, error, sizeof(error)), -EINVAL);
+        assert_int_equal(event_payload_compact("", 0, 1024, &payload, &size, error, sizeof(error)), -EINVAL);
         assert_string_equal(error, "the body is empty");
-        /* The limit applies to the stored (compact) form: 1e15 grows. */
-        assert_int_equal(event_payload_canonical("1e15", 4, 10, &payload, &size, error, sizeof(error)), -EFBIG);
-        assert_string_equal(error, "the event is 18 bytes as stored (compact JSON), the limit is 10");
+        /* jansson's line and column are the client's: numbers are checked
+         * as blanks of their own length. */
+        assert_int_equal(event_payload_compact("[12345,\n 1,]", 12, 1024, &payload, &size, error,
+                                               sizeof(error)), -EINVAL);
+        assert_non_null(strstr(error, "line 2, column 4"));
+        assert_int_equal(event_payload_compact("[1, 01]", 7, 1024, &payload, &size, error, sizeof(error)),
+                         -EINVAL);
+        assert_string_equal(error, "invalid JSON: invalid number at byte 4");
+        assert_int_equal(event_payload_compact("4\0", 2, 1024, &payload, &size, error, sizeof(error)), -EINVAL);
+        assert_string_equal(error, "invalid JSON: a NUL byte at byte 1");
+        /* The limit applies to what is stored: whitespace does not count. */
+        assert_int_equal(event_payload_compact("[1,   2]", 8, 5, &payload, &size, error, sizeof(error)), 0);
+        free(payload);
+        payload = NULL;
+        assert_int_equal(event_payload_compact("[1,2,3]", 7, 5, &payload, &size, error, sizeof(error)), -EFBIG);
+        assert_string_equal(error, "the event is 7 bytes without whitespace, the limit is 5");
         assert_null(payload);           /* written on success only */
 }
 
@@ -181,7 +215,7 @@ int main(void) {
                 cmocka_unit_test(test_notify_payload),
                 cmocka_unit_test(test_authorization),
                 cmocka_unit_test(test_content_type),
-                cmocka_unit_test(test_payload_canonical),
+                cmocka_unit_test(test_payload_compact),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -174,6 +174,7 @@ struct Migrator {
 
         MigrateOutcome failure;
         char *error;
+        const char *error_code;         /* db_error_code() when the database failed */
 
         MigrateCallback cb;
         MigrateStatusCallback status_cb;
@@ -202,6 +203,7 @@ static void finish(Migrator *m, MigrateOutcome outcome) {
         MigrateResult result = {
                 .outcome = outcome,
                 .error = outcome == MIGRATE_OK ? NULL : m->error,
+                .error_code = outcome == MIGRATE_OK ? NULL : m->error_code,
                 .n_applied = m->n_applied,
                 .version = (unsigned) m->next,
         };
@@ -256,7 +258,10 @@ static void fail(Migrator *m, MigrateOutcome outcome, const char *format, ...) {
                 finish(m, m->failure);  /* connection gone: lock gone with it */
 }
 
-static MigrateOutcome outcome_of(const DbResult *r) {
+/* For a failure of the database: what it means, and the word for it. */
+static MigrateOutcome outcome_of(Migrator *m, const DbResult *r) {
+        if (!m->error)
+                m->error_code = db_error_code(r->sqlstate);
         return r->transient ? MIGRATE_RETRY : MIGRATE_FATAL;
 }
 
@@ -274,7 +279,7 @@ static void on_committed(Db *db, const DbResult *r, void *userdata) {
         const Migration *mig = &m->set->items[m->next];
 
         if (r->error) {
-                fail(m, outcome_of(r), "migration %04u_%s failed at commit: %s",
+                fail(m, outcome_of(m, r), "migration %04u_%s failed at commit: %s",
                      mig->version, mig->name, r->error);
                 return;
         }
@@ -290,7 +295,7 @@ static void on_recorded(Db *db, const DbResult *r, void *userdata) {
         const Migration *mig = &m->set->items[m->next];
 
         if (r->error) {
-                fail(m, outcome_of(r), "cannot record migration %04u_%s: %s",
+                fail(m, outcome_of(m, r), "cannot record migration %04u_%s: %s",
                      mig->version, mig->name, r->error);
                 return;
         }
@@ -305,7 +310,7 @@ static void on_migration_sql(Db *db, const DbResult *r, void *userdata) {
         if (r->error) {
                 /* A lock timeout means running instances hold the tables:
                  * retry later. Anything else is a broken migration. */
-                fail(m, outcome_of(r), "migration %04u_%s failed: %s",
+                fail(m, outcome_of(m, r), "migration %04u_%s failed: %s",
                      mig->version, mig->name, r->error);
                 return;
         }
@@ -320,7 +325,7 @@ static void on_begun(Db *db, const DbResult *r, void *userdata) {
         const Migration *mig = &m->set->items[m->next];
 
         if (r->error) {
-                fail(m, outcome_of(r), "cannot start a transaction: %s", r->error);
+                fail(m, outcome_of(m, r), "cannot start a transaction: %s", r->error);
                 return;
         }
         m->in_transaction = true;
@@ -381,7 +386,7 @@ static void on_applied_read(Db *db, const DbResult *r, void *userdata) {
         MigrationPlan plan;
 
         if (r->error) {
-                fail(m, outcome_of(r), "cannot read schema_migrations: %s", r->error);
+                fail(m, outcome_of(m, r), "cannot read schema_migrations: %s", r->error);
                 return;
         }
         if (m->mode == MIGRATOR_STATUS) {
@@ -418,7 +423,7 @@ static void on_table_ready(Db *db, const DbResult *r, void *userdata) {
         Migrator *m = userdata;
 
         if (r->error) {
-                fail(m, outcome_of(r), "cannot create schema_migrations: %s", r->error);
+                fail(m, outcome_of(m, r), "cannot create schema_migrations: %s", r->error);
                 return;
         }
         query(m, select_applied, 0, NULL, CONTROL_TIMEOUT_USEC, on_applied_read);
@@ -428,7 +433,7 @@ static void on_locked(Db *db, const DbResult *r, void *userdata) {
         Migrator *m = userdata;
 
         if (r->error) {
-                fail(m, outcome_of(r), "cannot take the migration lock: %s", r->error);
+                fail(m, outcome_of(m, r), "cannot take the migration lock: %s", r->error);
                 return;
         }
         if (!streq(PQgetvalue(r->result, 0, 0), "t")) {

@@ -90,7 +90,8 @@ typedef enum MigrateOutcome {
 
 typedef struct MigrateResult {
         MigrateOutcome outcome;
-        const char *error;              /* NULL when OK */
+        const char *error;              /* NULL when OK; may quote libpq (hosts, roles) */
+        const char *error_code;         /* db_error_code() when the database failed, else NULL */
         unsigned n_applied;             /* applied by this run */
         unsigned version;               /* schema version now */
 } MigrateResult;

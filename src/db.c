@@ -80,47 +80,6 @@ static int on_kick(sd_event_source *source, void *userdata) {
         return 0;
 }
 
-const char *db_one_line(const char *message, char *buf, size_t size) {
-        size_t n = 0;
-        bool space = false;
-
-        assert(buf);
-
-        for (const char *p = strempty(message); *p && n + 1 < size; p++) {
-                if (*p == '\n' || *p == '\r' || *p == '\t' || *p == ' ') {
-                        space = n > 0;
-                        continue;
-                }
-                if (space && n + 2 < size)
-                        buf[n++] = ' ';
-                space = false;
-                buf[n++] = *p;
-        }
-        buf[n] = '\0';
-        return buf;
-}
-
-bool db_sqlstate_transient(const char *sqlstate) {
-        static const char *const transient[] = {
-                "40001",        /* serialization_failure */
-                "40P01",        /* deadlock_detected */
-                "55P03",        /* lock_not_available (lock_timeout) */
-                "57P01",        /* admin_shutdown */
-                "57P02",        /* crash_shutdown */
-                "57P03",        /* cannot_connect_now (starting up) */
-                "57014",        /* query_canceled (statement_timeout) */
-        };
-
-        if (isempty(sqlstate))
-                return true;    /* not from the server: the connection failed */
-        if (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "53", 2) == 0)
-                return true;    /* connection exception, insufficient resources */
-        for (size_t i = 0; i < ELEMENTSOF(transient); i++)
-                if (streq(sqlstate, transient[i]))
-                        return true;
-        return false;
-}
-
 static void set_last_error(Db *db, const char *message) {
         db_one_line(message, db->last_error, sizeof(db->last_error));
 }

@@ -18,6 +18,7 @@
 #include <libpq-fe.h>
 #include <systemd/sd-event.h>
 
+#include "db-error.h"
 #include "util.h"
 
 typedef struct Db Db;
@@ -87,9 +88,3 @@ void db_cancel(Db *db, void *userdata);
 /* Drops the connection (failing queued queries) and reconnects. */
 void db_reset(Db *db, const char *reason);
 
-/* True for SQLSTATEs worth retrying: connection exceptions, shutdown,
- * lock and serialization failures, resource shortages. */
-bool db_sqlstate_transient(const char *sqlstate);
-
-/* Copies a libpq message to buf as one line (newlines and tabs folded). */
-const char *db_one_line(const char *message, char *buf, size_t size);

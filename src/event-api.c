@@ -204,8 +204,9 @@ static void on_history(Db *db, const DbResult *result, void *userdata) {
         char *text;
 
         if (result->error) {
+                log_warning("Reading the history of topic %s failed: %s", h->topic, result->error);
                 http_respond_error(h->req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-                                   "database unavailable: %s", result->error);
+                                   "database unavailable (%s)", db_error_code(result->sqlstate));
                 return;
         }
         text = history_json(h->topic, result, &size);
@@ -273,8 +274,8 @@ void event_api_handle_history(Db *read_db, usec_t query_timeout_usec, HttpReques
                              on_history, h);
         if (r < 0) {
                 http_respond_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-                                   "database unavailable: %s",
-                                   r == -ENOTCONN ? db_last_error(read_db) : strerror(-r));
+                                   "database unavailable (%s)",
+                                   r == -ENOTCONN ? db_error_code(NULL) : strerror(-r));
                 free(h);
                 return;
         }

@@ -206,7 +206,9 @@ static void on_batch_done(Db *db, const DbResult *result, void *userdata) {
 
         p->busy = false;
         if (result->error) {
-                snprintf(error, sizeof(error), "database unavailable: %s", result->error);
+                /* The client gets the kind of failure, the journal the
+                 * libpq text (it names hosts and roles). */
+                snprintf(error, sizeof(error), "database unavailable (%s)", db_error_code(result->sqlstate));
                 log_warning("Publishing %zu event(s) failed: %s", p->in_flight.n, result->error);
                 /* An error from the server (it has an SQLSTATE) rolled the
                  * statement back; anything else came after it was sent. */
@@ -237,8 +239,8 @@ static void send_batch(Publisher *p) {
         r = store_query_publish(p->db, json, p->settings.notify, p->settings.query_timeout_usec,
                                 on_batch_done, p);
         if (r < 0) {
-                snprintf(error, sizeof(error), "database unavailable: %s",
-                         r == -ENOTCONN ? db_last_error(p->db) : strerror(-r));
+                snprintf(error, sizeof(error), "database unavailable (%s)",
+                         r == -ENOTCONN ? db_error_code(NULL) : strerror(-r));
                 batch_fail(p, error, false);
                 schedule(p);
                 return;

@@ -97,14 +97,18 @@ static void check_done(Health *h) {
 static void on_db_checked(Db *db, const DbResult *result, void *userdata) {
         Health *h = userdata;
         char error[CHECK_ERROR_MAX];
-        const char *failure = result->error;
+        const char *failure = result->error ? db_error_code(result->sqlstate) : NULL;
 
+        /* The health body gets the kind of failure, the journal the libpq
+         * text (it names hosts and roles). */
+        if (result->error)
+                log_debug("Health check of PostgreSQL: %s", result->error);
         /* SELECT 1 proves the server; the other connections must be up too,
          * or publishing (say) fails while ready says UP. */
         for (size_t i = 0; !failure && i < h->n_watched; i++)
                 if (!db_connected(h->watched[i].db)) {
                         snprintf(error, sizeof(error), "%s connection: %s", h->watched[i].name,
-                                 db_last_error(h->watched[i].db));
+                                 db_error_code(NULL));
                         failure = error;
                 }
         record(h, &h->snapshot.database, &h->database_stats, "PostgreSQL", !failure, h->db_started, failure);
@@ -131,7 +135,7 @@ static void round_start(Health *h) {
         r = db_query(h->db, "SELECT 1", 0, NULL, h->settings.timeout_usec, on_db_checked, h);
         if (r < 0) {
                 record(h, &h->snapshot.database, &h->database_stats, "PostgreSQL", false, h->db_started,
-                       r == -ENOTCONN ? db_last_error(h->db) : strerror(-r));
+                       r == -ENOTCONN ? db_error_code(NULL) : strerror(-r));
                 check_done(h);
         }
         if (!h->bus)

@@ -28,6 +28,7 @@ struct Startup {
         sd_event_source *retry_timer;
         sd_event_source *status_timer;
         char status[512];
+        char db_error_logged[256];      /* the last libpq text logged while waiting */
 
         StartupCallbacks cb;
         void *userdata;
@@ -57,8 +58,14 @@ static void refresh_status(Startup *s) {
 
         switch (s->step) {
         case STARTUP_DATABASE:
+                /* STATUS= reaches /health/ready: libpq's text (hosts,
+                 * roles) goes to the journal only, once per new text. */
+                if (!isempty(db_last_error(s->db)) && !streq(db_last_error(s->db), s->db_error_logged)) {
+                        log_warning("Cannot connect to PostgreSQL yet: %s", db_last_error(s->db));
+                        snprintf(s->db_error_logged, sizeof(s->db_error_logged), "%s", db_last_error(s->db));
+                }
                 set_status(s, "waiting for PostgreSQL: %s",
-                           isempty(db_last_error(s->db)) ? "connecting" : db_last_error(s->db));
+                           isempty(db_last_error(s->db)) ? "connecting" : db_error_code(NULL));
                 break;
         case STARTUP_NATS:
                 set_status(s, "waiting for NATS: %s", bus_last_error(s->bus));
@@ -119,7 +126,13 @@ static void on_migrated(const MigrateResult *result, void *userdata) {
                 step_enter(s, s->bus ? STARTUP_NATS : STARTUP_CHECKS);
                 break;
         case MIGRATE_RETRY:
-                set_status(s, "waiting to apply migrations: %s", strempty(result->error));
+                /* STATUS= reaches /health/ready: libpq's text (hosts,
+                 * roles) goes to the journal only. */
+                if (result->error_code) {
+                        log_warning("Cannot apply migrations yet: %s", strempty(result->error));
+                        set_status(s, "waiting to apply migrations: %s", result->error_code);
+                } else
+                        set_status(s, "waiting to apply migrations: %s", strempty(result->error));
                 if (db_connected(s->db))
                         retry_later(s);
                 else

@@ -555,7 +555,7 @@ def a_slow_read_fails_alone_and_its_connection_keeps_serving(ctx):
     second.join()
     lock.stdin.close()
     lock.wait(10)
-    assert answers['first'][0] == 503 and 'statement timeout' in answers['first'][2], answers
+    assert answers['first'][0] == 503 and '(query_timeout)' in answers['first'][2], answers
     assert answers['second'][0] == 200 and json.loads(answers['second'][2])['events'], answers
     assert 'Lost the PostgreSQL connection (batond/read)' not in b.log(), b.log()[-2000:]
     print(f"# the locked read was cancelled after {answers['first'][1]:.1f} s (503), the one queued "

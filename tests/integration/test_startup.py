@@ -3,11 +3,12 @@
 database outage keeps batond (or turns it) not ready, and it recovers by
 itself, without a restart."""
 
+import re
 import signal
 import threading
 import time
 
-from tests.harness import MIGRATION_LOCK_KEY, MIGRATIONS, run, test, wait_until
+from tests.harness import MIGRATION_LOCK_KEY, MIGRATIONS, publish, run, test, wait_until
 
 
 def tables(pg):
@@ -73,10 +74,11 @@ def database_down_at_start_then_up(ctx):
     pg.stop()
     b = ctx.batond({'DATABASE_URL': pg.url()}).start()
     pid = b.pid
-    b.notify.wait_for(r'STATUS=Starting: waiting for PostgreSQL: .*(refused|failed)', 10)
+    b.notify.wait_for(r'STATUS=Starting: waiting for PostgreSQL: database_unreachable', 10)
     ready = b.get('/_/health/ready')
     assert ready.status == 503
     assert 'waiting for PostgreSQL' in ready.json()['reason'], ready.json()
+    assert re.search(r'Cannot connect to PostgreSQL yet: .*(refused|failed)', b.log()), b.log()
     assert b.get('/_/health/live').status == 200
     assert b.notify.find(r'^READY=1$') is None
 
@@ -107,6 +109,47 @@ def database_outage_after_ready_recovers(ctx):
     wait_until(lambda: b.get('/_/health/ready').status == 200, 15, what='ready to recover')
     assert b.running()
     b.notify.wait_for(r'STATUS=Ready on', 5)
+
+
+# libpq's words: they name hosts, ports, roles and databases.
+LIBPQ_TEXT = re.compile(r'127\.0\.0\.1|refused|does not exist|no_such_db|FATAL|server closed|terminat', re.I)
+
+
+def assert_no_libpq_text(where, body):
+    found = LIBPQ_TEXT.search(body)
+    assert not found, f'{where} shows libpq text ({found.group(0)!r}): {body}'
+
+
+@test
+def database_errors_reach_clients_as_a_word_and_the_journal_as_text(ctx):
+    """Anyone who can reach the port reads the probes and the 503 bodies:
+    they get the kind of failure (database_unreachable), never libpq's
+    text, which names hosts, ports, roles and databases. That goes to the
+    journal."""
+    pg = ctx.postgres()
+    wrong = ctx.batond({'DATABASE_URL': pg.url(db='no_such_db')}, name='wrong').start()
+    wrong.notify.wait_for(r'STATUS=Starting: waiting for PostgreSQL: database_unreachable', 10)
+    for path in ('/_/health/ready', '/_/health/startup', '/_/health', '/health/db'):
+        assert_no_libpq_text(path + ' while starting', wrong.get(path).body)
+    wait_until(lambda: 'database "no_such_db" does not exist' in wrong.log(), 5, what='the reason in the log')
+    wrong.stop()
+
+    b = ctx.batond({'DATABASE_URL': pg.url()}).start()
+    b.wait_ready()
+    assert publish(b.port, 'words', {'n': 1}).status == 201
+    pg.kill()
+    wait_until(lambda: b.get('/_/health/ready').status == 503, 5, what='ready to turn 503')
+    r = publish(b.port, 'words', {'n': 2})
+    assert r.status == 503 and '(database_unreachable)' in r.json()['message'], r
+    assert_no_libpq_text('a publish', r.body)
+    r = b.get('/api/v1/topics/words/events')
+    assert r.status == 503 and '(database_unreachable)' in r.json()['message'], r
+    assert_no_libpq_text('the history', r.body)
+    for path in ('/_/health/ready', '/_/health', '/health/db'):
+        r = b.get(path)
+        assert_no_libpq_text(path, r.body)
+    assert b.get('/health/db').json()['error'] == 'database_unreachable', b.get('/health/db').body
+    assert re.search(r'Lost the PostgreSQL connection .*: .*(refused|terminat|closed)', b.log(), re.I), b.log()
 
 
 @test

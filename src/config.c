@@ -72,6 +72,7 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
         KEY(NATS__ENABLED,             TYPE_BOOL,           nats_enabled,                   "false", 0, 0, false),
         KEY(NATS__URL,                 TYPE_NATS_URL,       nats_url,                       "nats://127.0.0.1:4222", 0, 0, false),
         KEY(NATS__SUBJECT_PREFIX,      TYPE_SUBJECT_PREFIX, nats_subject_prefix,            "baton", 0, 0, false),
+        SECRET_KEY(NATS__SIGNING_KEY,  TYPE_SECRET,         nats_signing_key,               "",      32, 512, false, "nats-signing-key"),
         KEY(HEALTH_CHECK_TIMEOUT,      TYPE_DURATION,       health_check_timeout_usec,      "5s",    MSEC(100), SEC(60), true),
         KEY(HEALTH_CHECK_INTERVAL,     TYPE_DURATION,       health_check_interval_usec,     "2s",    MSEC(100), SEC(3600), true),
         KEY(RETRY_BACKOFF_MAX,         TYPE_DURATION,       retry_backoff_max_usec,         "10s",   MSEC(100), SEC(300), true),
@@ -212,6 +213,8 @@ static const char *check_string(const ConfigKey *k, const char *value) {
                 for (const char *p = value; *p; p++)
                         if (*p <= ' ' || *p >= 127)
                                 return "may only contain visible ASCII characters";
+                if (*value && strlen(value) < k->min)
+                        return "must be empty or at least 32 characters";
                 return strlen(value) <= k->max ? NULL : "is longer than 512 characters";
         case TYPE_HOST:
                 if (isempty(value) || strpbrk(value, " \t/"))

@@ -43,6 +43,7 @@ typedef enum ConfigKeyId {
         CONFIG_NATS__ENABLED,
         CONFIG_NATS__URL,
         CONFIG_NATS__SUBJECT_PREFIX,
+        CONFIG_NATS__SIGNING_KEY,
         CONFIG_HEALTH_CHECK_TIMEOUT,
         CONFIG_HEALTH_CHECK_INTERVAL,
         CONFIG_RETRY_BACKOFF_MAX,
@@ -85,6 +86,7 @@ typedef struct Config {
         bool nats_enabled;
         char *nats_url;
         char *nats_subject_prefix;
+        char *nats_signing_key;         /* "": bus messages are only hints */
 
         usec_t health_check_timeout_usec;
         usec_t health_check_interval_usec;

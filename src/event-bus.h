@@ -27,12 +27,23 @@ typedef struct BusSettings {
         const char *url;                /* one or more, comma-separated */
         const char *subject_prefix;
         const char *client_name;
+        const char *signing_key;        /* NULL or "": unsigned (see bus-signature.h) */
 } BusSettings;
+
+/* What a message's signature says (bus-signature.h): only a BUS_SIGNED
+ * message may be delivered as it is; the others are hints at most. */
+typedef enum BusTrust {
+        BUS_SIGNED,                     /* signed with our key */
+        BUS_UNSIGNED,                   /* no signature: no key anywhere, or an older batond */
+        BUS_UNVERIFIABLE,               /* signed, and this instance has no key */
+        BUS_FORGED,                     /* signed, and the signature is wrong */
+        _BUS_TRUST_MAX,
+} BusTrust;
 
 typedef void (*BusStateCallback)(Bus *bus, bool connected, void *userdata);
 /* An event another instance (or this one) published; on the loop. */
 typedef void (*BusEventCallback)(Bus *bus, const char *topic, const char *data, size_t size,
-                                 void *userdata);
+                                 BusTrust trust, void *userdata);
 /* Events from the bus were dropped on the way in: the receiver must read
  * what it missed from the store. On the loop, once per episode. */
 typedef void (*BusLostCallback)(Bus *bus, void *userdata);
@@ -63,6 +74,7 @@ int bus_publish_event(Bus *bus, const char *topic, uint64_t id, const char *data
 typedef struct BusCounters {
         uint64_t dropped;               /* events dropped on the way in, since the start */
         uint64_t hinted;                /* events sent as hints: over max_payload */
+        uint64_t received[_BUS_TRUST_MAX];      /* messages taken in, by their signature */
 } BusCounters;
 
 BusCounters bus_counters(const Bus *bus);

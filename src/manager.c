@@ -142,7 +142,12 @@ static void on_event_published(const PublishResult *r, void *userdata) {
                           "PostgreSQL.", r->id, r->topic);
 }
 
-static void on_bus_event(Bus *bus, const char *topic, const char *data, size_t size, void *userdata) {
+/* Only a message signed with our key is delivered as it came. Any other
+ * is a hint: the fan-out reads the ids it names from PostgreSQL, and
+ * believes the store, so a forged id neither injects an event nor shadows
+ * a real one (bus-signature.h). */
+static void on_bus_event(Bus *bus, const char *topic, const char *data, size_t size, BusTrust trust,
+                         void *userdata) {
         Manager *m = userdata;
         uint64_t id;
 
@@ -150,9 +155,21 @@ static void on_bus_event(Bus *bus, const char *topic, const char *data, size_t s
                 log_debug("Ignoring an event message on an invalid topic '%.128s'.", topic);
                 return;
         }
-        if (event_envelope_parse(data, size, topic, &id) >= 0)
-                fanout_event(m->fanout, topic, id, data);
-        else if (event_hint_parse(data, size, topic, &id) >= 0)
+        if (trust == BUS_FORGED) {
+                if (m->forged_logged++ == 0)
+                        log_warning("A message on NATS for topic %s has a signature that does not verify "
+                                    "with NATS__SIGNING_KEY: ignored (each one is counted in "
+                                    "baton_bus_messages_received_total{signature=\"invalid\"}). Either "
+                                    "the instances' keys differ or someone else publishes on the subject.",
+                                    topic);
+                return;
+        }
+        if (event_envelope_parse(data, size, topic, &id) >= 0) {
+                if (trust == BUS_SIGNED)
+                        fanout_event(m->fanout, topic, id, data);
+                else
+                        fanout_hint(m->fanout, topic, id);
+        } else if (event_hint_parse(data, size, topic, &id) >= 0)
                 fanout_hint(m->fanout, topic, id);      /* too large for the bus itself */
         else
                 log_debug("Ignoring a malformed event message on topic '%.128s'.", topic);
@@ -542,6 +559,7 @@ static int manager_setup_dependencies(Manager *m) {
                         .url = c->nats_url,
                         .subject_prefix = c->nats_subject_prefix,
                         .client_name = app_name,
+                        .signing_key = c->nats_signing_key,
                 };
                 r = bus_new(m->event, m->mailbox, &bs, &m->bus);
                 if (r < 0)

@@ -43,6 +43,7 @@ typedef struct Manager {
         size_t n_db_replay;
         PgListener *listener;           /* NULL when NATS__ENABLED */
         Bus *bus;                       /* NULL unless NATS__ENABLED */
+        unsigned forged_logged;         /* bus messages with a bad signature, since the last log */
         Publisher *publisher;
         Fanout *fanout;
         Health *health;

@@ -117,6 +117,16 @@ static void collect_events(Manager *m, Exposition *e) {
                                   "Events over the NATS server's max_payload, sent to the other "
                                   "instances as their id for them to read from PostgreSQL.",
                                   (double) b.hinted);
+                static const char *const signature_labels[_BUS_TRUST_MAX] = {
+                        [BUS_SIGNED] = "valid", [BUS_UNSIGNED] = "none",
+                        [BUS_UNVERIFIABLE] = "unverifiable", [BUS_FORGED] = "invalid",
+                };
+                exposition_family(e, "baton_bus_messages_received_total", METRIC_COUNTER,
+                                  "Event messages taken in from NATS, by their signature: valid ones are "
+                                  "delivered as they came, invalid ones dropped, the others (no "
+                                  "NATS__SIGNING_KEY) only say that ids exist, read from PostgreSQL.");
+                for (size_t t = 0; t < _BUS_TRUST_MAX; t++)
+                        exposition_sample(e, LABELS("signature", signature_labels[t]), (double) b.received[t]);
         }
 }
 

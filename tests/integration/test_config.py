@@ -38,6 +38,7 @@ def bad_values_name_the_key(ctx):
         'NATS__ENABLED': ('maybe', 'not a boolean'),
         'MAX_BODY_BYTES': ('10Q', 'not a size'),
         'NATS__SUBJECT_PREFIX': ('baton.*', 'no wildcards'),
+        'NATS__SIGNING_KEY': ('short-' + SECRET, 'at least 32 characters'),
     }
     for key, (value, problem) in cases.items():
         r = batond('--check-config', env={'DATABASE_URL': url, key: value})

@@ -161,24 +161,31 @@ static void check_masked(const Config *c) {
         _cleanup_free_ char *api = config_format_key(c, CONFIG_API_TOKEN);
         _cleanup_free_ char *deploy = config_format_key(c, CONFIG_DEPLOYMENT_TOKEN);
         _cleanup_free_ char *url = config_format_key(c, CONFIG_DATABASE_URL);
-        PQconninfoOption *o;
+        PQconninfoOption *o, *shown;
 
         fuzz_check(api && (streq(api, "") || streq(api, "***")), "API_TOKEN shown as '%s'", strempty(api));
         fuzz_check(deploy && (streq(deploy, "") || streq(deploy, "***")), "DEPLOYMENT_TOKEN shown");
         fuzz_check(url, "out of memory");
+        /* The masked form is a placeholder "(...)" or key=value pairs that
+         * libpq parses: their values, since the keywords are libpq's own. */
+        shown = url[0] == '(' ? NULL : PQconninfoParse(url, NULL);
+        fuzz_check(url[0] == '(' || shown, "DATABASE_URL masked as '%s' does not parse", url);
         o = PQconninfoParse(c->database_url, NULL);
         for (PQconninfoOption *i = o; i && i->keyword; i++) {
                 const char *pw = i->val;
                 const char *first;
-                if (!streq(i->keyword, "password") || !pw || strlen(pw) < 4)
+                if (!strstr(i->keyword, "password") || !pw || strlen(pw) < 4)
                         continue;
                 /* A password that occurs once in the URL (as written) must
                  * not occur in the masked form. */
                 first = strstr(c->database_url, pw);
-                if (first && !strstr(first + 1, pw))
-                        fuzz_check(!strstr(url, pw), "DATABASE_URL's password in '%s'", url);
+                if (!first || strstr(first + 1, pw))
+                        continue;
+                for (PQconninfoOption *m = shown; m && m->keyword; m++)
+                        fuzz_check(!m->val || !strstr(m->val, pw), "DATABASE_URL's password in '%s'", url);
         }
         PQconninfoFree(o);
+        PQconninfoFree(shown);
         check_nats_masked(c);
 }
 

@@ -70,7 +70,7 @@ def check_config_reports_ok_without_secrets(ctx):
     assert r.returncode == 0, r
     assert r.stdout.strip().endswith('configuration OK')
     assert SECRET not in r.stdout + r.stderr
-    assert 'DATABASE_URL=postgres://baton:***@db/baton  # file' in r.stdout, r.stdout
+    assert 'DATABASE_URL=user=baton password=*** dbname=baton host=db  # file' in r.stdout, r.stdout
     assert 'SERVER_PORT=8081  # environment' in r.stdout
     assert 'DRAIN_TIMEOUT=0s  # file, reloadable' in r.stdout
 
@@ -99,7 +99,7 @@ def password_never_logged(ctx):
     pg.start()
     wait_until(lambda: b.get('/_/health/ready').status == 200, 15, what='recovery')
     log = b.log()
-    assert 'baton:***@127.0.0.1' in log, log
+    assert 'user=baton password=*** dbname=baton host=127.0.0.1' in log, log
     assert SECRET not in log
     assert SECRET not in body
     assert all(SECRET not in m for m in b.notify.texts())

@@ -658,7 +658,7 @@ def secrets_never_appear(ctx):
                              text=True, timeout=30)
         assert out.returncode == code, out.stdout
         outputs.append(out.stdout)
-    assert 'configuration OK' in outputs[0] and 'hostile:***@' in outputs[0], outputs[0]
+    assert 'configuration OK' in outputs[0] and 'user=hostile password=*** ' in outputs[0], outputs[0]
     assert 'API_TOKEN=' in outputs[0], outputs[0]
 
     # Shutdown.
@@ -667,7 +667,7 @@ def secrets_never_appear(ctx):
 
     log = b.log()
     # The scan is only worth something if the secrets had chances to leak.
-    assert 'hostile:***@127.0.0.1' in log, log[-2000:]
+    assert 'user=hostile password=*** dbname=baton host=127.0.0.1' in log, log[-2000:]
     assert 'Lost the PostgreSQL connection' in log, log[-2000:]
     notify = b.notify.texts()
     assert any(m.startswith('STATUS=') for m in notify)

@@ -112,6 +112,10 @@ bool config_key_reloadable(ConfigKeyId id) {
         return config_keys[id].reloadable;
 }
 
+const char *config_key_credential(ConfigKeyId id) {
+        return config_keys[id].credential;
+}
+
 Config *config_free(Config *c) {
         if (!c)
                 return NULL;
@@ -412,6 +416,16 @@ static int load_env(Config *c, char *const *envp, char **ret_error) {
 
                 if (!value)
                         continue;
+                /* An empty value over a credential's ("API_TOKEN=" left in
+                 * an EnvironmentFile=) would drop the secret without a word:
+                 * for API_TOKEN, open publishing. The credential is the
+                 * deliberate one, so it stays, and the caller warns. The
+                 * file needs no such rule: credentials win over it. */
+                if (isempty(value) && c->source[i] == CONFIG_SOURCE_CREDENTIAL &&
+                    !isempty(*FIELD(c, &config_keys[i], char *))) {
+                        c->empty_ignored[i] = true;
+                        continue;
+                }
                 r = config_set(c, &config_keys[i], value, ret_error);
                 if (r < 0) {
                         if (r != -ENOMEM) {

@@ -4,7 +4,8 @@
 /* Configuration: one declarative table of keys (config.c) read from
  * defaults, then the optional file, then systemd credentials (secrets
  * only: $CREDENTIALS_DIRECTORY/<name>, see LoadCredential=), then the
- * environment, which wins.
+ * environment, which wins, but for an empty value where a credential set
+ * one.
  *
  * A Config is immutable once loaded. Reload builds a fresh one and swaps it
  * in only when the whole load succeeded; keys that cannot change while
@@ -115,6 +116,8 @@ typedef struct Config {
         ConfigSource source[_CONFIG_KEY_MAX];
         /* Set in the file too, but the environment's value won. */
         bool shadowed[_CONFIG_KEY_MAX];
+        /* Empty in the environment, ignored: a credential set the key. */
+        bool empty_ignored[_CONFIG_KEY_MAX];
         char *path;                     /* the file read, NULL if none */
 } Config;
 
@@ -130,6 +133,8 @@ int config_load(const char *path, bool path_required, char *const *envp,
 
 const char *config_key_name(ConfigKeyId id);
 bool config_key_reloadable(ConfigKeyId id);
+/* The systemd credential the key may come from, or NULL. */
+const char *config_key_credential(ConfigKeyId id);
 
 /* Compares key 'id' of two configs. */
 bool config_key_equal(const Config *a, const Config *b, ConfigKeyId id);

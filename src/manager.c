@@ -242,14 +242,21 @@ static void report_reload_change(ConfigKeyId id, bool applied, const Config *run
                             strempty(before));
 }
 
-/* A key set in both places silently ignores the file, which surprises
- * whoever edits the file and reloads (e.g. when a unit also loads it with
- * EnvironmentFile=): say so. */
-static void log_shadowed_keys(const Config *c) {
-        for (size_t i = 0; i < _CONFIG_KEY_MAX; i++)
+/* Values set but not used, said at start and at every reload. A key set in
+ * both places silently ignores the file, which surprises whoever edits the
+ * file and reloads (e.g. when a unit also loads it with EnvironmentFile=);
+ * an empty value in the environment that a credential overrides is most
+ * likely a mistake of the unit's files. */
+static void log_ignored_values(const Config *c) {
+        for (size_t i = 0; i < _CONFIG_KEY_MAX; i++) {
                 if (c->shadowed[i])
                         log_notice("%s is set in both %s and the environment; the environment's "
                                    "value wins.", config_key_name((ConfigKeyId) i), c->path);
+                if (c->empty_ignored[i])
+                        log_warning("%s is empty in the environment, but the credential %s sets it; "
+                                    "ignoring the empty value.", config_key_name((ConfigKeyId) i),
+                                    config_key_credential((ConfigKeyId) i));
+        }
 }
 
 /* Each subsystem's settings from the configuration: one place, used at
@@ -348,7 +355,7 @@ static int on_sighup(sd_event_source *source, const struct signalfd_siginfo *si,
                         config_free(m->config);
                         m->config = TAKE_PTR(next);
                         manager_apply_config(m);
-                        log_shadowed_keys(m->config);
+                        log_ignored_values(m->config);
                         log_event(LOG_INFO, "reloaded", "Reloaded configuration: %d key(s) changed.", r);
                 }
         }
@@ -665,7 +672,7 @@ int manager_start(Manager *m) {
                  m->config->deployment_color, strempty(masked),
                  m->config->nats_enabled ? ", NATS enabled" : "");
 
-        log_shadowed_keys(m->config);
+        log_ignored_values(m->config);
 
         /* HTTP first: while we wait for dependencies, live answers 200,
          * ready 503 with the reason, and the API 503. */

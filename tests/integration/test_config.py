@@ -3,9 +3,11 @@
 exit code 78 (systemd's "CONFIG"), and never a password on screen."""
 
 import os
+import re
+import signal
 import subprocess
 
-from tests.harness import Batond, run, test, wait_until
+from tests.harness import Batond, publish, run, test, wait_until
 
 SECRET = 'hunter2-s3cret'
 
@@ -103,6 +105,45 @@ def password_never_logged(ctx):
     assert SECRET not in log
     assert SECRET not in body
     assert all(SECRET not in m for m in b.notify.texts())
+
+
+@test
+def empty_env_does_not_override_a_credential(ctx):
+    """An empty API_TOKEN= in the environment (left in a per-colour
+    EnvironmentFile=, say) must not open the publishing that the api-token
+    credential closes: the credential wins, and batond says so."""
+    pg = ctx.postgres()
+    token = 'cred-' + os.urandom(12).hex()
+    creds = ctx.tmp.join('creds')
+    os.makedirs(creds)
+    with open(os.path.join(creds, 'api-token'), 'w') as f:
+        f.write(token + '\n')
+    env = {'DATABASE_URL': pg.url(), 'CREDENTIALS_DIRECTORY': creds, 'API_TOKEN': ''}
+    warning = ('API_TOKEN is empty in the environment, but the credential api-token sets it; '
+               'ignoring the empty value.')
+
+    r = batond('--check-config', '--config', '/dev/null', env=env)
+    assert r.returncode == 0, r
+    assert 'API_TOKEN=***  # credential, reloadable' in r.stdout, r.stdout
+
+    b = ctx.batond(env).start()
+    b.wait_ready()
+    for wrong in (None, 'wrong', token[:-1]):
+        r = publish(b.port, 'guarded', {'n': 1}, token=wrong)
+        assert r.status == 401, (wrong, r)
+    r = publish(b.port, 'guarded', {'n': 2}, token=token)
+    assert r.status == 201, r
+    b.wait_log(re.escape(warning))
+
+    # A reload reads the same sources again, and says it again.
+    since = b.notify.count()
+    b.signal(signal.SIGHUP)
+    b.notify.wait_for(r'^READY=1$', since=since)
+    b.wait_log(r'Reloaded configuration')
+    assert publish(b.port, 'guarded', {'n': 3}).status == 401
+    log = b.log()
+    assert log.count(warning) == 2, log
+    assert token not in log
 
 
 if __name__ == '__main__':

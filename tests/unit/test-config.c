@@ -252,6 +252,73 @@ static void test_credentials(void **state) {
         rmdir(dir);
 }
 
+typedef struct EmptyCase {
+        ConfigKeyId key;
+        const char *credential;         /* the file's text; NULL: no such credential */
+        const char *file;               /* a line of the config file, or "" */
+        const char *env;                /* KEY=value, or NULL */
+        const char *value;              /* the key's value then */
+        ConfigSource source;
+        bool empty_ignored;
+} EmptyCase;
+
+/* An empty value in the environment does not replace a credential's; any
+ * other still wins over it, and an empty one wins over the file. */
+static void test_empty_env_and_credentials(void **state) {
+        static const EmptyCase cases[] = {
+                { CONFIG_API_TOKEN, "from-credential\n", "", "API_TOKEN=",
+                  "from-credential", CONFIG_SOURCE_CREDENTIAL, true },
+                { CONFIG_API_TOKEN, "from-credential\n", "", "API_TOKEN=from-env",
+                  "from-env", CONFIG_SOURCE_ENV, false },
+                { CONFIG_API_TOKEN, "from-credential\n", "API_TOKEN=", NULL,
+                  "from-credential", CONFIG_SOURCE_CREDENTIAL, false },
+                { CONFIG_API_TOKEN, "from-credential\n", "API_TOKEN=", "API_TOKEN=",
+                  "from-credential", CONFIG_SOURCE_CREDENTIAL, true },
+                /* Nothing to keep: an empty credential (what tmpfiles.d ships)
+                 * or none at all. */
+                { CONFIG_API_TOKEN, "", "", "API_TOKEN=", "", CONFIG_SOURCE_ENV, false },
+                { CONFIG_API_TOKEN, NULL, "", "API_TOKEN=", "", CONFIG_SOURCE_ENV, false },
+                { CONFIG_API_TOKEN, NULL, "API_TOKEN=from-file", "API_TOKEN=", "", CONFIG_SOURCE_ENV, false },
+                { CONFIG_DEPLOYMENT_TOKEN, "t0ken", "", "DEPLOYMENT_TOKEN=",
+                  "t0ken", CONFIG_SOURCE_CREDENTIAL, true },
+                /* Without the rule, an empty DATABASE_URL would be an error. */
+                { CONFIG_DATABASE_URL, "postgres://baton:pw@db/baton\n", "", "DATABASE_URL=",
+                  "postgres://baton:pw@db/baton", CONFIG_SOURCE_CREDENTIAL, true },
+        };
+        char dir[] = "/tmp/baton-test-creds-XXXXXX";
+        char cred_env[300], path[300];
+
+        assert_non_null(mkdtemp(dir));
+        snprintf(cred_env, sizeof(cred_env), "CREDENTIALS_DIRECTORY=%s", dir);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                const EmptyCase *t = &cases[i];
+                _cleanup_(config_freep) Config *c = NULL;
+                const char *cred = config_key_credential(t->key);
+                char *env[4] = { cred_env };
+                size_t n = 1;
+
+                print_message("# %s: credential %s, file '%s', %s\n", config_key_name(t->key),
+                              !t->credential ? "absent" : *t->credential ? "set" : "empty", t->file,
+                              t->env ? t->env : "(unset)");
+                if (t->key != CONFIG_DATABASE_URL)
+                        env[n++] = URL;
+                if (t->env)
+                        env[n++] = (char *) t->env;
+                snprintf(path, sizeof(path), "%s/%s", dir, cred);
+                if (t->credential)
+                        write_credential(dir, cred, t->credential);
+                write_file(t->file);
+                assert_null(load(env, &c));
+                assert_string_equal(t->key == CONFIG_API_TOKEN ? c->api_token
+                                    : t->key == CONFIG_DEPLOYMENT_TOKEN ? c->deployment_token
+                                    : c->database_url, t->value);
+                assert_int_equal(c->source[t->key], t->source);
+                assert_int_equal(c->empty_ignored[t->key], t->empty_ignored);
+                (void) unlink(path);
+        }
+        rmdir(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_defaults),
@@ -262,6 +329,7 @@ int main(void) {
                 cmocka_unit_test(test_masked_display),
                 cmocka_unit_test(test_reload_merge),
                 cmocka_unit_test(test_credentials),
+                cmocka_unit_test(test_empty_env_and_credentials),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -68,6 +68,7 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
         KEY(MAX_EVENT_BYTES,           TYPE_SIZE,           max_event_bytes,                "64K",   KiB(1), KiB(1024), true),
         KEY(MAX_PUBLISH_QUEUE_BYTES,   TYPE_SIZE,           max_publish_queue_bytes,        "32M",   KiB(1024), KiB(1024) * 1024 * 4, true),
         KEY(MAX_BUFFERED_BODY_BYTES,   TYPE_SIZE,           max_buffered_body_bytes,        "64M",   KiB(1024), KiB(1024) * 1024 * 4, true),
+        KEY(IDEMPOTENCY_TTL,           TYPE_DURATION,       idempotency_ttl_usec,           "24h",   SEC(60), SEC(30 * 24 * 3600), true),
         SECRET_KEY(API_TOKEN,          TYPE_SECRET,         api_token,                      "",      0, 512, true, "api-token"),
         KEY(NATS__ENABLED,             TYPE_BOOL,           nats_enabled,                   "false", 0, 0, false),
         KEY(NATS__URL,                 TYPE_NATS_URL,       nats_url,                       "nats://127.0.0.1:4222", 0, 0, false),

@@ -40,6 +40,7 @@ typedef enum ConfigKeyId {
         CONFIG_MAX_EVENT_BYTES,
         CONFIG_MAX_PUBLISH_QUEUE_BYTES,
         CONFIG_MAX_BUFFERED_BODY_BYTES,
+        CONFIG_IDEMPOTENCY_TTL,
         CONFIG_API_TOKEN,
         CONFIG_NATS__ENABLED,
         CONFIG_NATS__URL,
@@ -82,6 +83,7 @@ typedef struct Config {
         uint64_t max_event_bytes;
         uint64_t max_publish_queue_bytes;
         uint64_t max_buffered_body_bytes;
+        usec_t idempotency_ttl_usec;
         char *api_token;                /* "" when publishing is open */
 
         bool nats_enabled;

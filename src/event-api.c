@@ -22,6 +22,20 @@ bool event_api_authorized(const char *authorization, const char *api_token) {
         return streq_constant_time(authorization + 7, api_token);
 }
 
+bool idempotency_key_valid(const char *key) {
+        size_t n;
+
+        if (!key)
+                return true;            /* none: an ordinary publish */
+        n = strlen(key);
+        if (n < 1 || n > IDEMPOTENCY_KEY_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (key[i] < 0x20 || key[i] > 0x7e)
+                        return false;
+        return true;
+}
+
 bool events_content_type_json(const char *content_type) {
         size_t n = strlen("application/json");
 
@@ -57,6 +71,12 @@ static void on_published(const PublishResult *r, void *userdata) {
         int n;
 
         p->ticket = NULL;
+        if (r->conflict) {
+                http_respond_error(p->req, MHD_HTTP_UNPROCESSABLE_CONTENT, "idempotency_key_reused",
+                                   "this Idempotency-Key was used within IDEMPOTENCY_TTL for another event "
+                                   "(another topic or body); nothing was stored");
+                return;
+        }
         if (r->error) {
                 /* Never a 201 for an event that may not be stored, and
                  * never a plain "not stored" for one that may be. */
@@ -77,6 +97,9 @@ static void on_published(const PublishResult *r, void *userdata) {
                 return;
         }
         http_respond_json_text(p->req, MHD_HTTP_CREATED, body, (size_t) n);
+        /* Stripe's name for "this is the first answer, again". */
+        if (r->repeated)
+                http_request_add_response_header(p->req, "Idempotent-Replayed", "true");
 }
 
 static void on_publish_request_end(HttpRequest *req, void *userdata) {
@@ -103,6 +126,12 @@ void event_api_admit_publish(const char *api_token, HttpRequest *req) {
         }
         if (!topic_param(req, topic))
                 return;
+        if (!idempotency_key_valid(http_request_header(req, "Idempotency-Key"))) {
+                http_respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_idempotency_key",
+                                   "Idempotency-Key must be 1 to %d printable ASCII characters",
+                                   IDEMPOTENCY_KEY_MAX);
+                return;
+        }
         if (!events_content_type_json(http_request_header(req, MHD_HTTP_HEADER_CONTENT_TYPE)))
                 http_respond_error(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                                    "events are JSON: send Content-Type: application/json");
@@ -139,7 +168,9 @@ void event_api_handle_publish(Publisher *publisher, uint64_t max_event_bytes, Ht
                 return;
         }
         p->req = req;
-        r = publisher_submit(publisher, topic, payload, payload_size, on_published, p, &p->ticket);
+        /* Checked at the headers (event_api_admit_publish()). */
+        r = publisher_submit(publisher, topic, http_request_header(req, "Idempotency-Key"), payload,
+                             payload_size, on_published, p, &p->ticket);
         if (r == -ENOBUFS) {
                 free(payload);
                 free(p);

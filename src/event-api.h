@@ -38,5 +38,9 @@ void event_api_handle_stream(Fanout *fanout, HttpRequest *req);
 /* "Bearer TOKEN" against the configured token, in constant time. */
 bool event_api_authorized(const char *authorization, const char *api_token);
 
+/* An Idempotency-Key header: absent (NULL), or 1 to IDEMPOTENCY_KEY_MAX
+ * printable ASCII characters (space included). Pure. */
+bool idempotency_key_valid(const char *key);
+
 /* application/json, with parameters or not, any case. */
 bool events_content_type_json(const char *content_type);

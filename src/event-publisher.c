@@ -14,9 +14,13 @@
  * transaction stays short and the statement small. */
 #define BATCH_EVENTS_MAX 1000
 #define BATCH_BYTES_MAX (4 * 1024 * 1024)
+/* Events with an Idempotency-Key are stored one statement each inside
+ * baton_publish_keyed(): their batches are smaller. */
+#define KEYED_BATCH_EVENTS_MAX 100
 
 struct PublishTicket {
         char topic[129];
+        char *key;                      /* Idempotency-Key, or NULL */
         char *payload;
         size_t payload_size;
         PublishCallback cb;             /* NULL once cancelled */
@@ -31,6 +35,7 @@ struct PublishTicket {
 typedef struct Batch {
         ListNode tickets;
         size_t n;
+        bool keyed;                     /* all with an Idempotency-Key, or none */
 } Batch;
 
 struct Publisher {
@@ -55,6 +60,7 @@ static void ticket_free(Publisher *p, PublishTicket *t) {
         assert(p->queued_bytes >= bytes);
         p->queued_bytes -= bytes;
         free(t->payload);
+        free(t->key);
         free(t);
 }
 
@@ -70,27 +76,60 @@ static void batch_free(Publisher *p) {
         p->in_flight.n = 0;
 }
 
+/* Whether t may join the batch being taken: the same kind (keyed or not,
+ * they go to different functions) and, keyed, a key not in it yet. */
+static bool batch_admits(const Batch *b, const PublishTicket *t) {
+        if (b->n == 0)
+                return true;
+        if (b->keyed != !!t->key)
+                return false;
+        if (!b->keyed)
+                return true;
+        if (b->n >= KEYED_BATCH_EVENTS_MAX)
+                return false;
+        LIST_FOREACH(other, &b->tickets, PublishTicket, queue)
+                if (streq(other->key, t->key))
+                        return false;
+        return true;
+}
+
+/* Writes s as a JSON string; Idempotency-Keys are printable ASCII, so
+ * only '"' and '\\' need escaping. */
+static char *write_json_string(char *w, const char *s) {
+        *w++ = '"';
+        for (; *s; s++) {
+                if (*s == '"' || *s == '\\')
+                        *w++ = '\\';
+                *w++ = *s;
+        }
+        *w++ = '"';
+        return w;
+}
+
 /* Moves up to a batch's worth of queued tickets into the in-flight batch
- * and builds its JSON: [{"topic":"t","data":<payload>},...]. Topics need no
- * escaping; payloads are validated JSON. On allocation failure returns NULL
- * with the tickets in flight, for the caller to answer. */
+ * and builds its JSON: [{"topic":"t","data":<payload>},...], with "key"
+ * in a keyed batch. Topics need no escaping; payloads are validated JSON.
+ * On allocation failure returns NULL with the tickets in flight, for the
+ * caller to answer. */
 static char *batch_take(Publisher *p, size_t *ret_size) {
         size_t size = 2, n = 0;
         bool first = true;
         char *json, *w;
 
+        p->in_flight.n = 0;
         for (PublishTicket *t; n < BATCH_EVENTS_MAX && (t = list_first(&p->queue, PublishTicket, queue)); ) {
-                size_t item = strlen(t->topic) + t->payload_size + 24;
-                if (n > 0 && size + item > BATCH_BYTES_MAX)
+                size_t item = strlen(t->topic) + t->payload_size + 24 + (t->key ? 2 * strlen(t->key) + 10 : 0);
+                if (n > 0 && (size + item > BATCH_BYTES_MAX || !batch_admits(&p->in_flight, t)))
                         break;
+                if (n == 0)
+                        p->in_flight.keyed = t->key != NULL;
                 list_remove(&t->queue);
                 assert(p->n_queued > 0);
                 p->n_queued--;
                 list_append(&p->in_flight.tickets, &t->queue);
                 size += item;
-                n++;
+                p->in_flight.n = ++n;
         }
-        p->in_flight.n = n;
 
         json = malloc(size + 1);
         if (!json)
@@ -98,8 +137,14 @@ static char *batch_take(Publisher *p, size_t *ret_size) {
         w = json;
         *w++ = '[';
         LIST_FOREACH(t, &p->in_flight.tickets, PublishTicket, queue) {
-                w += sprintf(w, "%s{\"topic\":\"%s\",\"data\":", first ? "" : ",", t->topic);
+                w += sprintf(w, "%s{\"topic\":\"%s\",", first ? "" : ",", t->topic);
                 first = false;
+                if (t->key) {
+                        w += sprintf(w, "\"key\":");
+                        w = write_json_string(w, t->key);
+                        *w++ = ',';
+                }
+                w += sprintf(w, "\"data\":");
                 memcpy(w, t->payload, t->payload_size);
                 w += t->payload_size;
                 *w++ = '}';
@@ -111,13 +156,20 @@ static char *batch_take(Publisher *p, size_t *ret_size) {
 }
 
 static void answer(Publisher *p, PublishTicket *t, const PublishResult *r) {
+        bool stored_now = !r->error && !r->repeated && !r->conflict;
+
         if (r->error)
                 p->counters.failed++;
+        else if (r->repeated)
+                p->counters.repeated++;
+        else if (r->conflict)
+                p->counters.conflicts++;
         else
                 p->counters.published++;
         if (t->cb)
                 t->cb(r, t->userdata);
-        if (!r->error && p->published_cb)
+        /* A repeat was delivered when it was stored. */
+        if (stored_now && p->published_cb)
                 p->published_cb(r, p->published_userdata);
 }
 
@@ -152,6 +204,35 @@ static void batch_succeed(Publisher *p, const DbResult *result) {
                         .topic = t->topic, .id = t->id, .payload = t->payload,
                         .payload_size = t->payload_size,
                         .ts = t->row >= 0 ? b.ts : NULL,
+                        .error = t->row >= 0 ? NULL : "the database returned no id for this event",
+                };
+                answer(p, t, &r);
+        }
+        batch_free(p);
+}
+
+/* One row per ticket, by its index in the batch (migration 0003). */
+static void batch_succeed_keyed(Publisher *p, const DbResult *result) {
+        StoredKeyed k;
+
+        for (size_t i = 0; i < store_n_keyed(result); i++) {
+                store_keyed(result, i, &k);
+                size_t index = 0;
+                LIST_FOREACH(t, &p->in_flight.tickets, PublishTicket, queue)
+                        if (index++ == k.index && t->row < 0) {
+                                t->row = (int) i;
+                                t->id = k.id;
+                        }
+        }
+        LIST_FOREACH(t, &p->in_flight.tickets, PublishTicket, queue) {
+                if (t->row >= 0)
+                        store_keyed(result, (size_t) t->row, &k);
+                PublishResult r = {
+                        .topic = t->topic, .id = t->id, .payload = t->payload,
+                        .payload_size = t->payload_size,
+                        .ts = t->row >= 0 ? k.ts : NULL,
+                        .repeated = t->row >= 0 && k.outcome == KEYED_REPEAT,
+                        .conflict = t->row >= 0 && k.outcome == KEYED_CONFLICT,
                         .error = t->row >= 0 ? NULL : "the database returned no id for this event",
                 };
                 answer(p, t, &r);
@@ -213,7 +294,9 @@ static void on_batch_done(Db *db, const DbResult *result, void *userdata) {
                 /* An error from the server (it has an SQLSTATE) rolled the
                  * statement back; anything else came after it was sent. */
                 batch_fail(p, error, !result->sqlstate);
-        } else
+        } else if (p->in_flight.keyed)
+                batch_succeed_keyed(p, result);
+        else
                 batch_succeed(p, result);
         schedule(p);
 }
@@ -236,8 +319,12 @@ static void send_batch(Publisher *p) {
                 schedule(p);
                 return;
         }
-        r = store_query_publish(p->db, json, p->settings.notify, p->settings.query_timeout_usec,
-                                on_batch_done, p);
+        if (p->in_flight.keyed)
+                r = store_query_publish_keyed(p->db, json, p->settings.notify, p->settings.idempotency_ttl_usec,
+                                              p->settings.query_timeout_usec, on_batch_done, p);
+        else
+                r = store_query_publish(p->db, json, p->settings.notify, p->settings.query_timeout_usec,
+                                        on_batch_done, p);
         if (r < 0) {
                 snprintf(error, sizeof(error), "database unavailable (%s)",
                          r == -ENOTCONN ? db_error_code(NULL) : strerror(-r));
@@ -262,7 +349,7 @@ static void schedule(Publisher *p) {
                 log_error("Failed to schedule a batch of events.");
 }
 
-int publisher_submit(Publisher *p, const char *topic, char *payload, size_t payload_size,
+int publisher_submit(Publisher *p, const char *topic, const char *key, char *payload, size_t payload_size,
                      PublishCallback cb, void *userdata, PublishTicket **ret) {
         PublishTicket *t;
         bool was_empty;
@@ -277,6 +364,13 @@ int publisher_submit(Publisher *p, const char *topic, char *payload, size_t payl
         if (!t)
                 return -ENOMEM;
         t->row = -1;
+        if (key) {
+                t->key = strdup(key);
+                if (!t->key) {
+                        free(t);
+                        return -ENOMEM;
+                }
+        }
         snprintf(t->topic, sizeof(t->topic), "%s", topic);
         t->payload = payload;
         t->payload_size = payload_size;

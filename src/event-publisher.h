@@ -33,6 +33,11 @@ typedef struct PublishResult {
         const char *ts;                 /* commit time, as stored */
         const char *payload;            /* as stored */
         size_t payload_size;
+        /* With an Idempotency-Key: stored before under this key (id and
+         * ts are the original's, nothing was stored now), or used before
+         * for another topic or payload (nothing stored, no id). */
+        bool repeated;
+        bool conflict;
 } PublishResult;
 
 typedef void (*PublishCallback)(const PublishResult *result, void *userdata);
@@ -41,6 +46,7 @@ typedef struct PublisherSettings {
         usec_t query_timeout_usec;
         uint64_t queue_max_bytes;
         bool notify;                    /* announce new events with NOTIFY (no NATS) */
+        usec_t idempotency_ttl_usec;    /* how long an Idempotency-Key is remembered */
 } PublisherSettings;
 
 int publisher_new(sd_event *event, Db *write_db, const PublisherSettings *settings, Publisher **ret);
@@ -53,10 +59,12 @@ void publisher_set_settings(Publisher *p, const PublisherSettings *settings);
 /* What an event costs the queue: its JSON and its ticket. */
 #define PUBLISH_TICKET_BYTES(payload_size) ((uint64_t) (payload_size) + 256)
 
-/* Queues an event; takes ownership of payload (compact JSON, NUL-ended).
+/* Queues an event, with an Idempotency-Key or NULL (printable ASCII, at
+ * most IDEMPOTENCY_KEY_MAX, copied); takes ownership of payload (JSON, NUL-ended).
  * cb runs once, later, on the loop, unless the ticket is cancelled.
  * -ENOBUFS when the queue is full (payload is still the caller's then). */
-int publisher_submit(Publisher *p, const char *topic, char *payload, size_t payload_size,
+#define IDEMPOTENCY_KEY_MAX 255
+int publisher_submit(Publisher *p, const char *topic, const char *key, char *payload, size_t payload_size,
                      PublishCallback cb, void *userdata, PublishTicket **ret);
 
 /* The requester went away: its callback will not run (the event is still
@@ -69,6 +77,8 @@ void publisher_set_published_callback(Publisher *p, PublishedCallback cb, void *
 
 typedef struct PublisherCounters {
         uint64_t published;             /* committed */
+        uint64_t repeated;              /* answered from an Idempotency-Key, nothing stored */
+        uint64_t conflicts;             /* an Idempotency-Key reused for another event: 422 */
         uint64_t failed;                /* answered with an error */
         uint64_t refused;               /* refused at once: the queue was full */
         uint64_t queued_bytes;          /* now, the events in flight included */

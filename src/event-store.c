@@ -27,6 +27,9 @@ static const char select_positions[] = "SELECT name, last_id FROM topics WHERE n
 
 static const char call_publish[] = "SELECT topic, first_id, n, ts FROM baton_publish($1::json, $2)";
 
+static const char call_publish_keyed[] =
+        "SELECT ord, id, ts, outcome FROM baton_publish_keyed($1::json, $2, $3::interval)";
+
 static uint64_t column_u64(PGresult *res, size_t row, int column) {
         return strtoull(PQgetvalue(res, (int) row, column), NULL, 10);
 }
@@ -161,5 +164,38 @@ void store_batch(const DbResult *result, size_t i, StoredBatch *ret) {
                 .first_id = column_u64(result->result, i, 1),
                 .n = (unsigned) column_u64(result->result, i, 2),
                 .ts = PQgetvalue(result->result, (int) i, 3),
+        };
+}
+
+int store_query_publish_keyed(Db *db, const char *batch_json, bool notify, usec_t ttl_usec,
+                              usec_t timeout_usec, DbQueryCallback cb, void *userdata) {
+        char ttl[64];
+
+        assert(db && batch_json && cb);
+
+        snprintf(ttl, sizeof(ttl), "%" PRIu64 " microseconds", (uint64_t) ttl_usec);
+        const char *params[] = { batch_json, notify ? "t" : "f", ttl };
+
+        return db_query(db, call_publish_keyed, 3, params, timeout_usec, cb, userdata);
+}
+
+size_t store_n_keyed(const DbResult *result) {
+        assert(result && !result->error);
+
+        return (size_t) PQntuples(result->result);
+}
+
+void store_keyed(const DbResult *result, size_t i, StoredKeyed *ret) {
+        assert(result && !result->error && ret && i < store_n_keyed(result));
+
+        const char *outcome = PQgetvalue(result->result, (int) i, 3);
+        uint64_t ord = column_u64(result->result, i, 0);
+
+        *ret = (StoredKeyed) {
+                .index = ord > 0 ? (size_t) ord - 1 : SIZE_MAX,
+                .outcome = streq(outcome, "new") ? KEYED_NEW : streq(outcome, "repeat") ? KEYED_REPEAT
+                        : KEYED_CONFLICT,
+                .id = PQgetisnull(result->result, (int) i, 1) ? 0 : column_u64(result->result, i, 1),
+                .ts = PQgetisnull(result->result, (int) i, 2) ? NULL : PQgetvalue(result->result, (int) i, 2),
         };
 }

@@ -61,3 +61,23 @@ typedef struct StoredBatch {
 } StoredBatch;
 size_t store_n_batches(const DbResult *result);
 void store_batch(const DbResult *result, size_t i, StoredBatch *ret);
+
+/* Stores a batch of events with Idempotency-Keys ([{"topic": ..., "key":
+ * ..., "data": ...}, ...], keys distinct) in one transaction; a key used
+ * within ttl_usec is answered from the table instead (migration 0003). */
+int store_query_publish_keyed(Db *db, const char *batch_json, bool notify, usec_t ttl_usec,
+                              usec_t timeout_usec, DbQueryCallback cb, void *userdata);
+typedef enum KeyedOutcome {
+        KEYED_NEW,                      /* stored now */
+        KEYED_REPEAT,                   /* stored before under this key: its id and time */
+        KEYED_CONFLICT,                 /* the key was used for another topic or payload */
+} KeyedOutcome;
+/* One row per element of the batch, in no particular order. */
+typedef struct StoredKeyed {
+        size_t index;                   /* in the batch, from 0 */
+        KeyedOutcome outcome;
+        uint64_t id;                    /* 0 for a conflict */
+        const char *ts;                 /* NULL for a conflict */
+} StoredKeyed;
+size_t store_n_keyed(const DbResult *result);
+void store_keyed(const DbResult *result, size_t i, StoredKeyed *ret);

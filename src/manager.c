@@ -284,6 +284,7 @@ static PublisherSettings publisher_settings(const Config *c) {
                 .query_timeout_usec = c->database_query_timeout_usec,
                 .queue_max_bytes = c->max_publish_queue_bytes,
                 .notify = !c->nats_enabled,
+                .idempotency_ttl_usec = c->idempotency_ttl_usec,
         };
 }
 

@@ -65,6 +65,12 @@ static void collect_events(Manager *m, Exposition *e) {
         exposition_scalar(e, "baton_events_published_total", METRIC_COUNTER,
                           "Events committed to PostgreSQL through this instance (answered 201).",
                           (double) p.published);
+        exposition_scalar(e, "baton_events_publish_repeats_total", METRIC_COUNTER,
+                          "Publishes answered with the first answer of their Idempotency-Key "
+                          "(201, Idempotent-Replayed: true): nothing stored.", (double) p.repeated);
+        exposition_scalar(e, "baton_events_publish_key_conflicts_total", METRIC_COUNTER,
+                          "Publishes answered 422: their Idempotency-Key was used for another "
+                          "event within IDEMPOTENCY_TTL.", (double) p.conflicts);
         exposition_scalar(e, "baton_events_publish_failures_total", METRIC_COUNTER,
                           "Publishes answered with an error (503) because the database failed.",
                           (double) p.failed);

@@ -159,6 +159,83 @@ def payloads_come_back_exactly_as_sent(ctx):
         == '|'.join(s.decode() for _, s in EXACT_PAYLOADS)
 
 
+def keyed(port, topic, data, key, timeout=10):
+    return http_get(port, f'/api/v1/topics/{topic}/events', method='POST', body=json.dumps(data),
+                    headers={'Content-Type': 'application/json', 'Idempotency-Key': key}, timeout=timeout)
+
+
+@test
+def a_publish_repeated_with_its_idempotency_key_is_stored_once(ctx):
+    """The same key and body within IDEMPOTENCY_TTL: the first 201, again
+    (same id, same ts, Idempotent-Replayed), nothing stored, on either
+    instance. The key with another body or topic: 422. Keys the header
+    cannot carry: 400 before the body is read."""
+    pg, n, a, b = two_instances(ctx, nats=False)
+    sub = ctx.subscribe(b.port, '/api/v1/topics/keyed/stream')
+    wait_until(lambda: sub.status == 200, 5, what='the stream to open')
+    first = keyed(a.port, 'keyed', {'order': 1}, 'order-1')
+    assert first.status == 201 and first.header('Idempotent-Replayed') is None, first
+    for port in (a.port, b.port, a.port):
+        again = keyed(port, 'keyed', {'order': 1}, 'order-1')
+        assert again.status == 201 and again.json() == first.json(), (first, again)
+        assert again.header('Idempotent-Replayed') == 'true', again
+    assert keyed(a.port, 'keyed', {'order': 2}, 'order-2').status == 201
+    for topic, body in (('keyed', {'order': 'other'}), ('other-topic', {'order': 1})):
+        r = keyed(b.port, topic, body, 'order-1')
+        assert r.status == 422 and r.json()['error'] == 'idempotency_key_reused', r
+    for bad in ('x' * 256, 'tab\there'):
+        r = keyed(a.port, 'keyed', {}, bad)
+        assert r.status == 400 and r.json()['error'] == 'invalid_idempotency_key', (bad, r)
+    assert keyed(a.port, 'keyed', {}, 'x' * 255).status == 201, 'a key of 255 bytes is valid'
+    assert pg.psql("SELECT string_agg(payload::text, ' ' ORDER BY id) FROM events WHERE topic = 'keyed'") \
+        == '{"order":1} {"order":2} {}'
+    sub.wait_for_id(3)
+    time.sleep(0.3)
+    assert_exactly_once(sub.ids(), 1, 3)
+
+    # Concurrent retries of one publish, on both instances at once: one
+    # event, and every answer carries its id.
+    answers = []
+
+    def retry(port):
+        answers.append(keyed(port, 'keyed', {'order': 'raced'}, 'raced'))
+    threads = [threading.Thread(target=retry, args=(p,)) for p in [a.port, b.port] * 10]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.status == 201 for r in answers), [r.status for r in answers]
+    assert len({r.json()['id'] for r in answers}) == 1, [r.body for r in answers]
+    assert sum(r.header('Idempotent-Replayed') is None for r in answers) == 1, 'not exactly one first answer'
+    assert pg.psql("SELECT count(*) FROM events WHERE topic = 'keyed' AND payload::text LIKE '%raced%'") == '1'
+
+    # Past IDEMPOTENCY_TTL a key is free again.
+    pg.psql("UPDATE publish_keys SET created_at = now() - interval '25 hours' WHERE key = 'order-2'")
+    r = keyed(a.port, 'keyed', {'order': 2}, 'order-2')
+    assert r.status == 201 and r.json()['id'] == 5 and r.header('Idempotent-Replayed') is None, r
+
+
+@test
+def a_publish_cut_off_after_its_commit_and_retried_is_stored_once(ctx):
+    """The client gives up before the answer (its connection is cut as soon
+    as the request is sent), the event commits anyway, and the client
+    retries with the same key: one event, and the retry gets its id."""
+    pg, b = one_instance(ctx)
+    body = json.dumps({'payment': 42}).encode()
+    request = (b'POST /api/v1/topics/payments/events HTTP/1.1\r\nHost: x\r\n'
+               b'Content-Type: application/json\r\nIdempotency-Key: pay-42\r\n'
+               b'Content-Length: ' + str(len(body)).encode() + b'\r\n\r\n' + body)
+    with socket.create_connection(('127.0.0.1', b.port)) as s:
+        s.sendall(request)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\x00\x00\x00\x00\x00\x00\x00')
+    # Closed with a reset, before any answer: now wait for the commit.
+    wait_until(lambda: pg.psql("SELECT count(*) FROM events WHERE topic = 'payments'") == '1', 10,
+               what='the cut-off publish to commit')
+    r = keyed(b.port, 'payments', {'payment': 42}, 'pay-42')
+    assert r.status == 201 and r.json()['id'] == 1 and r.header('Idempotent-Replayed') == 'true', r
+    assert pg.psql("SELECT count(*) FROM events WHERE topic = 'payments'") == '1'
+
+
 @test
 def a_new_subscriber_gets_what_is_published_after_its_answer(ctx):
     """The stream's 200 goes out only once the topic's position is known:

@@ -116,7 +116,12 @@ def plan_says_what_would_be_applied_and_writes_nothing(ctx):
     assert code == 0, out
     assert plan['database_version'] == '0' and plan['binary_version'] == str(len(MIGRATIONS)), out
     names = [f'{v:04d}_{name}' for v, name in MIGRATIONS]
-    assert plan['apply'] == ' '.join(f'{m}:breaking' for m in names), out
+    root = os.path.join(os.path.dirname(__file__), '..', '..', 'migrations')
+
+    def kind(m):
+        with open(os.path.join(root, m + '.sql')) as f:
+            return 'additive' if f.readline().rstrip('\n') == '-- baton:additive' else 'breaking'
+    assert plan['apply'] == ' '.join(f'{m}:{kind(m)}' for m in names), out
     assert plan['breaking'] == names[0] and plan['refused'] == '', out
     assert pg.psql("SELECT to_regclass('schema_migrations') IS NULL") == 't'
 
@@ -128,7 +133,7 @@ def plan_says_what_would_be_applied_and_writes_nothing(ctx):
                    "AND column_name = 'additive'") == '0'
     assert batond_cli(pg, 'migrate').returncode == 0
     assert pg.psql("SELECT string_agg(additive::text, ',' ORDER BY version) FROM schema_migrations") == \
-        ','.join(['false'] * len(MIGRATIONS))
+        ','.join('true' if kind(m) == 'additive' else 'false' for m in names)
     code, plan, out = plan_of(pg)
     assert code == 0 and plan['apply'] == '' and plan['breaking'] == '', out
 

@@ -127,6 +127,18 @@ static void test_authorization(void **state) {
 
 static void test_content_type(void **state) {
         assert_true(events_content_type_json("application/json"));
+        assert_true(idempotency_key_valid(NULL));
+        assert_true(idempotency_key_valid("order-42"));
+        assert_true(idempotency_key_valid("with space and ~!\"\\"));
+        assert_false(idempotency_key_valid(""));
+        assert_false(idempotency_key_valid("tab\there"));
+        assert_false(idempotency_key_valid("caf\xc3\xa9"));
+        char key[IDEMPOTENCY_KEY_MAX + 2];
+        memset(key, 'k', sizeof(key) - 1);
+        key[sizeof(key) - 1] = '\0';
+        assert_false(idempotency_key_valid(key));       /* 256 */
+        key[IDEMPOTENCY_KEY_MAX] = '\0';
+        assert_true(idempotency_key_valid(key));        /* 255 */
         assert_true(events_content_type_json("Application/JSON"));
         assert_true(events_content_type_json("application/json; charset=utf-8"));
         assert_false(events_content_type_json(NULL));

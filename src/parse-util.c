@@ -97,6 +97,7 @@ int parse_duration(const char *s, usec_t *ret) {
                 { "m",   60 * USEC_PER_SEC },
                 { "min", 60 * USEC_PER_SEC },
                 { "h",   3600 * USEC_PER_SEC },
+                { "d",   24 * 3600 * USEC_PER_SEC },
         };
         uint64_t v;
         int r;

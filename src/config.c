@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "event-retention.h"
 #include "config-envfile.h"
 #include "log.h"
 #include "config-mask.h"
@@ -28,6 +29,7 @@ typedef enum ValueType {
         TYPE_NAME,              /* [A-Za-z0-9_-]*, for the colour */
         TYPE_NATS_URL,
         TYPE_SUBJECT_PREFIX,
+        TYPE_RETENTION_TABLE,   /* PATTERN=AGE/COUNT, ... (event-retention.h) */
 } ValueType;
 
 typedef struct ConfigKey {
@@ -68,6 +70,10 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
         KEY(MAX_EVENT_BYTES,           TYPE_SIZE,           max_event_bytes,                "64K",   KiB(1), KiB(1024), true),
         KEY(MAX_PUBLISH_QUEUE_BYTES,   TYPE_SIZE,           max_publish_queue_bytes,        "32M",   KiB(1024), KiB(1024) * 1024 * 4, true),
         KEY(MAX_BUFFERED_BODY_BYTES,   TYPE_SIZE,           max_buffered_body_bytes,        "64M",   KiB(1024), KiB(1024) * 1024 * 4, true),
+        KEY(EVENT_RETENTION_MAX_AGE,   TYPE_DURATION,       event_retention_max_age_usec,   "7d",    0, SEC(3650 * 24 * 3600), true),
+        KEY(EVENT_RETENTION_MAX_EVENTS, TYPE_UINT,          event_retention_max_events,     "0",     0, 1000000000000, true),
+        KEY(EVENT_RETENTION_TOPICS,    TYPE_RETENTION_TABLE, event_retention_topics,        "",      0, 0, true),
+        KEY(EVENT_RETENTION_INTERVAL,  TYPE_DURATION,       event_retention_interval_usec,  "1m",    SEC(1), SEC(24 * 3600), true),
         KEY(IDEMPOTENCY_TTL,           TYPE_DURATION,       idempotency_ttl_usec,           "24h",   SEC(60), SEC(30 * 24 * 3600), true),
         SECRET_KEY(API_TOKEN,          TYPE_SECRET,         api_token,                      "",      0, 512, true, "api-token"),
         KEY(NATS__ENABLED,             TYPE_BOOL,           nats_enabled,                   "false", 0, 0, false),
@@ -98,7 +104,7 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
 
 static bool is_string_type(ValueType t) {
         return t == TYPE_STRING || t == TYPE_CONNINFO || t == TYPE_SECRET || t == TYPE_HOST ||
-               t == TYPE_NAME || t == TYPE_NATS_URL || t == TYPE_SUBJECT_PREFIX;
+               t == TYPE_NAME || t == TYPE_NATS_URL || t == TYPE_SUBJECT_PREFIX || t == TYPE_RETENTION_TABLE;
 }
 
 static bool is_secret(const ConfigKey *k) {
@@ -235,6 +241,20 @@ static const char *check_string(const ConfigKey *k, const char *value) {
                 return valid_subject_prefix(value) ? NULL
                         : "must be dot-separated tokens of letters, digits, '_' and '-' "
                           "(no wildcards, at most 64 characters)";
+        case TYPE_RETENTION_TABLE: {
+                /* The loop is single-threaded: one message at a time. */
+                static char message[320];
+                char error[256];
+                RetentionTable table;
+                int r = retention_table_parse(value, &table, error, sizeof(error));
+                if (r == -ENOMEM)
+                        return "could not be checked: out of memory";
+                if (r < 0) {
+                        snprintf(message, sizeof(message), "is not a list of PATTERN=AGE/COUNT: %s", error);
+                        return message;
+                }
+                return NULL;
+        }
         default:
                 return NULL;
         }

@@ -40,6 +40,10 @@ typedef enum ConfigKeyId {
         CONFIG_MAX_EVENT_BYTES,
         CONFIG_MAX_PUBLISH_QUEUE_BYTES,
         CONFIG_MAX_BUFFERED_BODY_BYTES,
+        CONFIG_EVENT_RETENTION_MAX_AGE,
+        CONFIG_EVENT_RETENTION_MAX_EVENTS,
+        CONFIG_EVENT_RETENTION_TOPICS,
+        CONFIG_EVENT_RETENTION_INTERVAL,
         CONFIG_IDEMPOTENCY_TTL,
         CONFIG_API_TOKEN,
         CONFIG_NATS__ENABLED,
@@ -83,6 +87,10 @@ typedef struct Config {
         uint64_t max_event_bytes;
         uint64_t max_publish_queue_bytes;
         uint64_t max_buffered_body_bytes;
+        usec_t event_retention_max_age_usec;    /* 0: no limit by age */
+        uint64_t event_retention_max_events;    /* per topic; 0: no limit by count */
+        char *event_retention_topics;           /* overrides, event-retention.h */
+        usec_t event_retention_interval_usec;
         usec_t idempotency_ttl_usec;
         char *api_token;                /* "" when publishing is open */
 

@@ -8,6 +8,7 @@
 
 #include "event-api.h"
 #include "event-format.h"
+#include "event-order.h"
 #include "event-store.h"
 #include "log.h"
 #include "parse-util.h"
@@ -193,13 +194,17 @@ void event_api_handle_publish(Publisher *publisher, uint64_t max_event_bytes, Ht
 typedef struct HistoryRequest {
         HttpRequest *req;
         Db *db;
+        uint64_t after;
         char topic[TOPIC_NAME_MAX + 1];
 } HistoryRequest;
 
 /* {"topic":"t","events":[ENVELOPE,...]}: envelopes are concatenated as
- * they are, the stored payloads never re-parsed. */
-static char *history_json(const char *topic, const DbResult *result, size_t *ret_size) {
+ * they are, the stored payloads never re-parsed. When retention deleted
+ * ids after 'after', the body says so first: "reset":{"oldest":N,
+ * "requested":K}, as a stream's "event: reset" does. */
+static char *history_json(const char *topic, uint64_t after, const DbResult *result, size_t *ret_size) {
         size_t size = 64 + strlen(topic), rows = store_n_events(result);
+        uint64_t oldest, last_id, next;
         StoredEvent e;
         char *out, *w;
 
@@ -207,10 +212,15 @@ static char *history_json(const char *topic, const DbResult *result, size_t *ret
                 store_event(result, i, &e);
                 size += 128 + TOPIC_NAME_MAX + e.payload_size;
         }
+        size += 80;
         out = malloc(size);
         if (!out)
                 return NULL;
-        w = out + sprintf(out, "{\"topic\":\"%s\",\"events\":[", topic);
+        w = out + sprintf(out, "{\"topic\":\"%s\",", topic);
+        store_page_bounds(result, &oldest, &last_id);
+        if (order_pruned(after, oldest, last_id, &next))
+                w += sprintf(w, "\"reset\":{\"oldest\":%" PRIu64 ",\"requested\":%" PRIu64 "},", next, after);
+        w += sprintf(w, "\"events\":[");
         for (size_t i = 0; i < rows; i++) {
                 _cleanup_free_ char *envelope = NULL;
                 size_t n;
@@ -240,7 +250,7 @@ static void on_history(Db *db, const DbResult *result, void *userdata) {
                                    "database unavailable (%s)", db_error_code(result->sqlstate));
                 return;
         }
-        text = history_json(h->topic, result, &size);
+        text = history_json(h->topic, h->after, result, &size);
         if (!text)
                 http_respond_error(h->req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
         else
@@ -301,6 +311,7 @@ void event_api_handle_history(Db *read_db, usec_t query_timeout_usec, HttpReques
         }
         h->req = req;
         h->db = read_db;
+        h->after = after;
         r = store_query_page(read_db, h->topic, after, (size_t) limit, HISTORY_BYTES_MAX, query_timeout_usec,
                              on_history, h);
         if (r < 0) {

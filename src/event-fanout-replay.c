@@ -3,6 +3,8 @@
  * the events in between from the store, page after page, and switches to
  * live delivery in the loop turn it catches up. */
 #include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
 
 #include "event-fanout-internal.h"
 #include "log.h"
@@ -150,6 +152,8 @@ static int replay_page_build(const DbResult *result, const char *topic, uint64_t
         size_t rows = store_n_events(result);
         ReplayPage page = { .from = from };
 
+        store_page_bounds(result, &page.oldest, &page.last_id);
+
         if (rows > 0) {
                 page.ids = calloc(rows, sizeof(uint64_t));
                 page.frames = calloc(rows, sizeof(Frame *));
@@ -179,10 +183,33 @@ static void replay_next_page(Subscriber *sub) {
 /* Sends sub what the page holds after its cursor (unless its stream is
  * ending). Then: live, or the next page (at once, or when the stream has
  * room; a subscriber that shared another's page waits its turn again). */
+/* Retention deleted what the subscriber asks for: it is told so, then
+ * gets what is left. Never a silent gap, never a wait for ids that are
+ * gone. */
+static int replay_send_reset(Subscriber *sub, uint64_t next) {
+        char data[80];
+        Frame *f;
+        int r;
+
+        snprintf(data, sizeof(data), "{\"oldest\":%" PRIu64 ",\"requested\":%" PRIu64 "}", next, sub->cursor);
+        f = sse_frame_event(NULL, "reset", data);
+        if (!f)
+                return -ENOMEM;
+        r = stream_send_frame(sub->stream, f);
+        frame_unref(f);
+        if (r >= 0)
+                sub->channel->fanout->counters.resets++;
+        return r;
+}
+
 static size_t replay_page_serve(Subscriber *sub, const ReplayPage *page, bool own) {
         Channel *ch = sub->channel;
         size_t sent = 0;
+        uint64_t next;
         int r = 0;
+
+        if (order_pruned(sub->cursor, page->oldest, page->last_id, &next))
+                r = replay_send_reset(sub, next);
 
         for (size_t i = 0; i < page->n && r >= 0; i++) {
                 if (page->ids[i] <= sub->cursor)

@@ -46,6 +46,7 @@ typedef struct FanoutCounters {
         uint64_t replay_cache_bytes;    /* held by the page cache */
         uint64_t resumed;               /* subscribers that came with Last-Event-ID */
         uint64_t replayed;              /* events sent to subscribers catching up */
+        uint64_t resets;                /* "reset" events: retention deleted what they asked for */
 } FanoutCounters;
 
 int fanout_new(sd_event *event, Db *read_db, StreamHub *streams, const FanoutSettings *settings,

@@ -290,3 +290,18 @@ bool order_page_serves(uint64_t page_from, size_t n_rows, uint64_t last_id, uint
                 return false;           /* the page starts after what it lacks */
         return n_rows == 0 || cursor < last_id;
 }
+
+bool order_pruned(uint64_t cursor, uint64_t oldest, uint64_t last_id, uint64_t *ret_next) {
+        assert(ret_next);
+
+        if (oldest == 0) {
+                if (cursor >= last_id)
+                        return false;
+                *ret_next = last_id + 1;
+                return true;
+        }
+        if (cursor + 1 >= oldest)
+                return false;
+        *ret_next = oldest;
+        return true;
+}

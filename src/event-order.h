@@ -136,3 +136,11 @@ ReplayNext order_replay_next(uint64_t position, size_t n_rows, uint64_t *cursor)
  * skipped) and something past it; an empty page (the store had nothing
  * after page_from) serves any cursor at or past page_from. */
 bool order_page_serves(uint64_t page_from, size_t n_rows, uint64_t last_id, uint64_t cursor);
+
+/* Whether a reader at 'cursor' (a stream's last id, history's after=) lost
+ * events to retention, which deletes only a topic's oldest ids: the oldest
+ * stored id is past cursor + 1 (or none is stored and the topic's last id
+ * is past the cursor). Then *ret_next is the first id it can still get,
+ * which the reader is told ("event: reset", {"oldest": N, "requested": K}).
+ * A hole in the middle (a row deleted by hand) is not this. */
+bool order_pruned(uint64_t cursor, uint64_t oldest, uint64_t last_id, uint64_t *ret_next);

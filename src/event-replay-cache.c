@@ -26,7 +26,7 @@ void replay_page_free(ReplayPage *page) {
                 frame_unref(page->frames[i]);
         free(page->ids);
         free(page->frames);
-        *page = (ReplayPage) { .from = page->from };
+        *page = (ReplayPage) { .from = page->from, .oldest = page->oldest, .last_id = page->last_id };
 }
 
 size_t replay_page_bytes(const ReplayPage *page) {
@@ -120,6 +120,8 @@ int replay_cache_add(ReplayCache *c, const void *owner, const ReplayPage *page) 
         }
         cp->owner = owner;
         cp->page.from = page->from;
+        cp->page.oldest = page->oldest;
+        cp->page.last_id = page->last_id;
         cp->page.n = page->n;
         for (size_t i = 0; i < page->n; i++)
                 frame_ref(cp->page.frames[i]);

@@ -27,6 +27,7 @@
 /* A replay page's events as frames, built once for every stream it serves. */
 typedef struct ReplayPage {
         uint64_t from;                  /* read after this id */
+        uint64_t oldest, last_id;       /* the topic's then (store_page_bounds()) */
         size_t n;
         uint64_t *ids;                  /* ascending */
         Frame **frames;

@@ -15,13 +15,19 @@ static const char select_range[] =
         "ORDER BY id LIMIT " STRINGIFY(STORE_RANGE_ROWS);
 
 /* Up to $3 ids after $2, but only as many as start within $4 bytes of
- * payload: the running sum over the page says where each one starts. */
+ * payload: the running sum over the page says where each one starts.
+ * Every row also carries the topic's oldest stored id and last id (one
+ * row of NULL events when the page is empty), so that a reader can tell
+ * when retention deleted what it asked for (order_pruned()). */
 static const char select_page[] =
-        "SELECT id, ts, payload FROM ("
-        " SELECT id, " TS_SQL " AS ts, payload,"
-        " sum(octet_length(payload::text)) OVER (ORDER BY id) - octet_length(payload::text) AS before"
-        " FROM events WHERE topic = $1 AND id > $2 ORDER BY id LIMIT $3"
-        ") page WHERE before < $4 ORDER BY id";
+        "SELECT p.id, p.ts, p.payload, b.oldest, b.last_id FROM"
+        " (SELECT (SELECT min(id) FROM events WHERE topic = $1) AS oldest,"
+        "  (SELECT last_id FROM topics WHERE name = $1) AS last_id) AS b"
+        " LEFT JOIN (SELECT id, ts, payload FROM ("
+        "  SELECT id, " TS_SQL " AS ts, payload,"
+        "  sum(octet_length(payload::text)) OVER (ORDER BY id) - octet_length(payload::text) AS before"
+        "  FROM events WHERE topic = $1 AND id > $2 ORDER BY id LIMIT $3"
+        " ) page WHERE before < $4) AS p ON true ORDER BY p.id";
 
 static const char select_positions[] = "SELECT name, last_id FROM topics WHERE name = ANY($1::text[])";
 
@@ -77,7 +83,21 @@ int store_query_page(Db *db, const char *topic, uint64_t after, size_t max_rows,
 size_t store_n_events(const DbResult *result) {
         assert(result && !result->error);
 
-        return (size_t) PQntuples(result->result);
+        int n = PQntuples(result->result);
+        /* An empty page is one row of bounds with NULL events. */
+        if (n == 1 && PQgetisnull(result->result, 0, 0))
+                return 0;
+        return (size_t) n;
+}
+
+void store_page_bounds(const DbResult *result, uint64_t *ret_oldest, uint64_t *ret_last_id) {
+        assert(result && !result->error && ret_oldest && ret_last_id);
+
+        PGresult *res = result->result;
+        bool rows = PQntuples(res) > 0 && PQnfields(res) >= 5;
+
+        *ret_oldest = rows && !PQgetisnull(res, 0, 3) ? column_u64(res, 0, 3) : 0;
+        *ret_last_id = rows && !PQgetisnull(res, 0, 4) ? column_u64(res, 0, 4) : 0;
 }
 
 void store_event(const DbResult *result, size_t i, StoredEvent *ret) {

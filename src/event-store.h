@@ -40,6 +40,9 @@ int store_query_page(Db *db, const char *topic, uint64_t after, size_t max_rows,
 /* The rows of a range or a page. */
 size_t store_n_events(const DbResult *result);
 void store_event(const DbResult *result, size_t i, StoredEvent *ret);
+/* Of a page: the topic's oldest stored id and its last id when it was
+ * read (0: none stored; 0: no such topic). */
+void store_page_bounds(const DbResult *result, uint64_t *ret_oldest, uint64_t *ret_last_id);
 
 /* The last ids of the named topics (those that exist), for a resync. Urgent. */
 int store_query_positions(Db *db, const char *const *topics, size_t n_topics, usec_t timeout_usec,

@@ -98,6 +98,10 @@ static void on_startup_ready(Startup *s, void *userdata) {
                                   "will restart us if it expects them): %m");
         if (event_timer_arm(m->status_timer, STATUS_REFRESH_USEC) < 0)
                 log_error("Failed to start the status timer; STATUS= shows no live counts.");
+        /* Now that the schema has baton_prune(). */
+        r = pruner_start(m->pruner);
+        if (r < 0)
+                log_error_errno(r, "Failed to start pruning old events; they are kept: %m");
 }
 
 static void on_startup_fatal(Startup *s, const char *error, void *userdata) {
@@ -279,6 +283,24 @@ static StreamSettings stream_settings(const Config *c) {
         };
 }
 
+static PrunerSettings pruner_settings(const Config *c) {
+        PrunerSettings s = {
+                .defaults = {
+                        .max_age_usec = c->event_retention_max_age_usec,
+                        .max_events = c->event_retention_max_events,
+                },
+                .interval_usec = c->event_retention_interval_usec,
+                .idempotency_ttl_usec = c->idempotency_ttl_usec,
+                .query_timeout_usec = c->database_query_timeout_usec,
+        };
+        char error[256];
+
+        /* Checked when the configuration was loaded. */
+        if (retention_table_parse(c->event_retention_topics, &s.table, error, sizeof(error)) < 0)
+                log_error("EVENT_RETENTION_TOPICS: %s; using the defaults for every topic.", error);
+        return s;
+}
+
 static PublisherSettings publisher_settings(const Config *c) {
         return (PublisherSettings) {
                 .query_timeout_usec = c->database_query_timeout_usec,
@@ -311,6 +333,8 @@ static void manager_apply_config(Manager *m) {
                         c->database_query_timeout_usec);
         db_set_timeouts(m->db_read, c->database_connect_timeout_usec, c->retry_backoff_max_usec,
                         c->database_query_timeout_usec);
+        db_set_timeouts(m->db_prune, c->database_connect_timeout_usec, c->retry_backoff_max_usec,
+                        c->database_query_timeout_usec);
         for (size_t i = 0; i < m->n_db_replay; i++)
                 db_set_timeouts(m->db_replay[i], c->database_connect_timeout_usec, c->retry_backoff_max_usec,
                                 c->database_query_timeout_usec);
@@ -318,6 +342,8 @@ static void manager_apply_config(Manager *m) {
                 db_set_timeouts(pglisten_db(m->listener), c->database_connect_timeout_usec,
                                 c->retry_backoff_max_usec, c->database_query_timeout_usec);
         publisher_set_settings(m->publisher, &ps);
+        PrunerSettings prs = pruner_settings(c);
+        pruner_set_settings(m->pruner, &prs);
         fanout_set_settings(m->fanout, &fs);
         health_set_settings(m->health, &hs);
         stream_hub_set_settings(m->streams, &ss);
@@ -534,6 +560,10 @@ static int manager_setup_events(Manager *m) {
                 if (r < 0)
                         return r;
         }
+        PrunerSettings prs = pruner_settings(c);
+        r = pruner_new(m->event, m->db_prune, &prs, &m->pruner);
+        if (r < 0)
+                return r;
         if (m->bus) {
                 bus_set_event_callback(m->bus, on_bus_event, m);
                 bus_set_lost_callback(m->bus, on_bus_lost, m);
@@ -551,7 +581,8 @@ static int manager_setup_dependencies(Manager *m) {
                 return -ENOMEM;
         if ((r = make_db(m, app_name, NULL, &m->db)) < 0 ||
             (r = make_db(m, app_name, "publish", &m->db_write)) < 0 ||
-            (r = make_db(m, app_name, "read", &m->db_read)) < 0)
+            (r = make_db(m, app_name, "read", &m->db_read)) < 0 ||
+            (r = make_db(m, app_name, "prune", &m->db_prune)) < 0)
                 return r;
         for (; m->n_db_replay < c->database_replay_connections; m->n_db_replay++) {
                 char purpose[32];
@@ -697,6 +728,7 @@ int manager_start(Manager *m) {
          * The work connections connect alongside; the health checks that
          * gate READY=1 require them. */
         if ((r = db_start(m->db_write)) < 0 || (r = db_start(m->db_read)) < 0 ||
+            (r = db_start(m->db_prune)) < 0 ||
             (m->listener && (r = pglisten_start(m->listener)) < 0))
                 return log_error_errno(r, "Failed to start the database connections: %m");
         for (size_t i = 0; i < m->n_db_replay; i++)
@@ -730,6 +762,7 @@ Manager *manager_free(Manager *m) {
         drain_free(m->drain);
         startup_free(m->startup);
         publisher_free(m->publisher);
+        pruner_free(m->pruner);
         fanout_free(m->fanout);
         pglisten_free(m->listener);
         if (m->bus && bus_close(m->bus) < 0) {
@@ -743,6 +776,7 @@ Manager *manager_free(Manager *m) {
         db_free(m->db);
         db_free(m->db_write);
         db_free(m->db_read);
+        db_free(m->db_prune);
         for (size_t i = 0; i < m->n_db_replay; i++)
                 db_free(m->db_replay[i]);
         health_free(m->health);

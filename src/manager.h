@@ -20,6 +20,7 @@
 #include "db-migrate.h"
 #include "event-pglisten.h"
 #include "event-publisher.h"
+#include "event-pruner.h"
 #include "lifecycle-startup.h"
 #include "sse-stream.h"
 #include "lifecycle-watchdog.h"
@@ -39,6 +40,8 @@ typedef struct Manager {
         Db *db;
         Db *db_write;
         Db *db_read;
+        Db *db_prune;                   /* the pruner's own */
+        Pruner *pruner;
         Db *db_replay[FANOUT_REPLAY_CONNECTIONS_MAX];   /* DATABASE_REPLAY_CONNECTIONS */
         size_t n_db_replay;
         PgListener *listener;           /* NULL when NATS__ENABLED */

@@ -94,6 +94,9 @@ static void collect_events(Manager *m, Exposition *e) {
                           "without a read.", (double) f.replay_pages_cached);
         exposition_scalar(e, "baton_stream_resumed_total", METRIC_COUNTER,
                           "Streams that came with Last-Event-ID (resumed).", (double) f.resumed);
+        exposition_scalar(e, "baton_stream_resets_total", METRIC_COUNTER,
+                          "Streams told \"event: reset\": they resumed from an id retention had "
+                          "deleted, and went on from the oldest stored one.", (double) f.resets);
         exposition_scalar(e, "baton_stream_events_replayed_total", METRIC_COUNTER,
                           "Events sent to streams catching up from the store.", (double) f.replayed);
         exposition_scalar(e, "baton_stream_reconnects_sent_total", METRIC_COUNTER,
@@ -134,6 +137,34 @@ static void collect_events(Manager *m, Exposition *e) {
                 for (size_t t = 0; t < _BUS_TRUST_MAX; t++)
                         exposition_sample(e, LABELS("signature", signature_labels[t]), (double) b.received[t]);
         }
+}
+
+/* A bounded summary, not a series per topic: topics are unbounded. */
+static void collect_retention(Manager *m, Exposition *e) {
+        PrunerCounters p = pruner_counters(m->pruner);
+
+        exposition_scalar(e, "baton_events_pruned_total", METRIC_COUNTER,
+                          "Events deleted by retention (EVENT_RETENTION_*) from this instance.",
+                          (double) p.events_pruned);
+        exposition_scalar(e, "baton_idempotency_keys_expired_total", METRIC_COUNTER,
+                          "Idempotency-Keys deleted past IDEMPOTENCY_TTL from this instance.",
+                          (double) p.keys_expired);
+        exposition_family(e, "baton_retention_rounds_total", METRIC_COUNTER,
+                          "Pruning rounds: done here, skipped because another instance held the lock "
+                          "(elsewhere), or failed.");
+        exposition_sample(e, LABELS("result", "done"), (double) p.rounds);
+        exposition_sample(e, LABELS("result", "elsewhere"), (double) p.rounds_elsewhere);
+        exposition_sample(e, LABELS("result", "failed"), (double) p.rounds_failed);
+        exposition_scalar(e, "baton_retention_topics", METRIC_GAUGE,
+                          "Topics seen by the last round done here.", (double) p.topics);
+        exposition_scalar(e, "baton_retention_oldest_event_age_seconds", METRIC_GAUGE,
+                          "Age of the oldest stored event of any topic, before the last round done "
+                          "here pruned.", (double) p.oldest_age_usec / USEC_PER_SEC);
+        exposition_scalar(e, "baton_retention_topic_events_max", METRIC_GAUGE,
+                          "The most ids any topic held (last id - oldest id + 1), before the last round "
+                          "done here pruned.", (double) p.events_stored_max);
+        exposition_scalar(e, "baton_retention_round_seconds", METRIC_GAUGE,
+                          "How long the last round done here took.", (double) p.last_round_usec / USEC_PER_SEC);
 }
 
 static void collect_dependencies(Manager *m, Exposition *e) {
@@ -202,6 +233,7 @@ int metrics_report(Manager *m, ExpositionFormat format, char **ret_text, size_t 
         collect_build(m, e);
         collect_requests(m, e);
         collect_events(m, e);
+        collect_retention(m, e);
         collect_dependencies(m, e);
         collect_process(m, e);
         return exposition_finish(e, ret_text, ret_size);

@@ -268,6 +268,31 @@ static void counting_unref(void *item) {
         live_refs--;
 }
 
+static void test_pruned(void **state) {
+        static const struct {
+                uint64_t cursor, oldest, last_id;
+                bool pruned;
+                uint64_t next;
+        } cases[] = {
+                { 10, 151, 250, true, 151 },    /* 11..150 deleted */
+                { 150, 151, 250, false, 0 },    /* the next one is the oldest */
+                { 200, 151, 250, false, 0 },
+                { 0, 1, 250, false, 0 },        /* from the start, nothing deleted */
+                { 0, 2, 250, true, 2 },
+                { 5, 0, 30, true, 31 },         /* all deleted: what comes next */
+                { 30, 0, 30, false, 0 },        /* caught up with nothing stored */
+                { 0, 0, 0, false, 0 },          /* a topic nobody published to */
+                { 40, 0, 30, false, 0 },        /* ahead of the topic (a restored database) */
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                uint64_t next = 0;
+                bool pruned = order_pruned(cases[i].cursor, cases[i].oldest, cases[i].last_id, &next);
+                if (pruned != cases[i].pruned || (pruned && next != cases[i].next))
+                        fail_msg("case %zu: pruned %d next %" PRIu64, i, pruned, next);
+        }
+}
+
 static void test_references(void **state) {
         static const OrderOps counting = { .ref = counting_ref, .unref = counting_unref, .deliver = on_deliver };
         TopicOrder o;
@@ -291,6 +316,7 @@ int main(void) {
                 cmocka_unit_test(test_arrival_orders),
                 cmocka_unit_test(test_subscribers),
                 cmocka_unit_test(test_page_sharing),
+                cmocka_unit_test(test_pruned),
                 cmocka_unit_test(test_references),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,6 +11,7 @@
 #include "config-envfile.h"
 #include "log.h"
 #include "config-mask.h"
+#include "http-cors.h"
 #include "parse-util.h"
 
 /* Largest configuration file we read: a config, not a data file. */
@@ -30,6 +31,7 @@ typedef enum ValueType {
         TYPE_NATS_URL,
         TYPE_SUBJECT_PREFIX,
         TYPE_RETENTION_TABLE,   /* PATTERN=AGE/COUNT, ... (event-retention.h) */
+        TYPE_ORIGINS,           /* CORS_ORIGINS: "", "*" or origins (http-cors.h) */
 } ValueType;
 
 typedef struct ConfigKey {
@@ -76,6 +78,7 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
         KEY(EVENT_RETENTION_INTERVAL,  TYPE_DURATION,       event_retention_interval_usec,  "1m",    SEC(1), SEC(24 * 3600), true),
         KEY(IDEMPOTENCY_TTL,           TYPE_DURATION,       idempotency_ttl_usec,           "24h",   SEC(60), SEC(30 * 24 * 3600), true),
         SECRET_KEY(API_TOKEN,          TYPE_SECRET,         api_token,                      "",      0, 512, true, "api-token"),
+        KEY(CORS_ORIGINS,              TYPE_ORIGINS,        cors_origins,                   "",      0, 0, true),
         KEY(NATS__ENABLED,             TYPE_BOOL,           nats_enabled,                   "false", 0, 0, false),
         KEY(NATS__URL,                 TYPE_NATS_URL,       nats_url,                       "nats://127.0.0.1:4222", 0, 0, false),
         KEY(NATS__SUBJECT_PREFIX,      TYPE_SUBJECT_PREFIX, nats_subject_prefix,            "baton", 0, 0, false),
@@ -104,7 +107,8 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
 
 static bool is_string_type(ValueType t) {
         return t == TYPE_STRING || t == TYPE_CONNINFO || t == TYPE_SECRET || t == TYPE_HOST ||
-               t == TYPE_NAME || t == TYPE_NATS_URL || t == TYPE_SUBJECT_PREFIX || t == TYPE_RETENTION_TABLE;
+               t == TYPE_NAME || t == TYPE_NATS_URL || t == TYPE_SUBJECT_PREFIX || t == TYPE_RETENTION_TABLE ||
+               t == TYPE_ORIGINS;
 }
 
 static bool is_secret(const ConfigKey *k) {
@@ -267,12 +271,32 @@ static void format_bound(const ConfigKey *k, uint64_t v, char *buf, size_t size)
                 snprintf(buf, size, "%" PRIu64, v);
 }
 
+/* CORS_ORIGINS, checked as the server will parse it; an error names the
+ * origin of the list that is wrong. */
+static int config_set_origins(Config *c, const ConfigKey *k, const char *value, char **ret_error) {
+        const char *problem, *item;
+        size_t item_length;
+        int r, n;
+
+        r = cors_policy_parse(value, NULL, &problem, &item, &item_length);
+        if (r == -EINVAL) {
+                n = item ? asprintf(ret_error, "%s: '%.*s' %s", k->name, (int) item_length, item, problem)
+                         : asprintf(ret_error, "%s: '%s' %s", k->name, value, problem);
+                return n < 0 ? -ENOMEM : -EINVAL;
+        }
+        if (r < 0)
+                return r;
+        return free_and_strdup(FIELD(c, k, char *), value);
+}
+
 /* Parses value into key k of c. On failure writes a message to *ret_error:
  * "KEY: 'value' <problem>", without the value for secrets. */
 static int config_set(Config *c, const ConfigKey *k, const char *value, char **ret_error) {
         const char *problem = NULL;
         int r = 0;
 
+        if (k->type == TYPE_ORIGINS)
+                return config_set_origins(c, k, value, ret_error);
         if (is_string_type(k->type)) {
                 problem = check_string(k, value);
                 if (!problem)

@@ -46,6 +46,7 @@ typedef enum ConfigKeyId {
         CONFIG_EVENT_RETENTION_INTERVAL,
         CONFIG_IDEMPOTENCY_TTL,
         CONFIG_API_TOKEN,
+        CONFIG_CORS_ORIGINS,
         CONFIG_NATS__ENABLED,
         CONFIG_NATS__URL,
         CONFIG_NATS__SUBJECT_PREFIX,
@@ -93,6 +94,7 @@ typedef struct Config {
         usec_t event_retention_interval_usec;
         usec_t idempotency_ttl_usec;
         char *api_token;                /* "" when publishing is open */
+        char *cors_origins;             /* "": no CORS; "*"; or origins, comma-separated */
 
         bool nats_enabled;
         char *nats_url;

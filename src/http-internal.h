@@ -64,6 +64,7 @@ struct HttpServer {
         HttpLimits limits;
 
         usec_t stream_retry_hint_usec;  /* the retry: of an "unavailable" event */
+        CorsPolicy *cors;               /* CORS_ORIGINS; NULL: no CORS headers */
         bool ready;
         bool draining;
         bool stopping;
@@ -165,6 +166,10 @@ void http_request_resume(HttpRequest *req);
 #define HTTP_HOLD_CHECK_USEC (250 * USEC_PER_MSEC)
 /* Arms that look, unless it is armed. */
 void http_server_arm_hold_timer(HttpServer *s);
+
+/* http-request.c: the methods of the path's ROUTE_CORS routes (the
+ * request's route, or on a 405 those the path takes); 0 when none. */
+unsigned http_request_cors_methods(const HttpRequest *req);
 
 /* http-response.c */
 bool http_request_has_response(const HttpRequest *req);

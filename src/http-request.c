@@ -185,6 +185,41 @@ static void respond_bodies_full(HttpRequest *req) {
         req->stop_body = true;
 }
 
+unsigned http_request_cors_methods(const HttpRequest *req) {
+        assert(req);
+
+        if (req->match.route)
+                return req->match.route->flags & ROUTE_CORS ? req->match.route->methods : 0;
+        return req->match.cors_methods;
+}
+
+/* A CORS preflight (OPTIONS with Origin and Access-Control-Request-Method)
+ * on a path of ROUTE_CORS routes, from an origin CORS_ORIGINS allows: 204,
+ * with the headers request_set_response() adds. It needs nothing of the
+ * database, so it is answered at once, ready or not. false for any other
+ * request, which then gets the 405 of a method the path does not take. */
+static bool request_answer_preflight(HttpRequest *req) {
+        CorsAnswer a;
+
+        if (req->method != HTTP_OPTIONS || !req->server->cors)
+                return false;
+        cors_decide(req->server->cors, req->method, http_request_header(req, "Origin"),
+                    http_request_header(req, "Access-Control-Request-Method"), req->match.cors_methods, &a);
+        if (!a.preflight)
+                return false;
+        http_respond_empty(req, MHD_HTTP_NO_CONTENT);
+        return true;
+}
+
+static void respond_method_not_allowed(HttpRequest *req) {
+        char allow[64];
+
+        router_format_allow(req->match.allowed, allow, sizeof(allow));
+        http_respond_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", "%s takes %s",
+                           req->path, allow);
+        http_request_add_response_header(req, MHD_HTTP_HEADER_ALLOW, allow);
+}
+
 /* Decides what we can from the request line and headers. Errors that mean
  * we will not read the body (413, 431) are queued at once, which makes MHD
  * close the connection afterwards; the rest wait for the final call so the
@@ -195,7 +230,7 @@ static enum MHD_Result request_begin(HttpRequest *req, const char *version) {
         const char *content_length, *transfer_encoding;
         uint64_t length;
         bool has_body;
-        char allow[64], why[256];
+        char why[256];
         int r;
 
         info = MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
@@ -233,13 +268,8 @@ static enum MHD_Result request_begin(HttpRequest *req, const char *version) {
                 http_respond_error(req, MHD_HTTP_NOT_FOUND, "not_found", "no such resource: %s",
                                    req->path);
         else if (r == -EMETHOD) {
-                struct MHD_Response *response;
-                router_format_allow(req->match.allowed, allow, sizeof(allow));
-                http_respond_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
-                                   "%s takes %s", req->path, allow);
-                response = req->response;
-                if (response && MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allow) != MHD_YES)
-                        log_debug("Failed to add Allow header, ignoring.");
+                if (!request_answer_preflight(req))
+                        respond_method_not_allowed(req);
         } else if (!(req->match.route->flags & ROUTE_OPS) && req->over_limit)
                 respond_overloaded(req);
         else {

@@ -16,6 +16,22 @@ static void add_common_headers(struct MHD_Response *response) {
                 log_debug("Failed to add Cache-Control header, ignoring.");
 }
 
+/* Browsers on other origins read an answer of the event API only with
+ * these (http-cors.h); and with a list of origins, every answer of its
+ * paths varies by Origin. */
+static void add_cors_headers(HttpRequest *req, struct MHD_Response *response) {
+        unsigned methods = http_request_cors_methods(req);
+        CorsAnswer a;
+
+        if (!req->server->cors || methods == 0 || !req->connection)
+                return;
+        cors_decide(req->server->cors, req->method, http_request_header(req, "Origin"),
+                    http_request_header(req, "Access-Control-Request-Method"), methods, &a);
+        for (size_t i = 0; i < a.n_headers; i++)
+                if (MHD_add_response_header(response, a.headers[i].name, a.headers[i].value) != MHD_YES)
+                        log_debug("Failed to add %s header, ignoring.", a.headers[i].name);
+}
+
 bool http_request_has_response(const HttpRequest *req) {
         assert(req);
 
@@ -36,6 +52,7 @@ static void request_set_response(HttpRequest *req, unsigned status, struct MHD_R
                 /* Shared (prebuilt) responses cannot carry a per-request header. */
                 if (MHD_add_response_header(response, "X-Request-ID", http_request_id(req, id)) != MHD_YES)
                         log_debug("Failed to add X-Request-ID header, ignoring.");
+                add_cors_headers(req, response);
         }
         req->status = status;
         req->response = response;
@@ -164,6 +181,18 @@ void http_respond_text(HttpRequest *req, unsigned status, const char *content_ty
         if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type) != MHD_YES) {
                 MHD_destroy_response(r);
                 http_respond_json(req, status, NULL);
+                return;
+        }
+        request_set_response(req, status, r, NULL);
+}
+
+void http_respond_empty(HttpRequest *req, unsigned status) {
+        assert(req);
+
+        struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *) "", MHD_RESPMEM_PERSISTENT);
+
+        if (!r) {
+                http_respond_json(req, status, NULL);   /* the out-of-memory answer */
                 return;
         }
         request_set_response(req, status, r, NULL);

@@ -32,6 +32,9 @@ void http_respond_json_text(HttpRequest *req, unsigned status, char *text, size_
 void http_respond_text(HttpRequest *req, unsigned status, const char *content_type, char *text,
                        size_t size);
 
+/* Responds with no body at all (a 204). */
+void http_respond_empty(HttpRequest *req, unsigned status);
+
 /* Adds a header to the response just set (before it is queued). */
 void http_request_add_response_header(HttpRequest *req, const char *name, const char *value);
 

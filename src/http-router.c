@@ -84,7 +84,7 @@ static bool route_takes(const Route *r, HttpMethod method) {
 int router_match(const Route *routes, size_t n_routes, const char *path, HttpMethod method,
                  RouteMatch *ret) {
         RouteMatch m = { 0 };
-        unsigned allowed = 0;
+        unsigned allowed = 0, cors_methods = 0;
         bool seen = false;
 
         assert(routes && path && ret);
@@ -103,11 +103,14 @@ int router_match(const Route *routes, size_t n_routes, const char *path, HttpMet
                                 return 0;
                         }
                         allowed |= routes[i].methods;
+                        if (routes[i].flags & ROUTE_CORS)
+                                cors_methods |= routes[i].methods;
                 }
         }
         if (!seen)
                 return -ENOENT;
         ret->route = NULL;
         ret->allowed = allowed;
+        ret->cors_methods = cors_methods;
         return -EMETHOD;
 }

@@ -33,6 +33,8 @@ typedef enum RouteFlags {
         ROUTE_EVENT_STREAM = 1 << 5,    /* answers text/event-stream: a 503 to a request that
                                          * accepts it is given as an event (see
                                          * http_respond_error()) */
+        ROUTE_CORS         = 1 << 6,    /* browsers on the origins of CORS_ORIGINS may call it
+                                         * (http-cors.h) */
 } RouteFlags;
 
 typedef struct HttpRequest HttpRequest;
@@ -64,6 +66,7 @@ typedef struct RouteMatch {
         RouteParam params[ROUTE_PARAMS_MAX];
         size_t n_params;
         unsigned allowed;               /* on -EMETHOD: the methods the path takes */
+        unsigned cors_methods;          /* on -EMETHOD: those of them its ROUTE_CORS routes take */
 } RouteMatch;
 
 /* Returned by router_match() when the path exists but not for this method. */
@@ -72,8 +75,8 @@ typedef struct RouteMatch {
 HttpMethod http_method_from_string(const char *method);
 
 /* 0 and *ret filled when a route matches; -ENOENT when no pattern matches the
- * path; -EMETHOD (with ret->allowed) when patterns match but none takes the
- * method. Exact and parameter patterns win over wildcards. */
+ * path; -EMETHOD (with ret->allowed and ret->cors_methods) when patterns
+ * match but none takes the method (a CORS preflight's OPTIONS, say). Exact and parameter patterns win over wildcards. */
 int router_match(const Route *routes, size_t n_routes, const char *path, HttpMethod method,
                  RouteMatch *ret);
 

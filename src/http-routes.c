@@ -103,12 +103,14 @@ static const Route routes[] = {
         { "stream_test",    "/stream/test",      HTTP_GET, ROUTE_NEEDS_READY | ROUTE_EVENT_STREAM,
           on_stream_test, NULL },
 
-        /* The event API. */
+        /* The event API, which browser pages on other origins may call
+         * (CORS_ORIGINS: their preflights are answered for these paths). */
         { "events_publish", "/api/v1/topics/{topic}/events", HTTP_POST,
-          ROUTE_NEEDS_READY | ROUTE_ACCEPTS_BODY | ROUTE_EVENT_BODY, on_publish, on_publish_admit },
-        { "events_history", "/api/v1/topics/{topic}/events", HTTP_GET, ROUTE_NEEDS_READY, on_history, NULL },
+          ROUTE_NEEDS_READY | ROUTE_ACCEPTS_BODY | ROUTE_EVENT_BODY | ROUTE_CORS, on_publish, on_publish_admit },
+        { "events_history", "/api/v1/topics/{topic}/events", HTTP_GET, ROUTE_NEEDS_READY | ROUTE_CORS,
+          on_history, NULL },
         { "events_stream",  "/api/v1/topics/{topic}/stream", HTTP_GET,
-          ROUTE_NEEDS_READY | ROUTE_EVENT_STREAM, on_stream, NULL },
+          ROUTE_NEEDS_READY | ROUTE_EVENT_STREAM | ROUTE_CORS, on_stream, NULL },
 
         /* Everything under /api answers 503 until ready, then 404 unless a
          * more precise route above takes it. */

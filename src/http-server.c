@@ -303,6 +303,7 @@ HttpServer *http_server_free(HttpServer *s) {
         /* After MHD stopped: it closed every connection, freeing its deadline. */
         read_deadlines_free(s->read_deadlines);
         request_metrics_done(&s->metrics);
+        cors_policy_free(s->cors);
         sd_event_source_disable_unref(s->run_source);
         sd_event_source_disable_unref(s->again_source);
         sd_event_source_disable_unref(s->hold_timer);
@@ -357,6 +358,14 @@ void http_server_set_hold_until_ready(HttpServer *s, usec_t usec) {
         assert(s);
 
         s->hold_until_ready_usec = usec;
+}
+
+void http_server_set_cors(HttpServer *s, CorsPolicy *policy) {
+        assert(s);
+
+        /* Requests in flight read it only on the loop, as this runs. */
+        cors_policy_free(s->cors);
+        s->cors = policy;
 }
 
 void http_server_set_stream_retry_hint(HttpServer *s, usec_t usec) {

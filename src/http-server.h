@@ -14,6 +14,7 @@
 
 #include <systemd/sd-event.h>
 
+#include "http-cors.h"
 #include "http-listen.h"
 #include "http-request.h"
 #include "http-router.h"
@@ -102,6 +103,10 @@ uint16_t http_server_public_port(const HttpServer *server);
 void http_server_set_ready(HttpServer *server, bool ready);
 /* Another bound for the hold (0: answer 503 at once), for the fuzzer. */
 void http_server_set_hold_until_ready(HttpServer *server, usec_t usec);
+
+/* CORS_ORIGINS (http-cors.h), for the routes flagged ROUTE_CORS: takes
+ * the policy, NULL for none (no CORS header, the default). */
+void http_server_set_cors(HttpServer *server, CorsPolicy *policy);
 
 /* STREAM_RETRY_HINT, for streams refused with an "unavailable" event. */
 void http_server_set_stream_retry_hint(HttpServer *server, usec_t usec);

@@ -318,6 +318,22 @@ static FanoutSettings fanout_settings(const Config *c) {
         };
 }
 
+/* CORS_ORIGINS, for the HTTP server. The load checked it with the same
+ * parser, so only memory can fail here: the running origins stay then. */
+static void manager_apply_cors(Manager *m) {
+        CorsPolicy *policy = NULL;
+        const char *problem, *item;
+        size_t n;
+        int r;
+
+        r = cors_policy_parse(m->config->cors_origins, &policy, &problem, &item, &n);
+        if (r < 0) {
+                log_error_errno(r, "Failed to apply CORS_ORIGINS, keeping the running origins: %m");
+                return;
+        }
+        http_server_set_cors(m->http, policy);
+}
+
 /* Pushes the reloadable settings into the subsystems that use them. */
 static void manager_apply_config(Manager *m) {
         const Config *c = m->config;
@@ -352,6 +368,7 @@ static void manager_apply_config(Manager *m) {
                 http_server_set_body_limits(m->http, c->max_body_bytes, c->max_event_bytes,
                                             c->max_buffered_body_bytes);
                 http_server_set_stream_retry_hint(m->http, c->stream_retry_hint_usec);
+                manager_apply_cors(m);
         }
         /* A drain keeps the deadlines it started with. */
         if (m->drain && !drain_active(m->drain))

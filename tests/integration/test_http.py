@@ -5,11 +5,13 @@ timeouts."""
 import http.client
 import os
 import re
+import signal
 import socket
 import threading
 import time
 
-from tests.harness import SseClient, StrictReader, http_get, publish, raw_request, run, test, wait_until
+from tests.harness import (Response, SseClient, StrictReader, http_get, publish, raw_request, run, test,
+                           wait_until)
 
 
 def ready_batond(ctx, **env):
@@ -286,6 +288,154 @@ def connection_flood_is_shed_with_503_and_recovers(ctx):
     after.close()
     wait_until(lambda: len(os.listdir(f'/proc/{b.pid}/fd')) <= fds_before + 2, 10,
                what=f'descriptors back to {fds_before}')
+    assert b.running()
+
+
+APP = 'http://app.example:8081'
+CORS_ALLOW_HEADERS = 'Authorization, Content-Type, Last-Event-ID, Idempotency-Key'
+
+
+def cors_headers(r):
+    """The CORS part of an answer: its Access-Control-* and Vary headers."""
+    return {k.lower(): v for k, v in r.headers if k.lower().startswith('access-control-') or
+            k.lower() == 'vary'}
+
+
+def stream_head(port, path, headers):
+    """A stream's status and headers, without waiting for its body."""
+    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=5)
+    try:
+        conn.request('GET', path, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.getheaders()
+    finally:
+        conn.close()
+
+
+@test
+def cors_answers_the_listed_origins_only(ctx):
+    """CORS_ORIGINS lets pages on the listed origins call the event API: a
+    preflight gets 204 with what the path allows, every answer the origin
+    echoed with credentials; other origins get no Access-Control-* at all.
+    '*' on reload: the same answer for all, never with credentials; empty:
+    no CORS header, as before the key existed."""
+    pg = ctx.postgres()
+    conf = ctx.tmp.join('batond.conf')
+    with open(conf, 'w') as f:
+        f.write(f'CORS_ORIGINS=https://other.example, {APP}\n')
+    b = ctx.batond({'DATABASE_URL': pg.url()}, args=['--config', conf]).start()
+    b.wait_ready()
+    allowed = {'access-control-allow-origin': APP, 'access-control-allow-credentials': 'true',
+               'access-control-expose-headers': 'Retry-After, X-Request-ID', 'vary': 'Origin'}
+    json_type = {'Content-Type': 'application/json'}
+
+    def preflight(path, origin, method='POST'):
+        return b.get(path, method='OPTIONS', headers={
+            'Origin': origin, 'Access-Control-Request-Method': method,
+            'Access-Control-Request-Headers': 'content-type'})
+
+    r = preflight('/api/v1/topics/web/events', APP)
+    assert r.status == 204 and r.body == '', r
+    assert cors_headers(r) == {
+        'access-control-allow-origin': APP, 'access-control-allow-credentials': 'true',
+        'access-control-allow-methods': 'GET, HEAD, POST',
+        'access-control-allow-headers': CORS_ALLOW_HEADERS,
+        'access-control-max-age': '600', 'vary': 'Origin'}, r.headers
+    assert r.header('Content-Length') is None and r.header('X-Request-ID'), r.headers
+    r = preflight('/api/v1/topics/web/stream', APP, 'GET')
+    assert r.status == 204 and r.header('Access-Control-Allow-Methods') == 'GET, HEAD', r.headers
+
+    # Other origins (a port, a scheme, a slash away): today's 405.
+    for origin in ('http://app.example:8082', 'https://app.example:8081', APP + '/', 'null'):
+        r = preflight('/api/v1/topics/web/events', origin)
+        assert r.status == 405 and r.header('Allow') == 'GET, HEAD, POST', (origin, r)
+        assert cors_headers(r) == {'vary': 'Origin'}, (origin, r.headers)
+    # Paths outside the event API keep their answer to OPTIONS.
+    r = preflight('/_/health/live', APP, 'GET')
+    assert r.status == 405 and cors_headers(r) == {}, r.headers
+    r = preflight('/api/v2/elsewhere', APP)
+    assert r.status == 404 and cors_headers(r) == {}, r.headers
+
+    # Answers: 201, 200, errors and a stream's head.
+    r = b.get('/api/v1/topics/web/events', method='POST', body='{"n":1}',
+              headers={'Origin': APP, **json_type})
+    assert r.status == 201 and cors_headers(r) == allowed, r.headers
+    r = b.get('/api/v1/topics/web/events', method='POST', body='{"n":2}',
+              headers={'Origin': 'https://evil.example', **json_type})
+    assert r.status == 201 and cors_headers(r) == {'vary': 'Origin'}, r.headers
+    r = b.get('/api/v1/topics/web/events?after=0', headers={'Origin': APP})
+    assert r.status == 200 and len(r.json()['events']) == 2 and cors_headers(r) == allowed, r
+    r = b.get('/api/v1/topics/web/events', method='POST', body='x',
+              headers={'Origin': APP, 'Content-Type': 'text/plain'})
+    assert r.status == 415 and cors_headers(r) == allowed, r
+    r = b.get('/api/v1/topics/bad.topic/events', headers={'Origin': APP})
+    assert r.status == 400 and cors_headers(r) == allowed, r
+    r = b.get('/api/v1/topics/web/events', method='DELETE', headers={'Origin': APP})
+    assert r.status == 405 and cors_headers(r) == allowed, r
+    status, headers = stream_head(b.port, '/api/v1/topics/web/stream',
+                                  {'Origin': APP, 'Accept': 'text/event-stream'})
+    assert status == 200 and cors_headers(Response(status, headers, '')) == allowed, headers
+    r = b.get('/api/v1/topics/web/events', headers={'Origin': APP})
+    assert r.header('X-Request-ID') and r.header('Cache-Control') == 'no-store', r.headers
+
+    # A preflight and its request on one kept-alive connection, read strictly.
+    body = b'{"n":3}'
+    with socket.create_connection(('127.0.0.1', b.port), timeout=5) as sock:
+        sock.sendall(f'OPTIONS /api/v1/topics/web/events HTTP/1.1\r\nHost: a\r\nOrigin: {APP}\r\n'
+                     'Access-Control-Request-Method: POST\r\n\r\n'.encode() +
+                     f'POST /api/v1/topics/web/events HTTP/1.1\r\nHost: a\r\nOrigin: {APP}\r\n'
+                     f'Content-Type: application/json\r\nContent-Length: {len(body)}\r\n'
+                     'Connection: close\r\n\r\n'.encode() + body)
+        reader = StrictReader(sock)
+        first, second = reader.response('OPTIONS'), reader.response()
+        reader.expect_end()
+    assert first.status == 204 and first.body == b'', first
+    assert second.status == 201 and second.header('Access-Control-Allow-Origin') == APP, second
+
+    # A 503 (the database down) is readable too, Retry-After included.
+    pg.kill()
+    status, headers = wait_until(lambda: (lambda h: h[0] == 503 and h)(
+        stream_head(b.port, '/api/v1/topics/nobody-follows/stream', {'Origin': APP})), 15,
+        what='a stream refused with 503')
+    r = Response(status, headers, '')
+    assert cors_headers(r) == allowed and r.header('Retry-After') == '1', headers
+    pg.start()
+    wait_until(lambda: b.get('/_/health/ready').status == 200, 20, what='ready again')
+
+    # '*' (reloaded): every origin, no credentials, no Vary.
+    with open(conf, 'w') as f:
+        f.write('CORS_ORIGINS=*\n')
+    since = b.notify.count()
+    b.signal(signal.SIGHUP)
+    b.notify.wait_for(r'^READY=1$', since=since)
+    b.wait_log(r'Reload: CORS_ORIGINS changed from https://other.example, http://app.example:8081 to \*')
+    r = preflight('/api/v1/topics/web/events', 'https://any.example')
+    assert r.status == 204 and cors_headers(r) == {
+        'access-control-allow-origin': '*', 'access-control-allow-methods': 'GET, HEAD, POST',
+        'access-control-allow-headers': CORS_ALLOW_HEADERS, 'access-control-max-age': '600'}, r.headers
+    r = b.get('/api/v1/topics/web/events', headers={'Origin': 'null'})
+    assert r.status == 200 and cors_headers(r) == {
+        'access-control-allow-origin': '*',
+        'access-control-expose-headers': 'Retry-After, X-Request-ID'}, r.headers
+
+    # Empty again: no CORS header anywhere, OPTIONS as before.
+    with open(conf, 'w') as f:
+        f.write('CORS_ORIGINS=\n')
+    since = b.notify.count()
+    b.signal(signal.SIGHUP)
+    b.notify.wait_for(r'^READY=1$', since=since)
+    r = preflight('/api/v1/topics/web/events', APP)
+    assert r.status == 405 and cors_headers(r) == {}, r.headers
+    r = b.get('/api/v1/topics/web/events', headers={'Origin': APP})
+    assert r.status == 200 and cors_headers(r) == {}, r.headers
+
+    # A wrong value on reload: the running origins stay, the log says why.
+    with open(conf, 'w') as f:
+        f.write(f'CORS_ORIGINS={APP}/\n')
+    b.signal(signal.SIGHUP)
+    b.wait_log(re.escape(f"Reload failed, keeping the running configuration: CORS_ORIGINS: '{APP}/' "
+                         'is not an origin'))
+    assert preflight('/api/v1/topics/web/events', APP).status == 405
     assert b.running()
 
 

@@ -61,6 +61,8 @@ static void test_defaults(void **state) {
         assert_true(c->shutdown_timeout_usec == 30 * USEC_PER_SEC);
         assert_int_equal(c->log_level, LOG_INFO);
         assert_string_equal(c->deployment_color, "");
+        assert_string_equal(c->cors_origins, "");
+        assert_true(config_key_reloadable(CONFIG_CORS_ORIGINS));
         assert_int_equal(c->source[CONFIG_SERVER_PORT], CONFIG_SOURCE_DEFAULT);
         assert_int_equal(c->source[CONFIG_DATABASE_URL], CONFIG_SOURCE_ENV);
 }
@@ -117,6 +119,7 @@ static void test_errors_name_the_key(void **state) {
         char *color[] = { URL, "DEPLOYMENT_COLOR=blue green", NULL };
         char *nats[] = { URL, "NATS__URL=http://x", NULL };
         char *subject[] = { URL, "NATS__SUBJECT_PREFIX=a.>", NULL };
+        char *cors[] = { URL, "CORS_ORIGINS=*, https://app.example", NULL };
         char *ok[] = { URL, NULL };
 
         expect_error(none, "", "DATABASE_URL: required", NULL);
@@ -127,6 +130,9 @@ static void test_errors_name_the_key(void **state) {
         expect_error(color, "", "DEPLOYMENT_COLOR:", NULL);
         expect_error(nats, "", "NATS__URL:", NULL);
         expect_error(subject, "", "NATS__SUBJECT_PREFIX:", NULL);
+        expect_error(cors, "", "CORS_ORIGINS: '*, https://app.example' mixes '*'", "environment");
+        expect_error(ok, "CORS_ORIGINS=https://a.example, http://b.example:80\n",
+                     "CORS_ORIGINS: 'http://b.example:80' has its scheme's default port", "line 1");
         expect_error(ok, "SERVER_PRT=1\n", "SERVER_PRT: unknown key", "line 1");
         expect_error(ok, "# x\nDRAIN_TIMEOUT=-5\n", "DRAIN_TIMEOUT:", "line 2");
         expect_error(ok, "LOG_LEVEL=\"debug\n", file_path, "unterminated");

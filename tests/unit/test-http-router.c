@@ -11,8 +11,10 @@ static void handler(HttpRequest *req, void *userdata) {
 
 static const Route routes[] = {
         { "live",     "/_/health/live",                  HTTP_GET, 0, handler, NULL },
-        { "events",   "/api/v1/topics/{topic}/events",   HTTP_GET | HTTP_POST, ROUTE_ACCEPTS_BODY, handler, NULL },
-        { "stream",   "/api/v1/topics/{topic}/stream",   HTTP_GET, 0, handler, NULL },
+        { "events",   "/api/v1/topics/{topic}/events",   HTTP_POST, ROUTE_ACCEPTS_BODY | ROUTE_CORS, handler, NULL },
+        { "history",  "/api/v1/topics/{topic}/events",   HTTP_GET, ROUTE_CORS, handler, NULL },
+        { "stream",   "/api/v1/topics/{topic}/stream",   HTTP_GET, ROUTE_CORS, handler, NULL },
+        { "other",    "/api/v1/topics/{topic}/stream",   HTTP_PUT, 0, handler, NULL },
         { "delete",   "/api/v1/topics/{topic}",          HTTP_DELETE, 0, handler, NULL },
         { "api",      "/api/*",                          HTTP_ANY_METHOD, ROUTE_NEEDS_READY, handler, NULL },
 };
@@ -62,6 +64,16 @@ static void test_method_not_allowed(void **state) {
         assert_int_equal(router_match(routes, ELEMENTSOF(routes), "/api/v1/topics/x/events",
                                       HTTP_DELETE, &m), -EMETHOD);
         assert_string_equal(router_format_allow(m.allowed, allow, sizeof(allow)), "GET, HEAD, POST");
+        assert_int_equal(m.cors_methods, HTTP_GET | HTTP_POST);
+
+        /* A CORS preflight: the methods of the path's CORS routes only. */
+        assert_int_equal(router_match(routes, ELEMENTSOF(routes), "/api/v1/topics/x/stream",
+                                      HTTP_OPTIONS, &m), -EMETHOD);
+        assert_int_equal(m.allowed, HTTP_GET | HTTP_PUT);
+        assert_int_equal(m.cors_methods, HTTP_GET);
+        assert_int_equal(router_match(routes, ELEMENTSOF(routes), "/_/health/live", HTTP_OPTIONS, &m),
+                         -EMETHOD);
+        assert_int_equal(m.cors_methods, 0);
 }
 
 static void test_wildcard_is_last_resort(void **state) {

@@ -17,6 +17,8 @@ run, test, ...). The modules, one concern each:
     http_client  Response, http_get, publish, raw_request, read_until_closed,
                  close_socket, StrictReader and Misframed
     sse          SseClient
+    browser      headless Chromium over the DevTools protocol (ctx.browser())
+    nginx        Nginx, one process on free ports (ctx.nginx())
     batond       Batond
     runner       the TAP runner: @test, run(), Context, Skip, failure_notes,
                  report_failure

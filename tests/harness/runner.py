@@ -7,7 +7,7 @@ import sys
 import time
 import traceback
 
-from . import browser
+from . import browser, nginx
 from .batond import Batond
 from .core import VERBOSE, TempDir
 from .nats import Nats
@@ -50,6 +50,11 @@ class Context:
         if not browser.CHROMIUM:
             raise Skip('chromium is not installed (apt-get install chromium; ./tools/dev deps does)')
         return self.add(browser.Browser(self.tmp), lambda b: b.close())
+
+    def nginx(self, sites, **kw):
+        if not nginx.NGINX:
+            raise Skip('nginx is not installed (apt-get install nginx; ./tools/dev test installs it)')
+        return self.add(nginx.Nginx(self.tmp, sites, **kw), lambda n: n.stop())
 
     def subscribe(self, port, path, **kw):
         return self.add(SseClient(port, path, **kw), lambda c: c.close())

@@ -464,8 +464,9 @@ static int load_env(Config *c, char *const *envp, char **ret_error) {
                 /* An empty value over a credential's ("API_TOKEN=" left in
                  * an EnvironmentFile=) would drop the secret without a word:
                  * for API_TOKEN, open publishing. The credential is the
-                 * deliberate one, so it stays, and the caller warns. The
-                 * file needs no such rule: credentials win over it. */
+                 * deliberate one, so it stays, and the caller warns. (An
+                 * empty credential does not replace the file's value
+                 * either: load_credentials().) */
                 if (isempty(value) && c->source[i] == CONFIG_SOURCE_CREDENTIAL &&
                     !isempty(*FIELD(c, &config_keys[i], char *))) {
                         c->empty_ignored[i] = true;
@@ -484,6 +485,9 @@ static int load_env(Config *c, char *const *envp, char **ret_error) {
                 }
                 c->shadowed[i] = c->source[i] == CONFIG_SOURCE_FILE;
                 c->source[i] = CONFIG_SOURCE_ENV;
+                /* The environment's value is the one used: the empty
+                 * credential kept nothing. */
+                c->empty_credential_ignored[i] = false;
         }
         return 0;
 }
@@ -551,6 +555,16 @@ static int load_credentials(Config *c, char *const *envp, char **ret_error) {
                                      k->credential, r == -EFBIG ? "larger than 4 KiB" : strerror(-r)) < 0)
                                 return -ENOMEM;
                         return r;
+                }
+                /* The shipped units load /etc/baton/api-token, which
+                 * tmpfiles.d creates empty: replacing the file's
+                 * API_TOKEN=<secret> with that would open publishing
+                 * without a word. An empty credential is no deliberate
+                 * value, so the file's stays, and the caller warns. (The
+                 * environment comes later and wins over both.) */
+                if (isempty(value) && !isempty(*FIELD(c, k, char *))) {
+                        c->empty_credential_ignored[i] = true;
+                        continue;
                 }
                 r = config_set(c, k, value, ret_error);
                 if (r < 0) {

@@ -5,7 +5,7 @@
  * defaults, then the optional file, then systemd credentials (secrets
  * only: $CREDENTIALS_DIRECTORY/<name>, see LoadCredential=), then the
  * environment, which wins, but for an empty value where a credential set
- * one.
+ * one; and an empty credential does not replace the file's value.
  *
  * A Config is immutable once loaded. Reload builds a fresh one and swaps it
  * in only when the whole load succeeded; keys that cannot change while
@@ -130,6 +130,9 @@ typedef struct Config {
         bool shadowed[_CONFIG_KEY_MAX];
         /* Empty in the environment, ignored: a credential set the key. */
         bool empty_ignored[_CONFIG_KEY_MAX];
+        /* An empty credential, ignored: the file set the key, and its
+         * value is the one used. */
+        bool empty_credential_ignored[_CONFIG_KEY_MAX];
         char *path;                     /* the file read, NULL if none */
 } Config;
 

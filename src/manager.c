@@ -250,7 +250,9 @@ static void report_reload_change(ConfigKeyId id, bool applied, const Config *run
  * both places silently ignores the file, which surprises whoever edits the
  * file and reloads (e.g. when a unit also loads it with EnvironmentFile=);
  * an empty value in the environment that a credential overrides is most
- * likely a mistake of the unit's files. */
+ * likely a mistake of the unit's files; an empty credential under the
+ * file's value (the empty api-token the shipped units load) may be none,
+ * but which of the two is used must not be a guess. */
 static void log_ignored_values(const Config *c) {
         for (size_t i = 0; i < _CONFIG_KEY_MAX; i++) {
                 if (c->shadowed[i])
@@ -260,6 +262,10 @@ static void log_ignored_values(const Config *c) {
                         log_warning("%s is empty in the environment, but the credential %s sets it; "
                                     "ignoring the empty value.", config_key_name((ConfigKeyId) i),
                                     config_key_credential((ConfigKeyId) i));
+                if (c->empty_credential_ignored[i])
+                        log_warning("%s: the credential %s is empty, but %s sets it; ignoring the "
+                                    "empty credential.", config_key_name((ConfigKeyId) i),
+                                    config_key_credential((ConfigKeyId) i), c->path);
         }
 }
 

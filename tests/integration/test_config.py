@@ -148,5 +148,51 @@ def empty_env_does_not_override_a_credential(ctx):
     assert token not in log
 
 
+@test
+def empty_credential_does_not_override_the_file(ctx):
+    """The shipped units always load /etc/baton/api-token, which tmpfiles.d
+    creates empty: API_TOKEN=... in batond.conf must keep publishing closed.
+    The file's value wins over the empty credential, and batond says so."""
+    pg = ctx.postgres()
+    token = 'file-' + os.urandom(12).hex()
+    creds = ctx.tmp.join('creds')
+    os.makedirs(creds)
+    open(os.path.join(creds, 'api-token'), 'w').close()
+    conf = ctx.tmp.join('batond.conf')
+    with open(conf, 'w') as f:
+        f.write(f'API_TOKEN={token}\n')
+    env = {'DATABASE_URL': pg.url(), 'CREDENTIALS_DIRECTORY': creds}
+    warning = (f'API_TOKEN: the credential api-token is empty, but {conf} sets it; '
+               'ignoring the empty credential.')
+
+    r = batond('--check-config', '--config', conf, env=env)
+    assert r.returncode == 0, r
+    assert 'API_TOKEN=***  # file, reloadable' in r.stdout, r.stdout
+
+    b = ctx.batond(env, args=['--config', conf]).start()
+    b.wait_ready()
+    for wrong in (None, 'wrong', token[:-1]):
+        r = publish(b.port, 'guarded', {'n': 1}, token=wrong)
+        assert r.status == 401, (wrong, r)
+    assert publish(b.port, 'guarded', {'n': 2}, token=token).status == 201
+    b.wait_log(re.escape(warning))
+
+    # A reload reads the same sources again, and says it again.
+    since = b.notify.count()
+    b.signal(signal.SIGHUP)
+    b.notify.wait_for(r'^READY=1$', since=since)
+    b.wait_log(r'Reloaded configuration')
+    assert publish(b.port, 'guarded', {'n': 3}).status == 401
+    log = b.log()
+    assert log.count(warning) == 2, log
+    assert token not in log
+
+    # A non-empty credential still wins over the file, and nothing is said.
+    with open(os.path.join(creds, 'api-token'), 'w') as f:
+        f.write('cred-' + token + '\n')
+    r = batond('--check-config', '--config', conf, env=env)
+    assert r.returncode == 0 and 'API_TOKEN=***  # credential, reloadable' in r.stdout, r.stdout
+
+
 if __name__ == '__main__':
     run()

@@ -265,31 +265,54 @@ typedef struct EmptyCase {
         const char *env;                /* KEY=value, or NULL */
         const char *value;              /* the key's value then */
         ConfigSource source;
-        bool empty_ignored;
+        bool empty_ignored;             /* the environment's empty value, ignored */
+        bool empty_credential_ignored;  /* the empty credential, ignored */
 } EmptyCase;
 
-/* An empty value in the environment does not replace a credential's; any
- * other still wins over it, and an empty one wins over the file. */
+/* An empty value in the environment does not replace a credential's, nor
+ * an empty credential the file's; any other value still wins over the
+ * earlier ones, and an empty one in the environment wins over the file. */
 static void test_empty_env_and_credentials(void **state) {
         static const EmptyCase cases[] = {
                 { CONFIG_API_TOKEN, "from-credential\n", "", "API_TOKEN=",
-                  "from-credential", CONFIG_SOURCE_CREDENTIAL, true },
+                  "from-credential", CONFIG_SOURCE_CREDENTIAL, true, false },
                 { CONFIG_API_TOKEN, "from-credential\n", "", "API_TOKEN=from-env",
-                  "from-env", CONFIG_SOURCE_ENV, false },
+                  "from-env", CONFIG_SOURCE_ENV, false, false },
                 { CONFIG_API_TOKEN, "from-credential\n", "API_TOKEN=", NULL,
-                  "from-credential", CONFIG_SOURCE_CREDENTIAL, false },
+                  "from-credential", CONFIG_SOURCE_CREDENTIAL, false, false },
                 { CONFIG_API_TOKEN, "from-credential\n", "API_TOKEN=", "API_TOKEN=",
-                  "from-credential", CONFIG_SOURCE_CREDENTIAL, true },
+                  "from-credential", CONFIG_SOURCE_CREDENTIAL, true, false },
+                { CONFIG_API_TOKEN, "from-credential\n", "API_TOKEN=from-file", NULL,
+                  "from-credential", CONFIG_SOURCE_CREDENTIAL, false, false },
                 /* Nothing to keep: an empty credential (what tmpfiles.d ships)
                  * or none at all. */
-                { CONFIG_API_TOKEN, "", "", "API_TOKEN=", "", CONFIG_SOURCE_ENV, false },
-                { CONFIG_API_TOKEN, NULL, "", "API_TOKEN=", "", CONFIG_SOURCE_ENV, false },
-                { CONFIG_API_TOKEN, NULL, "API_TOKEN=from-file", "API_TOKEN=", "", CONFIG_SOURCE_ENV, false },
+                { CONFIG_API_TOKEN, "", "", "API_TOKEN=", "", CONFIG_SOURCE_ENV, false, false },
+                { CONFIG_API_TOKEN, "", "", NULL, "", CONFIG_SOURCE_CREDENTIAL, false, false },
+                { CONFIG_API_TOKEN, "", "API_TOKEN=", NULL, "", CONFIG_SOURCE_CREDENTIAL, false, false },
+                { CONFIG_API_TOKEN, NULL, "", "API_TOKEN=", "", CONFIG_SOURCE_ENV, false, false },
+                { CONFIG_API_TOKEN, NULL, "API_TOKEN=from-file", "API_TOKEN=", "", CONFIG_SOURCE_ENV, false, false },
                 { CONFIG_DEPLOYMENT_TOKEN, "t0ken", "", "DEPLOYMENT_TOKEN=",
-                  "t0ken", CONFIG_SOURCE_CREDENTIAL, true },
+                  "t0ken", CONFIG_SOURCE_CREDENTIAL, true, false },
                 /* Without the rule, an empty DATABASE_URL would be an error. */
                 { CONFIG_DATABASE_URL, "postgres://baton:pw@db/baton\n", "", "DATABASE_URL=",
-                  "postgres://baton:pw@db/baton", CONFIG_SOURCE_CREDENTIAL, true },
+                  "postgres://baton:pw@db/baton", CONFIG_SOURCE_CREDENTIAL, true, false },
+                /* The shipped units' empty api-token under API_TOKEN=... in
+                 * batond.conf: the file's value stays (an empty file, or
+                 * one with just the newline an editor leaves). */
+                { CONFIG_API_TOKEN, "", "API_TOKEN=from-file", NULL,
+                  "from-file", CONFIG_SOURCE_FILE, false, true },
+                { CONFIG_API_TOKEN, "\n", "API_TOKEN=from-file", NULL,
+                  "from-file", CONFIG_SOURCE_FILE, false, true },
+                { CONFIG_DEPLOYMENT_TOKEN, "", "DEPLOYMENT_TOKEN=from-file", NULL,
+                  "from-file", CONFIG_SOURCE_FILE, false, true },
+                { CONFIG_DATABASE_URL, "", "DATABASE_URL=postgres://baton:pw@db/baton", NULL,
+                  "postgres://baton:pw@db/baton", CONFIG_SOURCE_FILE, false, true },
+                /* The environment comes after both and wins: the empty
+                 * credential kept nothing then. */
+                { CONFIG_API_TOKEN, "", "API_TOKEN=from-file", "API_TOKEN=from-env",
+                  "from-env", CONFIG_SOURCE_ENV, false, false },
+                { CONFIG_API_TOKEN, "", "", "API_TOKEN=from-env", "from-env", CONFIG_SOURCE_ENV, false, false },
+                { CONFIG_API_TOKEN, "", "API_TOKEN=from-file", "API_TOKEN=", "", CONFIG_SOURCE_ENV, false, false },
         };
         char dir[] = "/tmp/baton-test-creds-XXXXXX";
         char cred_env[300], path[300];
@@ -304,7 +327,8 @@ static void test_empty_env_and_credentials(void **state) {
                 size_t n = 1;
 
                 print_message("# %s: credential %s, file '%s', %s\n", config_key_name(t->key),
-                              !t->credential ? "absent" : *t->credential ? "set" : "empty", t->file,
+                              !t->credential ? "absent"
+                              : strspn(t->credential, "\n") < strlen(t->credential) ? "set" : "empty", t->file,
                               t->env ? t->env : "(unset)");
                 if (t->key != CONFIG_DATABASE_URL)
                         env[n++] = URL;
@@ -320,6 +344,7 @@ static void test_empty_env_and_credentials(void **state) {
                                     : c->database_url, t->value);
                 assert_int_equal(c->source[t->key], t->source);
                 assert_int_equal(c->empty_ignored[t->key], t->empty_ignored);
+                assert_int_equal(c->empty_credential_ignored[t->key], t->empty_credential_ignored);
                 (void) unlink(path);
         }
         rmdir(dir);

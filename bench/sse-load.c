@@ -452,6 +452,7 @@ static int run_sub(int port, const char *path, int n, int seconds, bool idle) {
 typedef struct Pub {
         int fd;
         bool busy;
+        uint64_t sent_usec;             /* of the request in flight */
         char in[4096];
         size_t in_len;
 } Pub;
@@ -481,6 +482,7 @@ static int run_pub(int port, const char *path, int rate, int seconds, int payloa
         struct epoll_event ev, events[256];
         int ep = epoll_create1(EPOLL_CLOEXEC);
         uint64_t start, end, sent = 0, ok = 0, failed = 0, behind = 0, seq = 0;
+        Samples latency = { 0 };        /* request sent to 2xx read, per publish */
 
         if (!pubs || ep < 0)
                 die("setup");
@@ -522,6 +524,7 @@ static int run_pub(int port, const char *path, int rate, int seconds, int payloa
                         if (send_all(pubs[i].fd, request, (size_t) rlen) < 0)
                                 die("send");
                         pubs[i].busy = true;
+                        pubs[i].sent_usec = now_usec();
                         seq++;
                         sent++;
                 }
@@ -559,18 +562,24 @@ static int run_pub(int port, const char *path, int rate, int seconds, int payloa
                         p->in[p->in_len] = '\0';
                         int status;
                         while ((status = pub_response(p)) > 0) {
-                                if (status >= 200 && status < 300)
+                                if (status >= 200 && status < 300) {
                                         ok++;
-                                else
+                                        samples_add(&latency, now_usec() - p->sent_usec);
+                                } else
                                         failed++;
                                 p->busy = false;
                         }
                 }
         }
         double elapsed = (double) (now_usec() - start) / 1e6;
+        if (latency.n > 0)
+                qsort(latency.v, latency.n, sizeof(uint32_t), cmp_u32);
         printf("{\"sent\":%" PRIu64 ",\"acknowledged\":%" PRIu64 ",\"failed\":%" PRIu64
-               ",\"per_sec\":%.1f,\"late_ticks\":%" PRIu64 ",\"seconds\":%.2f}\n",
-               sent, ok, failed, (double) ok / (max_events > 0 ? elapsed : (double) seconds), behind, elapsed);
+               ",\"per_sec\":%.1f,\"late_ticks\":%" PRIu64 ",\"seconds\":%.2f,\"p50_ms\":%.3f,"
+               "\"p99_ms\":%.3f,\"max_ms\":%.3f}\n",
+               sent, ok, failed, (double) ok / (max_events > 0 ? elapsed : (double) seconds), behind, elapsed,
+               percentile_ms(&latency, 0.50), percentile_ms(&latency, 0.99), percentile_ms(&latency, 1.0));
+        free(latency.v);
         return failed > 0 ? 1 : 0;
 }
 

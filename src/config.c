@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <sys/stat.h>
 
+#include "auth-jwt.h"
 #include "config.h"
 #include "event-retention.h"
 #include "config-envfile.h"
@@ -31,6 +32,7 @@ typedef enum ValueType {
         TYPE_NATS_URL,
         TYPE_SUBJECT_PREFIX,
         TYPE_RETENTION_TABLE,   /* PATTERN=AGE/COUNT, ... (event-retention.h) */
+        TYPE_PUBLIC_KEY_FILE,   /* a PEM public key for JWTs (auth-jwt.h) */
         TYPE_ORIGINS,           /* CORS_ORIGINS: "", "*" or origins (http-cors.h) */
 } ValueType;
 
@@ -77,6 +79,9 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
         KEY(EVENT_RETENTION_TOPICS,    TYPE_RETENTION_TABLE, event_retention_topics,        "",      0, 0, true),
         KEY(EVENT_RETENTION_INTERVAL,  TYPE_DURATION,       event_retention_interval_usec,  "1m",    SEC(1), SEC(24 * 3600), true),
         KEY(IDEMPOTENCY_TTL,           TYPE_DURATION,       idempotency_ttl_usec,           "24h",   SEC(60), SEC(30 * 24 * 3600), true),
+        SECRET_KEY(JWT_KEY,            TYPE_SECRET,         jwt_key,                        "",      32, 512, true, "jwt-key"),
+        KEY(JWT_PUBLIC_KEY_FILE,       TYPE_PUBLIC_KEY_FILE, jwt_public_key_file,           "",      0, 0, true),
+        KEY(ANONYMOUS_SUBSCRIBE,       TYPE_BOOL,           anonymous_subscribe,            "false", 0, 0, true),
         SECRET_KEY(API_TOKEN,          TYPE_SECRET,         api_token,                      "",      0, 512, true, "api-token"),
         KEY(CORS_ORIGINS,              TYPE_ORIGINS,        cors_origins,                   "",      0, 0, true),
         KEY(NATS__ENABLED,             TYPE_BOOL,           nats_enabled,                   "false", 0, 0, false),
@@ -108,7 +113,7 @@ static const ConfigKey config_keys[_CONFIG_KEY_MAX] = {
 static bool is_string_type(ValueType t) {
         return t == TYPE_STRING || t == TYPE_CONNINFO || t == TYPE_SECRET || t == TYPE_HOST ||
                t == TYPE_NAME || t == TYPE_NATS_URL || t == TYPE_SUBJECT_PREFIX || t == TYPE_RETENTION_TABLE ||
-               t == TYPE_ORIGINS;
+               t == TYPE_ORIGINS || t == TYPE_PUBLIC_KEY_FILE;
 }
 
 static bool is_secret(const ConfigKey *k) {
@@ -245,6 +250,23 @@ static const char *check_string(const ConfigKey *k, const char *value) {
                 return valid_subject_prefix(value) ? NULL
                         : "must be dot-separated tokens of letters, digits, '_' and '-' "
                           "(no wildcards, at most 64 characters)";
+        case TYPE_PUBLIC_KEY_FILE: {
+                static char message[320];
+                char error[256];
+                JwtKeys *keys = NULL;
+                int r;
+                if (isempty(value))
+                        return NULL;
+                r = jwt_keys_new(NULL, value, &keys, error, sizeof(error));
+                jwt_keys_free(keys);
+                if (r == -ENOMEM)
+                        return "could not be checked: out of memory";
+                if (r < 0) {
+                        snprintf(message, sizeof(message), "is not a usable key: %s", error);
+                        return message;
+                }
+                return NULL;
+        }
         case TYPE_RETENTION_TABLE: {
                 /* The loop is single-threaded: one message at a time. */
                 static char message[320];

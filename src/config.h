@@ -45,6 +45,9 @@ typedef enum ConfigKeyId {
         CONFIG_EVENT_RETENTION_TOPICS,
         CONFIG_EVENT_RETENTION_INTERVAL,
         CONFIG_IDEMPOTENCY_TTL,
+        CONFIG_JWT_KEY,
+        CONFIG_JWT_PUBLIC_KEY_FILE,
+        CONFIG_ANONYMOUS_SUBSCRIBE,
         CONFIG_API_TOKEN,
         CONFIG_CORS_ORIGINS,
         CONFIG_NATS__ENABLED,
@@ -93,6 +96,9 @@ typedef struct Config {
         char *event_retention_topics;           /* overrides, event-retention.h */
         usec_t event_retention_interval_usec;
         usec_t idempotency_ttl_usec;
+        char *jwt_key;                  /* HS256 secret; "": none */
+        char *jwt_public_key_file;      /* RS256/ES256 key; "": none */
+        bool anonymous_subscribe;       /* with JWT: reading without a token */
         char *api_token;                /* "" when publishing is open */
         char *cors_origins;             /* "": no CORS; "*"; or origins, comma-separated */
 

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "event-api.h"
+#include "event-auth.h"
 #include "event-format.h"
 #include "event-order.h"
 #include "event-store.h"
@@ -111,21 +112,70 @@ static void on_publish_request_end(HttpRequest *req, void *userdata) {
         free(p);
 }
 
+/* --- authorization --- */
+
+/* Gathers the facts of event-auth.h for this request and answers 401 or
+ * 403 when the verdict is not "allow". The token is never logged. */
+static bool authorize(HttpRequest *req, const EventAuth *auth, JwtAction action, const char *topic) {
+        const char *what = action == JWT_PUBLISH ? "publish to" : "read";
+        _cleanup_(json_decrefp) json_t *claims = NULL;
+        _cleanup_free_ char *token = NULL;
+        AuthFacts facts = {
+                .jwt_on = jwt_keys_any(auth->jwt_keys),
+                .anonymous_subscribe = auth->anonymous_subscribe,
+                .api_token_set = !isempty(auth->api_token),
+        };
+        const char *found;
+        size_t size = 0;
+
+        found = auth_token_from(http_request_header(req, MHD_HTTP_HEADER_AUTHORIZATION),
+                                http_request_header(req, MHD_HTTP_HEADER_COOKIE),
+                                http_request_query(req, "access_token"), &size);
+        if (found && size <= JWT_TOKEN_MAX) {
+                token = strndup(found, size);
+                if (!token) {
+                        http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+                        return false;
+                }
+        }
+        facts.has_token = found != NULL;
+        facts.api_token_matches = token && facts.api_token_set && streq_constant_time(token, auth->api_token);
+        if (facts.jwt_on && facts.has_token && !facts.api_token_matches) {
+                facts.jwt = token ? jwt_verify(auth->jwt_keys, token, now_usec(CLOCK_REALTIME), &claims)
+                        : JWT_MALFORMED;
+                facts.granted = facts.jwt == JWT_VALID && jwt_claims_allow(claims, action, topic);
+        }
+        switch (auth_decide(action, &facts)) {
+        case AUTH_ALLOW:
+                return true;
+        case AUTH_FORBIDDEN:
+                http_respond_error(req, MHD_HTTP_FORBIDDEN, "forbidden",
+                                   "the token does not allow to %s topic %s (its \"baton\" claim)", what, topic);
+                return false;
+        case AUTH_UNAUTHORIZED:
+                break;
+        }
+        if (!facts.has_token)
+                http_respond_error(req, MHD_HTTP_UNAUTHORIZED, "unauthorized",
+                                   "to %s this topic, send a token: Authorization: Bearer <token>, the "
+                                   "cookie baton_token, or ?access_token=", what);
+        else
+                http_respond_error(req, MHD_HTTP_UNAUTHORIZED, "invalid_token", "%s",
+                                   facts.jwt_on ? jwt_status_text(facts.jwt) : "the token is not valid");
+        http_request_add_response_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                         facts.has_token ? "Bearer realm=\"baton\", error=\"invalid_token\""
+                                                         : "Bearer realm=\"baton\"");
+        return false;
+}
+
 /* An unauthorised client's body is never read: 10,000 of them trickling
  * 64 KiB each must not cost 640 MB. */
-void event_api_admit_publish(const char *api_token, HttpRequest *req) {
+void event_api_admit_publish(const EventAuth *auth, HttpRequest *req) {
         char topic[TOPIC_NAME_MAX + 1];
 
-        assert(api_token && req);
+        assert(auth && req);
 
-        if (!event_api_authorized(http_request_header(req, MHD_HTTP_HEADER_AUTHORIZATION), api_token)) {
-                http_respond_error(req, MHD_HTTP_UNAUTHORIZED, "unauthorized",
-                                   "publishing needs Authorization: Bearer <token>");
-                http_request_add_response_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-                                                 "Bearer realm=\"baton\"");
-                return;
-        }
-        if (!topic_param(req, topic))
+        if (!topic_param(req, topic) || !authorize(req, auth, JWT_PUBLISH, topic))
                 return;
         if (!idempotency_key_valid(http_request_header(req, "Idempotency-Key"))) {
                 http_respond_error(req, MHD_HTTP_BAD_REQUEST, "invalid_idempotency_key",
@@ -286,12 +336,16 @@ static bool query_number(HttpRequest *req, const char *name, uint64_t min, uint6
         return true;
 }
 
-void event_api_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *req) {
+void event_api_handle_history(const EventAuth *auth, Db *read_db, usec_t query_timeout_usec, HttpRequest *req) {
         uint64_t after = 0, limit = HISTORY_LIMIT_DEFAULT;
+        char topic[TOPIC_NAME_MAX + 1];
         HistoryRequest *h;
         int r;
 
-        assert(read_db && req);
+        assert(auth && read_db && req);
+
+        if (!topic_param(req, topic) || !authorize(req, auth, JWT_SUBSCRIBE, topic))
+                return;
 
         if (history_in_flight >= HISTORY_CONCURRENT_MAX) {
                 http_respond_retry_later(req, "overloaded", "%d history requests are being served; retry shortly",
@@ -327,14 +381,14 @@ void event_api_handle_history(Db *read_db, usec_t query_timeout_usec, HttpReques
 
 /* --- stream --- */
 
-void event_api_handle_stream(Fanout *fanout, HttpRequest *req) {
+void event_api_handle_stream(const EventAuth *auth, Fanout *fanout, HttpRequest *req) {
         char topic[TOPIC_NAME_MAX + 1];
         uint64_t after;
         bool has_after;
 
-        assert(fanout && req);
+        assert(auth && fanout && req);
 
-        if (!topic_param(req, topic))
+        if (!topic_param(req, topic) || !authorize(req, auth, JWT_SUBSCRIBE, topic))
                 return;
         if (stream_last_event_id(req, &has_after, &after) < 0) {
                 http_respond_error(req, MHD_HTTP_BAD_REQUEST, "bad_request",

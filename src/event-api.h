@@ -5,6 +5,7 @@
  * what the client sent and hand the work to the publisher (writes), the
  * read connection (history) or the fanout (streams). */
 
+#include "auth-jwt.h"
 #include "db.h"
 #include "event-fanout.h"
 #include "http-response.h"
@@ -20,20 +21,27 @@
  * cannot pile up memory. */
 #define HISTORY_CONCURRENT_MAX 32
 
-/* POST /api/v1/topics/{topic}/events, at its headers: refuses a missing or
- * wrong token (401), a bad topic (400) and a body that is not JSON (415)
- * before the body is read. api_token "" means open publishing. */
-void event_api_admit_publish(const char *api_token, HttpRequest *req);
+/* Who may do what (event-auth.h): the configuration's part. */
+typedef struct EventAuth {
+        const char *api_token;          /* "": none */
+        const JwtKeys *jwt_keys;        /* NULL or without keys: no JWT */
+        bool anonymous_subscribe;
+} EventAuth;
+
+/* POST /api/v1/topics/{topic}/events, at its headers: refuses a bad topic
+ * (400), a missing or invalid token (401), a token that does not cover the
+ * topic (403) and a body that is not JSON (415) before the body is read. */
+void event_api_admit_publish(const EventAuth *auth, HttpRequest *req);
 
 /* ... and with its body, once admitted. max_event_bytes bounds the event
  * as stored. */
 void event_api_handle_publish(Publisher *publisher, uint64_t max_event_bytes, HttpRequest *req);
 
 /* GET /api/v1/topics/{topic}/events?after=ID&limit=N */
-void event_api_handle_history(Db *read_db, usec_t query_timeout_usec, HttpRequest *req);
+void event_api_handle_history(const EventAuth *auth, Db *read_db, usec_t query_timeout_usec, HttpRequest *req);
 
 /* GET /api/v1/topics/{topic}/stream (Last-Event-ID or ?lastEventId=) */
-void event_api_handle_stream(Fanout *fanout, HttpRequest *req);
+void event_api_handle_stream(const EventAuth *auth, Fanout *fanout, HttpRequest *req);
 
 /* "Bearer TOKEN" against the configured token, in constant time. */
 bool event_api_authorized(const char *authorization, const char *api_token);

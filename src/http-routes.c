@@ -57,19 +57,30 @@ static void on_publish(HttpRequest *req, void *userdata) {
         event_api_handle_publish(m->publisher, m->config->max_event_bytes, req);
 }
 
+static EventAuth event_auth(const Manager *m) {
+        return (EventAuth) {
+                .api_token = m->config->api_token,
+                .jwt_keys = m->jwt_keys,
+                .anonymous_subscribe = m->config->anonymous_subscribe,
+        };
+}
+
 static void on_publish_admit(HttpRequest *req, void *userdata) {
         Manager *m = userdata;
-        event_api_admit_publish(m->config->api_token, req);
+        EventAuth auth = event_auth(m);
+        event_api_admit_publish(&auth, req);
 }
 
 static void on_history(HttpRequest *req, void *userdata) {
         Manager *m = userdata;
-        event_api_handle_history(m->db_read, m->config->database_query_timeout_usec, req);
+        EventAuth auth = event_auth(m);
+        event_api_handle_history(&auth, m->db_read, m->config->database_query_timeout_usec, req);
 }
 
 static void on_stream(HttpRequest *req, void *userdata) {
         Manager *m = userdata;
-        event_api_handle_stream(m->fanout, req);
+        EventAuth auth = event_auth(m);
+        event_api_handle_stream(&auth, m->fanout, req);
 }
 
 static void on_api_unknown(HttpRequest *req, void *userdata) {

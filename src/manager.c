@@ -269,6 +269,39 @@ static void log_ignored_values(const Config *c) {
         }
 }
 
+/* Said at start and at every reload: who can reach the port can do this. */
+static void log_open_access(const Config *c) {
+        bool jwt = !isempty(c->jwt_key) || !isempty(c->jwt_public_key_file);
+
+        if (!jwt && isempty(c->api_token))
+                log_warning("Publishing is open to anyone who can reach batond: set API_TOKEN or a JWT key "
+                            "(JWT_KEY, JWT_PUBLIC_KEY_FILE).");
+        if (!jwt)
+                log_warning("Reading (history and streams) is open to anyone who can reach batond: set a "
+                            "JWT key (JWT_KEY, JWT_PUBLIC_KEY_FILE) to require tokens.");
+        else if (c->anonymous_subscribe)
+                log_warning("Reading (history and streams) is open to requests without a token "
+                            "(ANONYMOUS_SUBSCRIBE=true).");
+}
+
+/* The JWT keys of the configuration (checked when it was loaded). A key
+ * file that changed since keeps the keys running. */
+static int manager_load_jwt_keys(Manager *m) {
+        JwtKeys *keys = NULL;
+        char error[256];
+        int r;
+
+        r = jwt_keys_new(m->config->jwt_key, m->config->jwt_public_key_file, &keys, error, sizeof(error));
+        if (r < 0) {
+                log_error("JWT_PUBLIC_KEY_FILE: %s; %s.", r == -ENOMEM ? "out of memory" : error,
+                          m->jwt_keys ? "keeping the keys in use" : "no token is accepted");
+                return r;
+        }
+        jwt_keys_free(m->jwt_keys);
+        m->jwt_keys = keys;
+        return 0;
+}
+
 /* Each subsystem's settings from the configuration: one place, used at
  * start and at every reload. */
 static HealthSettings health_settings(const Config *c) {
@@ -405,7 +438,9 @@ static int on_sighup(sd_event_source *source, const struct signalfd_siginfo *si,
                         config_free(m->config);
                         m->config = TAKE_PTR(next);
                         manager_apply_config(m);
+                        (void) manager_load_jwt_keys(m);
                         log_ignored_values(m->config);
+                        log_open_access(m->config);
                         log_event(LOG_INFO, "reloaded", "Reloaded configuration: %d key(s) changed.", r);
                 }
         }
@@ -728,6 +763,10 @@ int manager_start(Manager *m) {
                  m->config->nats_enabled ? ", NATS enabled" : "");
 
         log_ignored_values(m->config);
+        log_open_access(m->config);
+        r = manager_load_jwt_keys(m);
+        if (r < 0)
+                return r == -ENOMEM ? log_oom() : -EINVAL;
 
         /* HTTP first: while we wait for dependencies, live answers 200,
          * ready 503 with the reason, and the API 503. */
@@ -800,6 +839,7 @@ Manager *manager_free(Manager *m) {
         db_free(m->db_write);
         db_free(m->db_read);
         db_free(m->db_prune);
+        jwt_keys_free(m->jwt_keys);
         for (size_t i = 0; i < m->n_db_replay; i++)
                 db_free(m->db_replay[i]);
         health_free(m->health);

@@ -21,6 +21,7 @@
 #include "event-pglisten.h"
 #include "event-publisher.h"
 #include "event-pruner.h"
+#include "auth-jwt.h"
 #include "lifecycle-startup.h"
 #include "sse-stream.h"
 #include "lifecycle-watchdog.h"
@@ -41,6 +42,7 @@ typedef struct Manager {
         Db *db_write;
         Db *db_read;
         Db *db_prune;                   /* the pruner's own */
+        JwtKeys *jwt_keys;              /* from JWT_KEY and JWT_PUBLIC_KEY_FILE; NULL: none */
         Pruner *pruner;
         Db *db_replay[FANOUT_REPLAY_CONNECTIONS_MAX];   /* DATABASE_REPLAY_CONNECTIONS */
         size_t n_db_replay;

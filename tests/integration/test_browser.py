@@ -14,6 +14,7 @@ import json
 import time
 
 from tests.harness import http_get, publish, run, test, wait_until
+from tests.integration import test_auth as auth
 
 # The page's side: every event, error and open in window.seen. From id 0:
 # a page that subscribes before its first event must not miss the events
@@ -90,7 +91,8 @@ def an_event_source_comes_back_by_itself_after_the_database_does(ctx):
 
 
 # A page on another origin than the API's: it subscribes with credentials
-# (cookies: the planned baton_token), publishes once with fetch (JSON, so
+# (the cookie baton_token, a JWT: an EventSource cannot set headers),
+# publishes once with fetch (JSON, so
 # the browser sends a preflight first) when its stream opens, or when the
 # browser gave the stream up, and then a simple request (text/plain, no
 # preflight) that batond answers 415. What it sees goes into
@@ -105,7 +107,7 @@ function say(kind, detail) {
   report.push(Object.assign({kind}, detail || {}));
   document.title = kind;
 }
-document.cookie = 'baton_token=from-the-page; path=/';
+document.cookie = 'baton_token=%(token)s; path=/';
 let publishing = false;
 async function publishOnce() {
   if (publishing)
@@ -121,7 +123,8 @@ async function publishOnce() {
     say('publish_failed', {error: String(e)});
   }
   try {
-    const r = await fetch(api + '/events', {method: 'POST', body: '{}', headers: {'Content-Type': 'text/plain'}});
+    const r = await fetch(api + '/events', {method: 'POST', body: '{}', credentials: 'include',
+                                            headers: {'Content-Type': 'text/plain'}});
     say('simple_post', {status: r.status, body: await r.json()});
   } catch (e) {
     say('simple_post_failed', {error: String(e)});
@@ -159,7 +162,10 @@ def a_page_on_a_listed_origin_subscribes_and_publishes_through_nginx(ctx):
     even the answer to a simple request is readable."""
     browser = ctx.browser()
     pg = ctx.postgres()
-    b = ctx.batond({'DATABASE_URL': pg.url(), 'STREAM_HEARTBEAT_INTERVAL': '1s'})
+    # With JWT on, the page's only credential is the cookie: a token
+    # minted here (Python's hmac), granting the topic.
+    b = ctx.batond({'DATABASE_URL': pg.url(), 'STREAM_HEARTBEAT_INTERVAL': '1s', 'JWT_KEY': auth.KEY})
+    token = auth.hs256(auth.grant(publish=['cross'], subscribe=['cross']))
     static = 'root WWW; location / { }'
     proxy = (f'location / {{ proxy_pass http://127.0.0.1:{b.port}; proxy_http_version 1.1; '
              'proxy_set_header Connection ""; proxy_buffering off; proxy_read_timeout 1h; }')
@@ -168,7 +174,7 @@ def a_page_on_a_listed_origin_subscribes_and_publishes_through_nginx(ctx):
     b.env['CORS_ORIGINS'] = app
     b.start()
     b.wait_ready()
-    ng.write('page.html', CROSS_ORIGIN_PAGE % {'api': ng.url('api').rstrip('/'), 'topic': 'cross'})
+    ng.write('page.html', CROSS_ORIGIN_PAGE % {'api': ng.url('api').rstrip('/'), 'topic': 'cross', 'token': token})
 
     page = browser.open(f'{app}/page.html')
     wait_until(lambda: of_kind(page, 'message') and of_kind(page, 'simple_post'), 20,
@@ -195,7 +201,7 @@ def a_page_on_a_listed_origin_subscribes_and_publishes_through_nginx(ctx):
     # The browser sent credentials: the stream and the publish carry the cookie.
     for method, path in (('GET', '/api/v1/topics/cross/stream'), ('POST', '/api/v1/topics/cross/events')):
         sent = [e for e in api if (e['method'], e['uri']) == (method, path) and e['origin'] == app]
-        assert sent and 'baton_token=from-the-page' in sent[0]['cookie'], (method, api)
+        assert sent and f'baton_token={token}' in sent[0]['cookie'], (method, api)
 
     # The same page on an origin not listed.
     stranger = browser.open(f'{other}/page.html')
@@ -213,7 +219,9 @@ def a_page_on_a_listed_origin_subscribes_and_publishes_through_nginx(ctx):
     assert ('OPTIONS', '/api/v1/topics/cross/events', 405) in from_other, from_other
     assert ('POST', '/api/v1/topics/cross/events', 415) in from_other, from_other
     assert ('POST', '/api/v1/topics/cross/events', 201) not in from_other, from_other
-    stored = http_get(b.port, '/api/v1/topics/cross/events').json()['events']
+    # Without the cookie, batond itself refuses (JWT on): 401.
+    assert http_get(b.port, '/api/v1/topics/cross/events').status == 401
+    stored = http_get(b.port, '/api/v1/topics/cross/events', headers={'Authorization': f'Bearer {token}'}).json()['events']
     assert [e['data'] for e in stored] == [{'from': app}], stored
     print(f'# Chromium: {app} subscribed and published through nginx (preflight 204, event {event_id} '
           f'back on its EventSource, cookie sent); {other} read nothing (stream closed, preflight 405, '

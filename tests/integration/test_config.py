@@ -42,6 +42,8 @@ def bad_values_name_the_key(ctx):
         'NATS__SUBJECT_PREFIX': ('baton.*', 'no wildcards'),
         'NATS__SIGNING_KEY': ('short-' + SECRET, 'at least 32 characters'),
         'EVENT_RETENTION_TOPICS': ('chat-*=1h', "'chat-*=1h' is not PATTERN=AGE/COUNT"),
+        'JWT_PUBLIC_KEY_FILE': ('/nonexistent/jwt.pub', 'cannot read /nonexistent/jwt.pub'),
+        'JWT_KEY': ('short-' + SECRET, 'at least 32 characters'),
         'CORS_ORIGINS': ('https://app.example, https://b.example/', "'https://b.example/' is not an origin"),
     }
     for key, (value, problem) in cases.items():

@@ -216,6 +216,20 @@ static int parse_number(const ConfigKey *k, const char *value, uint64_t *ret, co
         return 0;
 }
 
+/* The sentence for a value a parser refused (r < 0, with its message in
+ * 'error'), or NULL when it took it. One at a time: the loop is
+ * single-threaded. */
+static const char *refusal(int r, const char *what, const char *error) {
+        static char message[320];
+
+        if (r >= 0)
+                return NULL;
+        if (r == -ENOMEM)
+                return "could not be checked: out of memory";
+        snprintf(message, sizeof(message), "%s: %s", what, error);
+        return message;
+}
+
 /* Validates a string-typed value; returns a static reason or NULL. */
 static const char *check_string(const ConfigKey *k, const char *value) {
         switch (k->type) {
@@ -251,35 +265,20 @@ static const char *check_string(const ConfigKey *k, const char *value) {
                         : "must be dot-separated tokens of letters, digits, '_' and '-' "
                           "(no wildcards, at most 64 characters)";
         case TYPE_PUBLIC_KEY_FILE: {
-                static char message[320];
-                char error[256];
                 JwtKeys *keys = NULL;
+                char error[256];
                 int r;
                 if (isempty(value))
                         return NULL;
                 r = jwt_keys_new(NULL, value, &keys, error, sizeof(error));
                 jwt_keys_free(keys);
-                if (r == -ENOMEM)
-                        return "could not be checked: out of memory";
-                if (r < 0) {
-                        snprintf(message, sizeof(message), "is not a usable key: %s", error);
-                        return message;
-                }
-                return NULL;
+                return refusal(r, "is not a usable key", error);
         }
         case TYPE_RETENTION_TABLE: {
-                /* The loop is single-threaded: one message at a time. */
-                static char message[320];
-                char error[256];
                 RetentionTable table;
+                char error[256];
                 int r = retention_table_parse(value, &table, error, sizeof(error));
-                if (r == -ENOMEM)
-                        return "could not be checked: out of memory";
-                if (r < 0) {
-                        snprintf(message, sizeof(message), "is not a list of PATTERN=AGE/COUNT: %s", error);
-                        return message;
-                }
-                return NULL;
+                return refusal(r, "is not a list of PATTERN=AGE/COUNT", error);
         }
         default:
                 return NULL;

@@ -111,6 +111,30 @@ def password_never_logged(ctx):
     assert all(SECRET not in m for m in b.notify.texts())
 
 
+def guarded_by(b, token, warning):
+    """Publishing on b needs exactly token, and b warns about the value it
+    ignored: at start, and again at a reload. The token is never logged."""
+    b.start()
+    b.wait_ready()
+    for wrong in (None, 'wrong', token[:-1]):
+        r = publish(b.port, 'guarded', {'n': 1}, token=wrong)
+        assert r.status == 401, (wrong, r)
+    r = publish(b.port, 'guarded', {'n': 2}, token=token)
+    assert r.status == 201, r
+    b.wait_log(re.escape(warning))
+
+    # A reload reads the same sources again, and says it again.
+    since = b.notify.count()
+    b.signal(signal.SIGHUP)
+    b.notify.wait_for(r'^READY=1$', since=since)
+    b.wait_log(r'Reloaded configuration')
+    assert publish(b.port, 'guarded', {'n': 3}).status == 401
+    log = b.log()
+    assert log.count(warning) == 2, log
+    assert token not in log
+    return b
+
+
 @test
 def empty_env_does_not_override_a_credential(ctx):
     """An empty API_TOKEN= in the environment (left in a per-colour
@@ -130,24 +154,7 @@ def empty_env_does_not_override_a_credential(ctx):
     assert r.returncode == 0, r
     assert 'API_TOKEN=***  # credential, reloadable' in r.stdout, r.stdout
 
-    b = ctx.batond(env).start()
-    b.wait_ready()
-    for wrong in (None, 'wrong', token[:-1]):
-        r = publish(b.port, 'guarded', {'n': 1}, token=wrong)
-        assert r.status == 401, (wrong, r)
-    r = publish(b.port, 'guarded', {'n': 2}, token=token)
-    assert r.status == 201, r
-    b.wait_log(re.escape(warning))
-
-    # A reload reads the same sources again, and says it again.
-    since = b.notify.count()
-    b.signal(signal.SIGHUP)
-    b.notify.wait_for(r'^READY=1$', since=since)
-    b.wait_log(r'Reloaded configuration')
-    assert publish(b.port, 'guarded', {'n': 3}).status == 401
-    log = b.log()
-    assert log.count(warning) == 2, log
-    assert token not in log
+    guarded_by(ctx.batond(env), token, warning)
 
 
 @test
@@ -171,23 +178,7 @@ def empty_credential_does_not_override_the_file(ctx):
     assert r.returncode == 0, r
     assert 'API_TOKEN=***  # file, reloadable' in r.stdout, r.stdout
 
-    b = ctx.batond(env, args=['--config', conf]).start()
-    b.wait_ready()
-    for wrong in (None, 'wrong', token[:-1]):
-        r = publish(b.port, 'guarded', {'n': 1}, token=wrong)
-        assert r.status == 401, (wrong, r)
-    assert publish(b.port, 'guarded', {'n': 2}, token=token).status == 201
-    b.wait_log(re.escape(warning))
-
-    # A reload reads the same sources again, and says it again.
-    since = b.notify.count()
-    b.signal(signal.SIGHUP)
-    b.notify.wait_for(r'^READY=1$', since=since)
-    b.wait_log(r'Reloaded configuration')
-    assert publish(b.port, 'guarded', {'n': 3}).status == 401
-    log = b.log()
-    assert log.count(warning) == 2, log
-    assert token not in log
+    guarded_by(ctx.batond(env, args=['--config', conf]), token, warning)
 
     # A non-empty credential still wins over the file, and nothing is said.
     with open(os.path.join(creds, 'api-token'), 'w') as f:

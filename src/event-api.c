@@ -155,16 +155,23 @@ static bool authorize(HttpRequest *req, const EventAuth *auth, JwtAction action,
         case AUTH_UNAUTHORIZED:
                 break;
         }
-        if (!facts.has_token)
+        /* Without JWT, API_TOKEN is all there is: any failure is the
+         * "unauthorized" it always was. With JWT, a token that is sent
+         * gets the reason it failed (RFC 6750's invalid_token). */
+        if (facts.jwt_on && facts.has_token) {
+                http_respond_error(req, MHD_HTTP_UNAUTHORIZED, "invalid_token", "%s", jwt_status_text(facts.jwt));
+                http_request_add_response_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                                 "Bearer realm=\"baton\", error=\"invalid_token\"");
+                return false;
+        }
+        if (facts.jwt_on)
                 http_respond_error(req, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                                    "to %s this topic, send a token: Authorization: Bearer <token>, the "
                                    "cookie baton_token, or ?access_token=", what);
         else
-                http_respond_error(req, MHD_HTTP_UNAUTHORIZED, "invalid_token", "%s",
-                                   facts.jwt_on ? jwt_status_text(facts.jwt) : "the token is not valid");
-        http_request_add_response_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-                                         facts.has_token ? "Bearer realm=\"baton\", error=\"invalid_token\""
-                                                         : "Bearer realm=\"baton\"");
+                http_respond_error(req, MHD_HTTP_UNAUTHORIZED, "unauthorized",
+                                   "publishing needs Authorization: Bearer <token>");
+        http_request_add_response_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"baton\"");
         return false;
 }
 

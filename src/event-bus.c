@@ -262,15 +262,23 @@ static int on_check_timeout(sd_event_source *source, uint64_t usec, void *userda
 }
 
 static int make_options(Bus *bus) {
+        _cleanup_(list_freep) char **servers = NULL;
         natsOptions *o = NULL;
+        size_t n_servers;
         natsStatus s;
 
+        /* natsOptions_SetURL() takes one URL: "a,b" there is one server
+         * named "a,b" that never answers. The list goes to the server pool,
+         * which also learns the cluster's other nodes from their INFO
+         * (connect_urls) and reconnects to any of them. */
+        if (parse_list(bus->url, &servers, &n_servers) < 0)
+                return -ENOMEM;
         s = natsOptions_Create(&o);
         if (s != NATS_OK)
                 return -ENOMEM;
         /* Retry for ever, the first connect included; notice a dead server
          * within ~10 s (ping every 5 s, two unanswered pings). */
-        if ((s = natsOptions_SetURL(o, bus->url)) != NATS_OK ||
+        if ((s = natsOptions_SetServers(o, (const char **) servers, (int) n_servers)) != NATS_OK ||
             (s = natsOptions_SetName(o, bus->client_name)) != NATS_OK ||
             (s = natsOptions_SetTimeout(o, 2000)) != NATS_OK ||
             (s = natsOptions_SetMaxReconnect(o, -1)) != NATS_OK ||

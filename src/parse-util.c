@@ -150,3 +150,42 @@ const char *format_duration(char *buf, size_t size, usec_t usec) {
         }
         return buf;
 }
+
+char **list_free(char **list) {
+        if (!list)
+                return NULL;
+        for (char **p = list; *p; p++)
+                free(*p);
+        return mfree(list);
+}
+
+int parse_list(const char *s, char ***ret, size_t *ret_n) {
+        _cleanup_(list_freep) char **list = NULL;
+        size_t n = 0;
+
+        assert(s && ret && ret_n);
+
+        list = calloc(strlen(s) / 2 + 2, sizeof(char *));       /* at most one item per two bytes */
+        if (!list)
+                return -ENOMEM;
+        for (const char *p = s; *p; ) {
+                size_t len = strcspn(p, ",");
+                const char *start = p, *end = p + len;
+                while (start < end && (*start == ' ' || *start == '\t'))
+                        start++;
+                while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+                        end--;
+                if (end > start) {
+                        list[n] = strndup(start, (size_t) (end - start));
+                        if (!list[n])
+                                return -ENOMEM;
+                        n++;
+                }
+                p += len;
+                if (*p == ',')
+                        p++;
+        }
+        *ret = TAKE_PTR(list);
+        *ret_n = n;
+        return 0;
+}

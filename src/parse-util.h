@@ -13,11 +13,18 @@ int parse_bool(const char *s, bool *ret);
 /* Decimal unsigned integer, no sign, no trailing garbage. */
 int parse_uint64(const char *s, uint64_t *ret);
 
-/* A duration: a bare number is seconds; suffixes ms, s, m/min, h. */
+/* A duration: a bare number is seconds; suffixes ms, s, m/min, h, d. */
 int parse_duration(const char *s, usec_t *ret);
 
 /* A byte count: a bare number is bytes; suffixes K/KiB, M/MiB, G/GiB (1024). */
 int parse_size(const char *s, uint64_t *ret);
+
+/* Splits "a, b ,c" at commas into a NULL-ended array of new strings,
+ * blanks around each item dropped and empty items skipped (*ret_n of
+ * them). Free with list_free(). -ENOMEM. */
+int parse_list(const char *s, char ***ret, size_t *ret_n);
+char **list_free(char **list);
+DEFINE_POINTER_CLEANUP(char *, list_free);
 
 /* Formats a duration for humans in the largest unit that divides it exactly
  * ("250ms", "90s", "2m", "1h"). */

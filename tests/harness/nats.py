@@ -1,15 +1,21 @@
 """nats-server for the tests: one on a free port, logging to the test's
-temporary directory."""
+temporary directory; or a node of a cluster (cluster_port, routes), with
+its monitoring port (the cluster's routes, its clients by name)."""
 
+import json
 import socket
 import subprocess
+import urllib.request
 
 from .core import free_port, wait_until
 
 
 class Nats:
-    def __init__(self, tmp, max_payload=None):
+    def __init__(self, tmp, max_payload=None, cluster_port=None, routes=()):
         self.port = free_port()
+        self.monitor_port = free_port()
+        self.cluster_port = cluster_port
+        self.routes = list(routes)
         self.proc = None
         self.log = tmp.join(f'nats-{self.port}.log')
         self.config = None
@@ -25,14 +31,26 @@ class Nats:
 
     def start(self):
         config = ['-c', self.config] if self.config else []
+        if self.cluster_port:
+            config += ['--cluster_name', 'baton', '--cluster', f'nats://127.0.0.1:{self.cluster_port}']
+            if self.routes:
+                config += ['--routes', ','.join(f'nats://127.0.0.1:{p}' for p in self.routes)]
         self.proc = subprocess.Popen(['nats-server', *config, '-a', '127.0.0.1', '-p', str(self.port),
-                                      '-l', self.log], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+                                      '-m', str(self.monitor_port), '-l', self.log],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def accepting():
             with socket.create_connection(('127.0.0.1', self.port), timeout=0.5):
                 return True
         wait_until(accepting, 10, what='nats-server to accept connections')
+
+    def monitor(self, path):
+        """A page of the monitoring endpoint (varz, routez, connz), as JSON."""
+        with urllib.request.urlopen(f'http://127.0.0.1:{self.monitor_port}/{path}', timeout=5) as r:
+            return json.load(r)
+
+    def client_names(self):
+        return [c.get('name', '') for c in self.monitor('connz').get('connections') or []]
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

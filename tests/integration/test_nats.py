@@ -6,9 +6,10 @@ import hashlib
 import hmac
 import json
 import re
+import threading
 import time
 
-from tests.harness import MIGRATIONS, http_get, publish, run, test, wait_until
+from tests.harness import MIGRATIONS, free_port, http_get, publish, run, test, wait_until
 from tests.harness.nats_client import NatsClient
 
 KEY = 'k' * 16 + 'shared-by-the-fleet-0123'
@@ -102,6 +103,76 @@ def without_a_signing_key_bus_messages_are_hints_checked_in_postgresql(ctx):
     that ids exist; the events themselves are read from PostgreSQL. Remote
     delivery still works, and a forged id changes nothing."""
     bus_messages_only_hint_unless_signed(ctx, None)
+
+
+def cluster(ctx, n=3):
+    """n nats-server nodes routed to one another, once every route is up."""
+    ports = [free_port() for _ in range(n)]
+    nodes = [ctx.nats(cluster_port=ports[i], routes=[p for j, p in enumerate(ports) if j != i])
+             for i in range(n)]
+    wait_until(lambda: all(node.monitor('routez').get('num_routes', 0) >= n - 1 for node in nodes), 15,
+               what='the cluster to form')
+    return nodes
+
+
+def connected_to(nodes, client):
+    found = [node for node in nodes if node.proc and any(name == client for name in node.client_names())]
+    return found[0] if len(found) == 1 else None
+
+
+@test
+def a_list_of_urls_connects_and_a_dead_node_is_left_for_another(ctx):
+    """Three nodes. Blue lists two of them (NATS__URL with a blank after
+    the comma), green the third. Under publishing on blue, the node blue
+    is connected to is killed: blue goes on through another node within a
+    few seconds, ready all along but for that moment, and green's stream
+    gets every event once, in order. With every node gone, ready says
+    NATS; one node back, and both recover by themselves."""
+    nodes = cluster(ctx)
+    pg = ctx.postgres()
+    common = {**env(pg, nodes[0]), 'NATS__SIGNING_KEY': KEY, 'STREAM_RESYNC_INTERVAL': '1s',
+              'HEALTH_CHECK_INTERVAL': '500ms'}
+    blue = ctx.batond({**common, 'NATS__URL': f'{nodes[0].url}, {nodes[1].url}', 'DEPLOYMENT_COLOR': 'blue'},
+                      name='blue').start()
+    green = ctx.batond({**common, 'NATS__URL': nodes[2].url, 'DEPLOYMENT_COLOR': 'green'}, name='green').start()
+    blue.wait_ready(15)
+    green.wait_ready(15)
+    sub = ctx.subscribe(green.port, '/api/v1/topics/failover/stream')
+    wait_until(lambda: sub.status == 200, 5, what='the stream to open')
+
+    answers = []
+
+    def publisher():
+        for i in range(150):
+            answers.append(publish(blue.port, 'failover', {'i': i}).status)
+            time.sleep(0.02)
+    t = threading.Thread(target=publisher)
+    t.start()
+    wait_until(lambda: len(answers) >= 30, 10, what='publishing to be under way')
+    node = wait_until(lambda: connected_to(nodes, 'batond-blue'), 5, what="blue's node")
+    killed = time.monotonic()
+    node.stop()
+    wait_until(lambda: blue.log().count('Connected to NATS at') >= 2, 15, what='blue to reconnect')
+    failover = time.monotonic() - killed
+    again = wait_until(lambda: connected_to(nodes, 'batond-blue'), 5, what="blue's new node")
+    assert again is not node
+    t.join()
+    assert answers == [201] * 150, answers
+    sub.wait_for_id(150, timeout=20)
+    time.sleep(0.5)
+    assert sub.ids() == list(range(1, 151)), sub.ids()
+    assert blue.get('/_/health/ready').status == 200
+
+    for n in nodes:
+        n.stop()
+    down = wait_until(lambda: (r := blue.get('/_/health/ready')).status == 503 and r, 15,
+                      what='ready to turn red with no node left')
+    assert down.json()['checks']['nats']['status'] == 'DOWN', down.json()
+    nodes[2].start()
+    wait_until(lambda: blue.get('/_/health/ready').status == 200 and green.get('/_/health/ready').status == 200,
+               30, what='both to recover through the node that came back')
+    print(f'# blue moved to another node {failover:.1f} s after its node was killed; 150 publishes, all 201; '
+          f'green streamed 1..150 exactly once; no node: ready 503 (NATS), one back: 200', flush=True)
 
 
 @test

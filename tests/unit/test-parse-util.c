@@ -134,8 +134,34 @@ static void test_utf8_scrub(void **state) {
         }
 }
 
+static void test_list(void **state) {
+        static const struct {
+                const char *in;
+                const char *out[4];
+        } cases[] = {
+                { "nats://a:1", { "nats://a:1" } },
+                { "nats://a:1,nats://b:2", { "nats://a:1", "nats://b:2" } },
+                { "nats://a:1, nats://b:2 ,\tnats://c:3", { "nats://a:1", "nats://b:2", "nats://c:3" } },
+                { " , ,a,,", { "a" } },
+                { "", { NULL } },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_(list_freep) char **list = NULL;
+                size_t n = 99, want = 0;
+                assert_int_equal(parse_list(cases[i].in, &list, &n), 0);
+                while (want < 4 && cases[i].out[want])
+                        want++;
+                assert_int_equal(n, want);
+                for (size_t j = 0; j < want; j++)
+                        assert_string_equal(list[j], cases[i].out[j]);
+                assert_null(list[n]);
+        }
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_list),
                 cmocka_unit_test(test_bool),
                 cmocka_unit_test(test_uint64),
                 cmocka_unit_test(test_duration),

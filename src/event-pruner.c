@@ -58,6 +58,7 @@ struct Pruner {
 
 static void round_list(Pruner *p);
 static void round_prune_next(Pruner *p);
+static void round_expire_keys(Pruner *p);
 
 #define INTERVAL_TEXT_MAX 48
 
@@ -68,6 +69,11 @@ static const char *interval_text(usec_t usec, char buf[static INTERVAL_TEXT_MAX]
         return buf;
 }
 
+static void schedule_next_round(Pruner *p) {
+        if (event_timer_arm(p->timer, p->settings.interval_usec) < 0)
+                log_error("Failed to arm the retention timer; events are no longer pruned.");
+}
+
 static void round_end(Pruner *p, bool ok) {
         p->running = false;
         p->locked = false;
@@ -76,12 +82,10 @@ static void round_end(Pruner *p, bool ok) {
                 p->counters.topics = p->round.topics;
                 p->counters.events_stored_max = p->round.events_stored_max;
                 p->counters.oldest_age_usec = p->round.oldest_age_usec;
-                snprintf(p->counters.oldest_topic, sizeof(p->counters.oldest_topic), "%s", p->round.oldest_topic);
                 p->counters.last_round_usec = now_usec(CLOCK_MONOTONIC) - p->started;
         } else
                 p->counters.rounds_failed++;
-        if (event_timer_arm(p->timer, p->settings.interval_usec) < 0)
-                log_error("Failed to arm the retention timer; events are no longer pruned.");
+        schedule_next_round(p);
 }
 
 static void on_unlocked(Db *db, const DbResult *result, void *userdata) {
@@ -117,14 +121,10 @@ static void on_keys_expired(Db *db, const DbResult *result, void *userdata) {
         }
         n = strtoull(PQcmdTuples(result->result), NULL, 10);
         p->counters.keys_expired += n;
-        if (n < PRUNE_BATCH) {
+        if (n < PRUNE_BATCH)
                 round_finish(p, true);
-                return;
-        }
-        char ttl[INTERVAL_TEXT_MAX];
-        const char *params[] = { interval_text(p->settings.idempotency_ttl_usec, ttl) };
-        if (db_query(p->db, expire_keys, 1, params, p->settings.query_timeout_usec, on_keys_expired, p) < 0)
-                round_fail(p, "expiring Idempotency-Keys", db_last_error(p->db));
+        else
+                round_expire_keys(p);   /* a full batch: there may be more */
 }
 
 static void round_expire_keys(Pruner *p) {
@@ -211,10 +211,8 @@ static void on_topics(Db *db, const DbResult *result, void *userdata) {
                 p->round.topics++;
                 if (!empty && last_id >= oldest && last_id - oldest + 1 > p->round.events_stored_max)
                         p->round.events_stored_max = last_id - oldest + 1;
-                if (!empty && age_usec > p->round.oldest_age_usec) {
+                if (!empty && age_usec > p->round.oldest_age_usec)
                         p->round.oldest_age_usec = age_usec;
-                        snprintf(p->round.oldest_topic, sizeof(p->round.oldest_topic), "%s", name);
-                }
                 if (!retention_due(&policy, last_id, oldest, age_usec))
                         continue;
                 DueTopic *d = &p->due[p->n_due++];
@@ -242,8 +240,7 @@ static void on_locked(Db *db, const DbResult *result, void *userdata) {
                 /* Another instance prunes: its round is as good as ours. */
                 p->counters.rounds_elsewhere++;
                 p->running = false;
-                if (event_timer_arm(p->timer, p->settings.interval_usec) < 0)
-                        log_error("Failed to arm the retention timer; events are no longer pruned.");
+                schedule_next_round(p);
                 return;
         }
         p->locked = true;
@@ -265,8 +262,7 @@ static int on_timer(sd_event_source *source, uint64_t usec, void *userdata) {
                 /* Not connected: the connection retries by itself, and so
                  * do we, an interval later. */
                 p->running = false;
-                if (event_timer_arm(p->timer, p->settings.interval_usec) < 0)
-                        log_error("Failed to arm the retention timer; events are no longer pruned.");
+                schedule_next_round(p);
         }
         return 0;
 }

@@ -40,11 +40,10 @@ typedef struct PrunerCounters {
         uint64_t rounds_failed;
         uint64_t events_pruned;
         uint64_t keys_expired;
-        /* From the last round that ran here (none: oldest_topic ""). */
+        /* From the last round that ran here (0 before one did). */
         uint64_t topics;
         uint64_t events_stored_max;     /* the most ids a topic holds (last - oldest + 1) */
         usec_t oldest_age_usec;         /* age of the oldest event of any topic */
-        char oldest_topic[TOPIC_NAME_MAX + 1];
         usec_t last_round_usec;         /* how long it took */
 } PrunerCounters;
 

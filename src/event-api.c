@@ -364,8 +364,8 @@ void event_api_handle_history(const EventAuth *auth, Db *read_db, usec_t query_t
                 http_respond_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
                 return;
         }
-        if (!topic_param(req, h->topic) ||
-            !query_number(req, "after", 0, INT64_MAX, &after) ||
+        memcpy(h->topic, topic, sizeof(topic));
+        if (!query_number(req, "after", 0, INT64_MAX, &after) ||
             !query_number(req, "limit", 1, HISTORY_LIMIT_MAX, &limit)) {
                 free(h);
                 return;

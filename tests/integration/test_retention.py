@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 
 from tests.harness import http_get, publish, run, test, wait_until
@@ -157,20 +156,20 @@ def one_instance_prunes_at_a_time_and_publishing_goes_on(ctx):
 
     # Someone else holds the lock (another instance mid-round): rounds are
     # skipped, nothing is deleted, and pruning resumes once it is free.
-    holder = subprocess.Popen(['psql', '-h', '127.0.0.1', '-p', str(pg.port), '-U', 'baton', '-d', 'baton',
-                               '-Atc', f'SELECT pg_advisory_lock({PRUNE_LOCK_KEY}); SELECT pg_sleep(8)'],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: pg.psql(f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
-                                   f"objid = {PRUNE_LOCK_KEY & 0xffffffff} AND granted") == '1', 5,
-                   what='the test to hold the lock')
-        skipped = sum(counter(x.port, 'baton_retention_rounds_total', result='elsewhere') for x in (a, b))
-        publish_n(a.port, 'shared', 20)
-        wait_until(lambda: sum(counter(x.port, 'baton_retention_rounds_total', result='elsewhere')
-                               for x in (a, b)) >= skipped + 2, 5, what='rounds to be skipped')
-        assert stored(pg, 'shared')[1] == 70, 'pruned while another held the lock'
-    finally:
-        holder.wait(15)
+    holder = ctx.add(pg.session(), lambda p: p.kill())
+    holder.stdin.write(f'SELECT pg_advisory_lock({PRUNE_LOCK_KEY});\n')
+    holder.stdin.flush()
+    wait_until(lambda: pg.psql(f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                               f"objid = {PRUNE_LOCK_KEY & 0xffffffff} AND granted") == '1', 5,
+               what='the test to hold the lock')
+    skipped = sum(counter(x.port, 'baton_retention_rounds_total', result='elsewhere') for x in (a, b))
+    publish_n(a.port, 'shared', 20)
+    wait_until(lambda: sum(counter(x.port, 'baton_retention_rounds_total', result='elsewhere')
+                           for x in (a, b)) >= skipped + 2, 5, what='rounds to be skipped')
+    assert stored(pg, 'shared')[1] == 70, 'pruned while another held the lock'
+    # Its session ends, and the lock with it.
+    holder.kill()
+    holder.wait(5)
     wait_until(lambda: stored(pg, 'shared')[1] == 50, 10, what='pruning to resume')
     print(f'# {n} events published during the rounds, {pruned:.0f} pruned once; rounds done {done:.0f}, '
           f'skipped for the other instance {elsewhere:.0f}; with the lock held elsewhere, rounds were '

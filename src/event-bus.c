@@ -53,6 +53,7 @@ struct Bus {
         natsSubscription *echo_sub;
         natsSubscription *events_sub;
         bool connected;
+        usec_t lost_at;                 /* CLOCK_MONOTONIC; 0 while connected, or before the first connection */
         char last_error[BUS_ERROR_MAX];
 
         uint64_t echo_id;               /* the id the running check waits for */
@@ -201,6 +202,7 @@ static void set_connected(Bus *bus, bool connected, const char *error) {
         if (bus->connected == connected)
                 return;
         bus->connected = connected;
+        bus->lost_at = connected ? 0 : now_usec(CLOCK_MONOTONIC);
         if (connected) {
                 bus->last_error[0] = '\0';
                 log_info("Connected to NATS at %s.", bus->masked_url);
@@ -519,6 +521,12 @@ bool bus_connected(const Bus *bus) {
         assert(bus);
 
         return bus->connected;
+}
+
+usec_t bus_lost_at(const Bus *bus) {
+        assert(bus);
+
+        return bus->lost_at;
 }
 
 const char *bus_last_error(const Bus *bus) {

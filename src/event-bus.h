@@ -85,6 +85,9 @@ BusCounters bus_counters(const Bus *bus);
 int bus_start(Bus *bus);
 
 bool bus_connected(const Bus *bus);
+/* When an established connection was lost (CLOCK_MONOTONIC), while
+ * nats.c looks for another server; 0 when connected or never connected. */
+usec_t bus_lost_at(const Bus *bus);
 const char *bus_last_error(const Bus *bus);
 
 /* Proves the bus works end to end: publishes to a subject only this

@@ -33,6 +33,7 @@ struct Health {
         usec_t db_started, bus_started;
         uint64_t rounds;
         sd_event_source *timer;         /* next round */
+        sd_event_source *bus_retry;     /* the NATS check again, during a failover */
 
         HttpSharedResponse *ready_response;     /* rebuilt when the snapshot changes */
 
@@ -44,6 +45,18 @@ static void round_start(Health *h);
 
 /* A failed round while starting is retried this soon. */
 #define HEALTH_STARTING_RETRY_USEC (50 * USEC_PER_MSEC)
+
+/* When the NATS node an instance is connected to dies, nats.c moves to
+ * another node of the cluster: 0.1 s in test_nats.py, on loopback. That is
+ * not an outage, and readiness must not say so (an instance read as not
+ * ready is taken out by load balancers and by baton-deploy). So a NATS
+ * check that fails while the connection has been lost for less than this
+ * is tried again every BUS_FAILOVER_RETRY_USEC, within the same round;
+ * only a connection lost for longer, or a failure with the connection up
+ * (no round trip), counts. With no node left, readiness turns red this
+ * much later than it did. */
+#define BUS_FAILOVER_GRACE_USEC (3 * USEC_PER_SEC)
+#define BUS_FAILOVER_RETRY_USEC (100 * USEC_PER_MSEC)
 
 static void changed(Health *h) {
         h->ready_response = http_shared_response_unref(h->ready_response);
@@ -115,11 +128,53 @@ static void on_db_checked(Db *db, const DbResult *result, void *userdata) {
         check_done(h);
 }
 
+/* True when a failed NATS check is a failover in progress, to be tried
+ * again: the instance was ready on NATS, and lost its connection less than
+ * BUS_FAILOVER_GRACE_USEC ago. */
+static bool bus_failing_over(Health *h) {
+        usec_t lost_at = bus_lost_at(h->bus);
+        int r;
+
+        if (!h->snapshot.nats.checked || !h->snapshot.nats.up || lost_at == 0 ||
+            now_usec(CLOCK_MONOTONIC) - lost_at >= BUS_FAILOVER_GRACE_USEC)
+                return false;
+        r = event_timer_arm(h->bus_retry, BUS_FAILOVER_RETRY_USEC);
+        if (r < 0) {
+                log_error_errno(r, "Failed to schedule the NATS check again: %m");
+                return false;
+        }
+        return true;
+}
+
+static void bus_check_failed(Health *h, const char *error) {
+        if (bus_failing_over(h))
+                return;
+        record(h, &h->snapshot.nats, &h->nats_stats, "NATS", false, h->bus_started, error);
+        check_done(h);
+}
+
 static void on_bus_checked(Bus *bus, const char *error, void *userdata) {
         Health *h = userdata;
 
-        record(h, &h->snapshot.nats, &h->nats_stats, "NATS", !error, h->bus_started, error);
+        if (error) {
+                bus_check_failed(h, error);
+                return;
+        }
+        record(h, &h->snapshot.nats, &h->nats_stats, "NATS", true, h->bus_started, NULL);
         check_done(h);
+}
+
+static void bus_check_start(Health *h) {
+        int r;
+
+        r = bus_check(h->bus, h->settings.timeout_usec, on_bus_checked, h);
+        if (r < 0)
+                bus_check_failed(h, r == -ENOTCONN || r == -EIO ? bus_last_error(h->bus) : strerror(-r));
+}
+
+static int on_bus_retry(sd_event_source *source, uint64_t usec, void *userdata) {
+        bus_check_start(userdata);
+        return 0;
 }
 
 static void round_start(Health *h) {
@@ -141,12 +196,7 @@ static void round_start(Health *h) {
         if (!h->bus)
                 return;
         h->bus_started = now_usec(CLOCK_MONOTONIC);
-        r = bus_check(h->bus, h->settings.timeout_usec, on_bus_checked, h);
-        if (r < 0) {
-                record(h, &h->snapshot.nats, &h->nats_stats, "NATS", false, h->bus_started,
-                       r == -ENOTCONN || r == -EIO ? bus_last_error(h->bus) : strerror(-r));
-                check_done(h);
-        }
+        bus_check_start(h);
 }
 
 static int on_timer(sd_event_source *source, uint64_t usec, void *userdata) {
@@ -174,6 +224,9 @@ int health_new(sd_event *event, Db *db, Bus *bus, const HealthSettings *settings
         r = event_timer_new(event, &h->timer, 10 * USEC_PER_MSEC, on_timer, h);
         if (r < 0)
                 return r;
+        r = event_timer_new(event, &h->bus_retry, 0, on_bus_retry, h);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(h);
         return 0;
 }
@@ -182,6 +235,7 @@ Health *health_free(Health *h) {
         if (!h)
                 return NULL;
         sd_event_source_disable_unref(h->timer);
+        sd_event_source_disable_unref(h->bus_retry);
         http_shared_response_unref(h->ready_response);
         sd_event_unref(h->event);
         return mfree(h);

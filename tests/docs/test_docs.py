@@ -27,7 +27,7 @@ from tests.harness import Skip, run, test
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 VERBOSE = '-v' in sys.argv
-PAGES = ['man/batond.8', 'man/batond.conf.5', 'man/baton-deploy.8']
+PAGES = ['man/batond.8', 'man/batond.conf.5', 'man/baton-deploy.8', 'man/baton-fleet.8']
 
 
 def read(rel):
@@ -448,6 +448,21 @@ def exit_status_codes(page):
     return {tag for tag, _ in page.tagged('EXIT STATUS')}
 
 
+def check_exit_codes(p, name, script, page):
+    """Those the script's header promises and every "exit N" in it, 0
+    included, are the page's EXIT STATUS entries."""
+    header = re.search(r'^# Exit codes:(.*?)^[^#]', script, re.S | re.M)
+    assert header, f'no "# Exit codes:" in the header of tools/{name}'
+    codes = set(re.findall(r'(?:^\s*|[:;]\s*)(\d+) ', header.group(1).replace('\n#', ' ')))
+    in_code = set(re.findall(r'\bexit (\d+)', script))
+    p.check(in_code <= codes, f'tools/{name} exits with {sorted(in_code)}, its header '
+            f'documents {sorted(codes)}')
+    codes |= in_code | {'0'}
+    documented = exit_status_codes(page)
+    p.check(documented == codes, f'{name}(8) EXIT STATUS lists {sorted(documented)}, '
+            f'the script has {sorted(codes)}')
+
+
 @test
 def batond_command_line_documented(ctx):
     """Options, the migrate command and exit codes of src/main.c in batond(8)
@@ -557,17 +572,7 @@ def baton_deploy_documented(ctx):
         p.check(any(contains_word(t, word) for t in command_tags),
                 f'baton-deploy(8): {word!r} is not an entry of COMMANDS')
 
-    # Exit codes: those the header promises and every "exit N" of the script.
-    header = re.search(r'^# Exit codes:(.*?)^[^#]', script, re.S | re.M)
-    assert header, 'no "# Exit codes:" in the header of tools/baton-deploy'
-    codes = set(re.findall(r'(?:^\s*|[:;]\s*)(\d+) ', header.group(1).replace('\n#', ' ')))
-    in_code = set(re.findall(r'\bexit (\d+)', script))
-    p.check(in_code <= codes, f'tools/baton-deploy exits with {sorted(in_code)}, its header '
-            f'documents {sorted(codes)}')
-    codes |= in_code | {'0'}
-    documented = exit_status_codes(page)
-    p.check(documented == codes, f'baton-deploy(8) EXIT STATUS lists {sorted(documented)}, '
-            f'the script has {sorted(codes)}')
+    check_exit_codes(p, 'baton-deploy', script, page)
 
     # Settings: ': "${NAME:=default}"' lines.
     settings = dict(re.findall(r'^: "\$\{([A-Z_]+):=([^}]*)\}"', script, re.M))
@@ -618,6 +623,38 @@ def check_config(binary, path, env):
                        stderr=subprocess.PIPE, text=True, env=env, timeout=30)
     sources = dict(re.findall(r'^([A-Z][A-Z0-9_]*)=.*  # (\w+)', r.stdout, re.M))
     return r, sources
+
+
+@test
+def baton_fleet_documented(ctx):
+    """Commands and exit codes of tools/baton-fleet in baton-fleet(8)."""
+    p = Problems()
+    page = Page('man/baton-fleet.8')
+    script = read('tools/baton-fleet')
+    synopsis = page.section_text('SYNOPSIS')
+    command_tags = [t for t, _ in page.tagged('COMMANDS')]
+    usage = re.findall(r'^#\s+baton-fleet ([a-z]+)', script, re.M)
+    assert usage, 'no usage lines in the header of tools/baton-fleet'
+    dispatch = re.search(r'^    case \$cmd in\n(.*?)^    esac', script, re.S | re.M)
+    assert dispatch, 'no command dispatch in tools/baton-fleet'
+    words = []
+    for pattern in re.findall(r'^    ([a-z|-]+)\)', dispatch.group(1), re.M):
+        words += pattern.split('|')
+    log(f'commands: {words}')
+    for word in set(usage) | set(words):
+        p.check(f'baton-fleet {word}' in synopsis or word in ('-h', '--help', 'help'),
+                f'baton-fleet(8): SYNOPSIS lacks {word!r}')
+        p.check(any(contains_word(t, word) for t in command_tags),
+                f'baton-fleet(8): {word!r} is not an entry of COMMANDS')
+    options = set(re.findall(r'^\s+(--[a-z-]+)\)', script, re.M))
+    for option in options:
+        p.check(option in synopsis, f'baton-fleet(8): SYNOPSIS lacks {option}')
+    check_exit_codes(p, 'baton-fleet', script, page)
+    envs = set(re.findall(r'\$\{(BATON_[A-Z_]+):-', script))
+    for name in envs:
+        p.check(any(t == name for t, _ in page.tagged('ENVIRONMENT')),
+                f'baton-fleet(8): {name} is not an entry of ENVIRONMENT')
+    p.done()
 
 
 @test

@@ -27,6 +27,10 @@ run, test, ...). The modules, one concern each:
                  tests.harness.container; not re-exported here)
     traffic      a script, never imported: the system test copies it into
                  the container and runs it there
+    fleet        several containers on a bridge of their own (network
+                 namespaces made for the test): Fleet (tests/harness/fleet)
+    fleet_traffic  a script, never imported: subscribers and publishers
+                 run on the fleet's bridge by tests/system/test_fleet.py
 """
 
 from .batond import Batond

@@ -1,7 +1,7 @@
 """A real systemd, booted with systemd-nspawn on an overlay of this
 machine's own root (../shared/NOTES.md): units, journald, systemctl and
-journalctl as on a production host, with only a loopback network inside.
-Files written under .root from outside are visible inside. Used by the
+journalctl as on a production host, with only a loopback network inside (or a network namespace the caller
+made: tests/harness/fleet.py joins several on one bridge). Files written under .root from outside are visible inside. Used by the
 system tests (tests/system) and tools/soak."""
 
 import os
@@ -21,8 +21,11 @@ class Unavailable(Exception):
 
 
 class Container:
-    def __init__(self, name='baton-test'):
+    def __init__(self, name='baton-test', netns=None):
+        """netns: the name of a network namespace (ip netns) to boot in,
+        instead of a private one with only loopback."""
         self.name = name
+        self.netns = netns
         self.leader = None
         self.proc = None
         self.dir = tempfile.mkdtemp(prefix='baton-nspawn-')
@@ -46,7 +49,9 @@ class Container:
                      f'lowerdir=/,upperdir={scratch}/upper,workdir={scratch}/work', self.root])
         self.proc = subprocess.Popen(
             ['systemd-nspawn', '-D', self.root, '--register=no', '--keep-unit',
-             '--link-journal=no', '--private-network', '--console=pipe', '-b',
+             '--link-journal=no', '--console=pipe', '-b',
+             f'--network-namespace-path=/run/netns/{self.netns}' if self.netns
+             else '--private-network',
              f'--machine={name}'],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         self.leader = self._find_leader(30)

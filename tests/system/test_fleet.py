@@ -1,0 +1,389 @@
+#!/usr/bin/env python3
+"""A fleet, as users of several hosts behind a load balancer meet it:
+three hosts (containers booting real systemd, tests/harness/fleet.py) on a
+private bridge made for the test, each with the .deb installed by apt,
+batond blue/green behind its own nginx, and a node of a three-node NATS
+cluster; one PostgreSQL, on host 1. Subscribers and publishers run on the
+bridge's side, as users outside the hosts.
+
+The cases run in order on the same fleet: delivery across hosts, a
+rolling deploy of a new release (one more migration) with baton-fleet
+under load, one NATS node lost, every NATS node lost, a host lost.
+
+Needs root, systemd-nspawn, ip and the packaging tools (tools/package);
+skips with the reason otherwise. BATON_BUILD_DIR names the build whose
+release binary is rolled out (default: build/). As root, from the source
+root:
+    python3 -m tests.system.test_fleet -v [case ...]"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+from tests.harness import Skip, run, test, wait_until
+from tests.harness.container import Unavailable
+from tests.harness.fleet import Fleet
+from tests.harness.runner import failure_notes
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, '..', '..')
+BUILD = os.environ.get('BATON_BUILD_DIR', os.path.join(ROOT, 'build'))
+TRAFFIC = os.path.join(HERE, '..', 'harness', 'fleet_traffic.py')
+HOSTS = (1, 2, 3)
+# Every host's batond: short intervals, so that the test waits little.
+SIGNING_KEY = 'fleet-test-signing-key-0123456789abcdef'
+RESYNC = 2
+BATOND_CONF = f"""DATABASE_URL=postgres://baton:pw@{Fleet.address(1)}:5432/baton
+NATS__ENABLED=true
+NATS__SIGNING_KEY={SIGNING_KEY}
+HEALTH_CHECK_INTERVAL=1s
+STREAM_HEARTBEAT_INTERVAL=2s
+STREAM_RESYNC_INTERVAL={RESYNC}s
+"""
+DEPLOY_CONF = 'DRAIN_TIMEOUT=6\nPROGRESS_EVERY=3\n'
+RELEASE = '/usr/local/lib/baton-test/batond-release-additive'
+STATE = {}
+
+
+def nats_conf(n):
+    routes = ', '.join(f'nats://{Fleet.address(m)}:6222' for m in HOSTS)
+    return (f'listen: 0.0.0.0:4222\nhttp: 127.0.0.1:8222\n'
+            f'cluster {{ name: baton, listen: 0.0.0.0:6222, routes: [{routes}] }}\n')
+
+
+def nats_urls(n):
+    """This host's node first, then the others: what an operator writes."""
+    return ','.join(f'nats://{Fleet.address(m)}:4222' for m in [n] + [m for m in HOSTS if m != n])
+
+
+# --- the fleet, booted once ----------------------------------------------------
+
+def fleet():
+    if 'fleet' in STATE:
+        return STATE['fleet']
+    if 'skip' in STATE:
+        raise Skip(STATE['skip'])
+    if 'error' in STATE:
+        raise AssertionError(f'the fleet setup failed earlier: {STATE["error"]}')
+    missing = [t for t in ('systemd-nspawn', 'nsenter', 'ip', 'dpkg-buildpackage')
+               if not shutil.which(t)]
+    if os.geteuid() != 0 or missing:
+        STATE['skip'] = f'needs root and {", ".join(missing) or "nothing else"}'
+        raise Skip(STATE['skip'])
+    started = time.monotonic()
+    deb = package()
+    try:
+        f = Fleet(len(HOSTS))
+    except Unavailable as e:
+        STATE['skip'] = f'cannot boot systemd in containers here: {str(e).splitlines()[0][:200]}'
+        raise Skip(STATE['skip'])
+    STATE['fleet'] = f
+    try:
+        for n in HOSTS:
+            provision(f, n, deb)
+        for n in HOSTS:
+            deploy(f, n)
+    except Exception as e:
+        STATE['error'] = str(e)[:2000]
+        for n in HOSTS:
+            print(f'# host {n}:\n{f.host(n).diagnostics()}')
+        raise
+    failure_notes.append(lambda: '\n'.join(f'host {n}:\n{f.host(n).diagnostics()}' for n in HOSTS))
+    print(f'# three hosts booted, installed and deployed in {time.monotonic() - started:.0f}s')
+    return f
+
+
+def package():
+    """The .deb of this tree, built once (without its own test run)."""
+    out = tempfile.mkdtemp(prefix='baton-fleet-pkg-')
+    STATE['pkg'] = out
+    r = subprocess.run([os.path.join(ROOT, 'tools', 'package'), '--out', out, 'deb'],
+                       capture_output=True, text=True, env=dict(os.environ, DEB_BUILD_OPTIONS='nocheck'))
+    if r.returncode != 0:
+        STATE['error'] = f'tools/package deb: {r.stderr[-3000:]}'
+        raise AssertionError(STATE['error'])
+    debs = [p for p in os.listdir(out) if re.match(r'baton_[^_]+_\w+\.deb$', p)]
+    assert len(debs) == 1, os.listdir(out)
+    return os.path.join(out, debs[0])
+
+
+def provision(f, n, deb):
+    c = f.host(n)
+    shutil.copy(deb, c.path('/root/'))
+    with open(os.path.join(BUILD, 'tests', 'system', 'batond-release-additive'), 'rb') as src:
+        data = src.read()
+    c.write(RELEASE, '', 0o755)
+    with open(c.path(RELEASE), 'wb') as dst:
+        dst.write(data)
+    if os.path.lexists(c.path('/usr/sbin/policy-rc.d')):
+        os.unlink(c.path('/usr/sbin/policy-rc.d'))
+    r = c.run(['env', 'DEBIAN_FRONTEND=noninteractive', 'apt-get', '-y', '-q', 'install',
+               f'/root/{os.path.basename(deb)}'], check=False, timeout=300)
+    assert r.returncode == 0, f'host {n}: apt-get install: {r.stdout[-1500:]} {r.stderr[-1500:]}'
+    # One PostgreSQL, on host 1, reachable from the others.
+    if n == 1:
+        c.sh("su postgres -c \"psql -qc \\\"CREATE ROLE baton LOGIN PASSWORD 'pw'\\\" "
+             "-c 'CREATE DATABASE baton OWNER baton' -c \\\"ALTER SYSTEM SET listen_addresses = '*'\\\"\"")
+        c.sh(f"echo 'host baton baton {Fleet.address(0)}/24 scram-sha-256' "
+             ">> /etc/postgresql/15/main/pg_hba.conf && systemctl restart postgresql")
+    else:
+        c.sh('systemctl stop postgresql; systemctl disable -q postgresql', check=False)
+    c.write('/etc/nats-server.conf', nats_conf(n))
+    c.run(['systemctl', 'restart', 'nats-server'])
+    with open(c.path('/etc/baton/batond.conf'), 'a') as conf:
+        conf.write(f'\n# The fleet test\'s.\n{BATOND_CONF}NATS__URL={nats_urls(n)}\n')
+    c.write('/etc/baton/deploy.conf', DEPLOY_CONF)
+    c.write('/etc/baton/deployment-token', 'fleet-test-token\n', 0o640)
+    c.sh('chgrp baton /etc/baton/deployment-token')
+    site = open(c.path('/usr/share/doc/baton/examples/nginx/baton-site.conf')).read()
+    c.write('/etc/nginx/sites-enabled/baton', site)
+    c.sh('rm -f /etc/nginx/sites-enabled/default && mkdir -p /etc/nginx/baton && '
+         'cp /usr/share/doc/baton/examples/nginx/upstream.conf /etc/nginx/baton/upstream.conf')
+    c.run(['nginx', '-t'])
+    c.run(['systemctl', 'restart', 'nginx'])
+
+
+def deploy(f, n, *args):
+    r = f.host(n).run(['baton-deploy', 'deploy'] + list(args), check=False, timeout=300)
+    assert r.returncode == 0, f'host {n}: baton-deploy deploy: {r.stdout[-2000:]} {r.stderr[-2000:]}'
+    return r.stdout
+
+
+# --- what the users see -----------------------------------------------------
+
+def traffic(f, cfg):
+    """Starts fleet_traffic.py on the bridge's side; returns the process
+    once every subscriber has its stream."""
+    p = f.client(['python3', TRAFFIC, json.dumps(cfg)], stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE, text=True)
+    line = p.stderr.readline()
+    assert line.strip() == 'connected', f'the subscribers did not connect: {line}{p.stderr.read()[-2000:]}'
+    return p
+
+
+def finish(p, timeout=300):
+    out, err = p.communicate(timeout=timeout)
+    assert p.returncode == 0, f'fleet_traffic.py failed ({p.returncode}): {err[-3000:]}'
+    return json.loads(out)
+
+
+def assert_exactly_once(result, what, first=1):
+    """Every group saw every acknowledged id once, in order, and nothing
+    else; no publish failed."""
+    acked = result['acked']
+    print(f'# {what}: {len(acked)} publishes acknowledged, {len(result["failures"])} failed '
+          f'{result["failures"][:5]}, {len(result["retried"])} sent again on a new connection after '
+          f'nginx closed a kept-alive one unanswered (with the same Idempotency-Key)')
+    assert acked and not result['failures'], result['failures'][:3]
+    assert acked == list(range(first, first + len(acked))), f'ids not contiguous: {acked[:10]}...'
+    want = [[[first, acked[-1]]], None]
+    for name, g in sorted(result['groups'].items()):
+        lat = g['latency_ms']
+        print(f'#   {name}: {g["subscribers"]} subscribers, histories {[r[0] for r in g["runs"]][:3]}, '
+              f'reconnects {g["reconnects"]}, host moves {g["moves"]}, events {g["events"]}, '
+              f'latency p50 {fmt(lat["p50"])} p99 {fmt(lat["p99"])} max {fmt(lat["max"])} ms')
+        assert len(g['runs']) == 1 and g['runs'][0][0] == want[0], (name, g['runs'][:3], g['errors'])
+
+
+def fmt(ms):
+    return '-' if ms is None else f'{ms:.1f}'
+
+
+def ready(f, n, colour=None):
+    """Host n's serving colour's readiness, from its own probe."""
+    port = {'blue': 8080, 'green': 8081}[colour or serving(f, n)]
+    r = f.host(n).run(['curl', '-s', '--max-time', '5', f'http://127.0.0.1:{port}/_/health/ready'],
+                      check=False)
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        return {'status': f'no answer ({r.returncode})'}
+
+
+def serving(f, n):
+    for colour in ('blue', 'green'):
+        if f.host(n).run(['systemctl', 'is-active', '--quiet', f'batond@{colour}'],
+                         check=False).returncode == 0:
+            return colour
+    raise AssertionError(f'host {n}: no colour serves')
+
+
+def groups(f, subscribers, hosts=HOSTS):
+    """Subscribers attached to each host's nginx, with the other hosts to
+    move to, as a client with a list of endpoints does."""
+    return [{'name': f'host{n}', 'subscribers': subscribers,
+             'hosts': [f.url(n)] + [f.url(m) for m in HOSTS if m != n]} for n in hosts]
+
+
+# --- the cases ------------------------------------------------------------------
+
+@test
+def events_published_on_one_host_reach_every_host_once_in_order(ctx):
+    f = fleet()
+    p = traffic(f, {'topic': 'across', 'seconds': 6, 'settle': 10,
+                    'groups': groups(f, 5, hosts=(2, 3)),
+                    'publish': {'hosts': [f.url(1)], 'workers': 4, 'interval': 0.02}})
+    assert_exactly_once(finish(p), 'published on host 1, read on hosts 2 and 3')
+
+
+@test
+def a_rolling_deploy_across_hosts_under_load_loses_nothing(ctx):
+    f = fleet()
+    before = {n: serving(f, n) for n in HOSTS}
+    p = traffic(f, {'topic': 'rolling', 'seconds': 300, 'settle': 15,
+                    'groups': groups(f, 4),
+                    'publish': {'hosts': [f.url(n) for n in HOSTS], 'workers': 3, 'interval': 0.05}})
+    time.sleep(2)
+    transport = os.path.join(ctx.tmp.path, 'fleet-ssh')
+    with open(transport, 'w') as t:
+        t.write('#!/bin/sh\n# "ssh HOST COMMAND" for baton-fleet, into the test\'s containers.\n'
+                'host=$1; shift\ncase $host in\n')
+        for n in HOSTS:
+            t.write(f'  {Fleet.address(n)}) leader={f.host(n).leader} ;;\n')
+        t.write('  *) echo "no such host: $host" >&2; exit 255 ;;\nesac\n'
+                'exec nsenter -t "$leader" -a sh -c "$*"\n')
+    os.chmod(transport, 0o755)
+    started = time.monotonic()
+    r = subprocess.run([os.path.join(ROOT, 'tools', 'baton-fleet'), 'deploy', '--binary', RELEASE]
+                       + [Fleet.address(n) for n in HOSTS],
+                       env=dict(os.environ, BATON_FLEET_SSH=transport),
+                       capture_output=True, text=True, timeout=600)
+    took = time.monotonic() - started
+    for line in (r.stdout + r.stderr).splitlines():
+        if not line.startswith('[10.87'):
+            print(f'#   | {line}')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    time.sleep(2)
+    p.send_signal(10)                        # SIGUSR1: stop publishing, settle
+    result = finish(p)
+    print(f'# baton-fleet deploy across 3 hosts: {took:.0f}s')
+    assert_exactly_once(result, 'during the rolling deploy')
+    for n in HOSTS:
+        now = serving(f, n)
+        assert now != before[n], f'host {n} still on {now}'
+        exec_start = f.host(n).run(['systemctl', 'show', '-p', 'ExecStart', '--value',
+                                    f'batond@{now}']).stdout
+        assert '/var/lib/baton-deploy/releases/' in exec_start, exec_start
+    reports = re.findall(r'^\[INFO\] (10\.87\.0\.\d): deploy to', r.stdout, re.M)
+    assert reports == [Fleet.address(n) for n in HOSTS], r.stdout
+
+
+@test
+def baton_fleet_stops_at_the_first_host_that_fails(ctx):
+    f = fleet()
+    transport = os.path.join(ctx.tmp.path, 'fleet-ssh')
+    with open(transport, 'w') as t:
+        t.write('#!/bin/sh\nhost=$1; shift\ncase $host in\n')
+        for n in HOSTS:
+            t.write(f'  {Fleet.address(n)}) leader={f.host(n).leader} ;;\n')
+        t.write('  *) exit 255 ;;\nesac\nexec nsenter -t "$leader" -a sh -c "$*"\n')
+    os.chmod(transport, 0o755)
+    env = dict(os.environ, BATON_FLEET_SSH=transport)
+    before = {n: serving(f, n) for n in HOSTS}
+    # An unknown host: refused before anything is touched.
+    r = subprocess.run([os.path.join(ROOT, 'tools', 'baton-fleet'), 'deploy', Fleet.address(1),
+                        '10.87.0.9'], env=env, capture_output=True, text=True, timeout=120)
+    print(f'# an unreachable host: exit {r.returncode}: {r.stderr.strip()}')
+    assert r.returncode == 1 and '10.87.0.9' in r.stderr and 'no host was touched' in r.stderr
+    assert {n: serving(f, n) for n in HOSTS} == before
+    # Host 2 has no such binary: host 1 deploys, host 2 fails, 3 is untouched.
+    f.host(2).run(['mv', RELEASE, RELEASE + '.away'])
+    try:
+        r = subprocess.run([os.path.join(ROOT, 'tools', 'baton-fleet'), 'deploy', '--binary', RELEASE]
+                           + [Fleet.address(n) for n in HOSTS], env=env, capture_output=True,
+                           text=True, timeout=600)
+    finally:
+        f.host(2).run(['mv', RELEASE + '.away', RELEASE])
+    print(f'# host 2 failing: exit {r.returncode}: {r.stderr.strip().splitlines()[-1]}')
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f'failed on {Fleet.address(2)}' in r.stderr and f'Not touched: {Fleet.address(3)}' in r.stderr
+    after = {n: serving(f, n) for n in HOSTS}
+    assert after[1] != before[1] and after[2] == before[2] and after[3] == before[3], (before, after)
+
+
+@test
+def losing_one_nats_node_changes_nothing_visible(ctx):
+    f = fleet()
+    p = traffic(f, {'topic': 'one-node-down', 'seconds': 12, 'settle': 10,
+                    'groups': groups(f, 3),
+                    'publish': {'hosts': [f.url(n) for n in HOSTS], 'workers': 3, 'interval': 0.05}})
+    time.sleep(2)
+    # systemctl kill fails inside nspawn (cgroup kill); the main process it is.
+    pid = f.host(2).run(['systemctl', 'show', '-p', 'MainPID', '--value', 'nats-server']).stdout.strip()
+    f.host(2).run(['kill', '-KILL', pid])
+    down = time.monotonic()
+    statuses = []
+    while time.monotonic() - down < 6:
+        statuses.append({n: ready(f, n)['status'] for n in HOSTS})
+        time.sleep(0.5)
+    result = finish(p)
+    f.host(2).run(['systemctl', 'start', 'nats-server'])
+    red = [s for s in statuses if set(s.values()) != {'UP'}]
+    print(f'# host 2\'s NATS node killed: {len(statuses)} readiness samples of 3 hosts, '
+          f'{len(red)} not all UP')
+    assert not red, red[:3]
+    assert_exactly_once(result, 'with host 2\'s NATS node killed')
+    # Host 2's instance moved to another node (nats.c's server pool).
+    conns = json.loads(f.host(1).run(['curl', '-s', 'http://127.0.0.1:8222/connz']).stdout)
+    conns3 = json.loads(f.host(3).run(['curl', '-s', 'http://127.0.0.1:8222/connz']).stdout)
+    print(f'# C clients on node 1: {sum(c.get("lang") == "C" for c in conns["connections"])}, '
+          f'node 3: {sum(c.get("lang") == "C" for c in conns3["connections"])}')
+    assert sum(c.get('lang') == 'C' for c in conns['connections'] + conns3['connections']) >= 3
+
+
+@test
+def losing_every_nats_node_falls_back_to_the_database(ctx):
+    f = fleet()
+    p = traffic(f, {'topic': 'no-nats', 'seconds': 12, 'settle': 3 * RESYNC + 5,
+                    'groups': groups(f, 3),
+                    'publish': {'hosts': [f.url(n) for n in HOSTS], 'workers': 3, 'interval': 0.1}})
+    time.sleep(1)
+    for n in HOSTS:
+        f.host(n).run(['systemctl', 'stop', 'nats-server'])
+    reasons = {}
+    for n in HOSTS:
+        wait_until(lambda: ready(f, n)['status'] != 'UP', 15, what=f'host {n} readiness turns red')
+        reasons[n] = ready(f, n)
+    result = finish(p)
+    for n in HOSTS:
+        f.host(n).run(['systemctl', 'start', 'nats-server'])
+    print(f'# every NATS node stopped: readiness {json.dumps(reasons[1])[:300]}')
+    for n in HOSTS:
+        assert 'nats' in json.dumps(reasons[n]).lower(), reasons[n]
+    assert_exactly_once(result, f'with no NATS node (resync every {RESYNC}s)')
+    worst = max(g['latency_ms']['max'] for g in result['groups'].values())
+    assert worst < 3 * RESYNC * 1000, f'an event took {worst:.0f} ms with the resync every {RESYNC}s'
+    for n in HOSTS:
+        wait_until(lambda: ready(f, n)['status'] == 'UP', 30, what=f'host {n} ready again')
+
+
+@test
+def losing_a_host_its_clients_resume_on_another(ctx):
+    f = fleet()
+    # Publishing to hosts 1 and 2 only: host 3 is the one that goes.
+    p = traffic(f, {'topic': 'host-lost', 'seconds': 20, 'settle': 15, 'heartbeat_timeout': 6,
+                    'groups': groups(f, 3, hosts=(3, 2)),
+                    'publish': {'hosts': [f.url(1), f.url(2)], 'workers': 2, 'interval': 0.05}})
+    time.sleep(3)
+    f.cut(3)
+    try:
+        result = finish(p)
+    finally:
+        f.mend(3)
+    assert_exactly_once(result, 'host 3 cut off the network')
+    g = result['groups']['host3']
+    assert g['moves'] >= g['subscribers'], g
+
+
+if __name__ == '__main__':
+    try:
+        run()
+    finally:
+        if 'fleet' in STATE:
+            STATE['fleet'].destroy()
+        if 'pkg' in STATE:
+            shutil.rmtree(STATE['pkg'], ignore_errors=True)

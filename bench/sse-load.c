@@ -48,9 +48,13 @@
  *       once): reports how long from the first cut until every cut stream
  *       had an event again, and ids lost or duplicated across the resumes.
  *
+ * SSE_LOAD_HOST (an IPv4 address, default 127.0.0.1) names another host:
+ * the fleet benchmark reaches each host's nginx on a bridge.
+ *
  * Works against batond (data is an envelope around the payload) and nchan
  * (data is the payload itself): only the "seq" and "sent" fields matter. */
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -81,9 +85,12 @@ static int die(const char *what) {
         exit(2);
 }
 
+/* The server's address: SSE_LOAD_HOST, or loopback. */
+static struct in_addr target = { .s_addr = 0 };
+
 static int connect_to(int port) {
         struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port),
-                                    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+                                    .sin_addr = target };
         int one = 1;
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -718,7 +725,7 @@ static int run_slow(int port, const char *path, int bytes_per_sec, uint64_t last
  * in a row would measure this loop, not the servers. */
 static void resume_connect(Sub *c, int port, int ep) {
         struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port),
-                                    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+                                    .sin_addr = target };
         struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.ptr = c };
         int one = 1;
 
@@ -860,6 +867,13 @@ static int run_resume(int port, const char *path, int n, int seconds) {
 }
 
 int main(int argc, char **argv) {
+        const char *host = getenv("SSE_LOAD_HOST");
+
+        target.s_addr = htonl(INADDR_LOOPBACK);
+        if (host && inet_pton(AF_INET, host, &target) != 1) {
+                fprintf(stderr, "sse-load: SSE_LOAD_HOST=%s is not an IPv4 address\n", host);
+                return 2;
+        }
         raise_fd_limit();
         if (argc >= 6 && (strcmp(argv[1], "sub") == 0 || strcmp(argv[1], "idle") == 0))
                 return run_sub(atoi(argv[2]), argv[3], atoi(argv[4]), atoi(argv[5]),

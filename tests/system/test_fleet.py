@@ -372,12 +372,22 @@ def losing_a_host_its_clients_resume_on_another(ctx):
                     'groups': groups(f, 3, hosts=(3, 2)),
                     'publish': {'hosts': [f.url(1), f.url(2)], 'workers': 2, 'interval': 0.05}})
     time.sleep(3)
+    cut = time.time()
     f.cut(3)
     try:
         result = finish(p)
     finally:
         f.mend(3)
     assert_exactly_once(result, 'host 3 cut off the network')
+    # Instances that were on host 3's NATS node notice it by pings.
+    for n in (1, 2):
+        unit = f'batond@{serving(f, n)}.service'
+        out = f.host(n).run(['journalctl', '-u', unit, '-o', 'json', '--no-pager', '-n', '300']).stdout
+        lost = [int(r['__REALTIME_TIMESTAMP']) / 1e6 - cut for r in map(json.loads, out.splitlines())
+                if str(r.get('MESSAGE', '')).startswith('Lost the NATS connection')
+                and int(r['__REALTIME_TIMESTAMP']) / 1e6 > cut]
+        print(f'# host {n}: ' + (f'left host 3\'s NATS node {lost[0]:.1f}s after the cut' if lost
+                                 else 'was not on host 3\'s NATS node'))
     g = result['groups']['host3']
     assert g['moves'] >= g['subscribers'], g
 

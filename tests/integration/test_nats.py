@@ -190,6 +190,35 @@ def a_list_of_urls_connects_and_a_dead_node_is_left_for_another(ctx):
 
 
 @test
+def the_cluster_s_other_nodes_are_learned_from_the_server(ctx):
+    """NATS__URL names one node of three. The servers tell the client the
+    others (INFO connect_urls), so when that node dies the instance goes
+    on through one it was never told of, ready all along, and a stream on
+    it misses nothing published meanwhile."""
+    nodes = cluster(ctx)
+    pg = ctx.postgres()
+    b = ctx.batond({**env(pg, nodes[0]), 'NATS__SIGNING_KEY': KEY, 'STREAM_RESYNC_INTERVAL': '1s',
+                    'HEALTH_CHECK_INTERVAL': '500ms', 'DEPLOYMENT_COLOR': 'blue'}, name='blue').start()
+    b.wait_ready(15)
+    assert connected_to(nodes, 'batond-blue') is nodes[0]
+    sub = ctx.subscribe(b.port, '/api/v1/topics/learned/stream')
+    wait_until(lambda: sub.status == 200, 5, what='the stream to open')
+    readiness = []
+    nodes[0].stop()
+    for i in range(60):
+        readiness.append(b.get('/_/health/ready').status)
+        assert publish(b.port, 'learned', {'i': i}).status == 201
+        time.sleep(0.05)
+    other = wait_until(lambda: connected_to(nodes, 'batond-blue'), 10, what='another node')
+    assert other in (nodes[1], nodes[2]), other
+    sub.wait_for_id(60, timeout=20)
+    assert sub.ids() == list(range(1, 61)), sub.ids()
+    assert set(readiness) == {200}, readiness
+    print(f'# told of node 1 only; after it died, on node {nodes.index(other) + 1}; ready in all '
+          f'{len(readiness)} samples; stream 1..60 exactly once', flush=True)
+
+
+@test
 def no_ready_until_nats_is_up(ctx):
     pg = ctx.postgres()
     nats = ctx.nats()

@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """The packages, as an operator meets them: the .deb built by
 tools/package is installed with apt into a container booted with real
-systemd, serves through nginx, is upgraded to a rebuild with a higher
-version while a colour carries a stream, then removed and purged. The rpm
-built from rpm/baton.spec is compared with the .deb: files, configuration
-markings and what the scriptlets do.
+systemd, set up and deployed by README.md's "The first host" run as
+written (baton-deploy init), serves through nginx, is upgraded to a
+rebuild with a higher version while a colour carries a stream, then
+removed and purged. The rpm built from rpm/baton.spec is compared with
+the .deb: files, configuration markings and what the scriptlets do.
 
 Needs root, systemd-nspawn, dpkg-buildpackage and rpmbuild; skips with the
 reason otherwise. As root, from the source root:
     python3 -m tests.system.test_package -v [case ...]"""
 
+import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -23,7 +26,9 @@ from tests.harness.container import Shared
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, '..', '..')
 
-NGINX = 'http://127.0.0.1:8000'
+# The walkthrough's nginx: the example site on port 80 (the container has
+# a network namespace of its own).
+NGINX = 'http://127.0.0.1'
 UPGRADE_VERSION = '0.1.0+rebuild1'
 SHARED = {}
 
@@ -88,6 +93,10 @@ def prepare(c):
     # production host, which has none.
     if os.path.lexists(c.path('/usr/sbin/policy-rc.d')):
         os.unlink(c.path('/usr/sbin/policy-rc.d'))
+    # README's "apt install" as an operator answers it: yes, and keep my
+    # edited configuration files.
+    c.write('/etc/apt/apt.conf.d/90baton-test',
+            'APT::Get::Assume-Yes "true";\nDpkg::Options { "--force-confold"; };\n')
     for key in ('deb', 'next'):
         with open(pkg[key], 'rb') as src, open(c.path(f'/root/{os.path.basename(pkg[key])}'), 'wb') as dst:
             shutil.copyfileobj(src, dst)
@@ -141,57 +150,135 @@ def deb_installs_with_apt_and_starts_nothing(ctx):
     assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
 
 
-@test
-def single_instance_answers_ready_through_nginx(ctx):
-    c = container()
-    c.sh("su postgres -c \"psql -qc \\\"CREATE ROLE baton LOGIN PASSWORD 'pw'\\\" "
-         "-c 'CREATE DATABASE baton OWNER baton'\"")
-    with open(c.path('/etc/baton/batond.conf'), 'a') as f:
-        f.write('\n# Added by the package test.\n'
-                'DATABASE_URL=postgres://baton:pw@127.0.0.1:5432/baton\n'
-                'HEALTH_CHECK_INTERVAL=1s\nSTREAM_HEARTBEAT_INTERVAL=2s\n')
-    c.write('/etc/baton/deploy.conf', 'DRAIN_TIMEOUT=60\nPROGRESS_EVERY=3\n')
-    # nginx from the package's own examples.
-    site = open(c.path('/usr/share/doc/baton/examples/nginx/baton-site.conf')).read()
-    site = site.replace("listen 80 backlog=4096;", "listen 127.0.0.1:8000;").replace("listen [::]:80 backlog=4096;", "")
-    c.write('/etc/nginx/sites-enabled/baton', site)
-    c.sh('rm -f /etc/nginx/sites-enabled/default && mkdir -p /etc/nginx/baton && '
-         'cp /usr/share/doc/baton/examples/nginx/upstream.conf /etc/nginx/baton/upstream.conf')
-    c.run(['nginx', '-t'])
-    c.run(['systemctl', 'start', 'nginx'])
+def walkthrough(name, variables=None, deb=None):
+    """The shell block README.md marks <!-- walkthrough: NAME -->, as
+    written but for the assignments of VARIABLES and the path of the
+    .deb in "apt install ./baton_....deb"."""
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        readme = f.read()
+    m = re.search(rf'^<!-- walkthrough: {re.escape(name)} -->\n```sh\n(.*?)\n```$', readme, re.S | re.M)
+    assert m, f'README.md has no block marked "walkthrough: {name}"'
+    script = m.group(1)
+    for var, value in (variables or {}).items():
+        script, n = re.subn(rf'^{var}=.*$', f'{var}={shlex.quote(value)}', script, flags=re.M)
+        assert n == 1, f'walkthrough {name}: {n} assignments of {var}'
+    if deb:
+        script, n = re.subn(r'\./baton_\S+\.deb', deb, script)
+        assert n == 1, f'walkthrough {name}: {n} "apt install ./baton_*.deb"'
+    return script
 
-    c.run(['systemctl', 'start', 'batond.socket'])
+
+# What init writes or might: its files, their modes, owners, times and
+# contents (and where links point).
+INIT_TARGETS = '/etc/baton /etc/nginx /var/lib/baton-deploy/created'
+
+
+def snapshot(c):
+    return c.sh(f"find {INIT_TARGETS} \\( -type f -o -type l \\) -printf '%p %m %u %g %T@ %l\\n' | sort; "
+                f"find {INIT_TARGETS} -type f -print0 | sort -z | xargs -0 sha256sum").stdout
+
+
+def http_code(c, *args):
+    """The status code curl got, 000 for none."""
+    return c.run(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '30'] + list(args),
+                 check=False).stdout
+
+
+@test
+def first_host_walkthrough_serves_through_nginx(ctx):
+    """README.md's "The first host", run with bash -euxo pipefail as it is
+    written: apt install, baton-deploy init --local-database, baton-deploy
+    deploy, curl through nginx. Then what its reader would check, and that
+    init keeps what is there: run again, it changes nothing; with the
+    operator's own DATABASE_URL, it keeps that; with a role baton that it
+    does not know the password of, it refuses and changes nothing."""
+    c = container()
+    deb = '/root/' + os.path.basename(packages()['deb'])
     started = time.monotonic()
-    # The first connection starts batond (socket activation). Until it is
-    # ready (migrations ran, checks passed) it answers probes, and the API
-    # with 503 not_ready: wait for ready, then go through nginx.
-    c.sh('until curl -sf http://127.0.0.1:8080/_/health/ready >/dev/null; do sleep 0.1; done', timeout=30)
-    print(f'# socket-activated batond ready {time.monotonic() - started:.2f}s after the first connection')
-    assert c.run(['systemctl', 'is-active', 'batond.service']).stdout.strip() == 'active'
-    r = c.run(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '30',
-               f'{NGINX}/api/v1/topics/package/events'])
-    assert r.stdout == '200', r.stdout
-    # The probes are not public through the example site.
-    r = c.run(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', f'{NGINX}/_/health/ready'])
-    assert r.stdout == '404', r.stdout
-    user = c.run(['ps', '-o', 'user=', '-p', main_pid(c, 'batond.service')]).stdout.strip()
+    r = c.run(['bash', '-euxo', 'pipefail', '-c', walkthrough('first-host', deb=deb)],
+              check=False, timeout=300)
+    out = r.stdout + r.stderr
+    print(f'# README "The first host" ran in {time.monotonic() - started:.1f}s, exit {r.returncode}')
+    assert r.returncode == 0, out[-4000:]
+    assert re.search(r'^\[INFO\] Done in .*: blue serves release', out, re.M), out[-3000:]
+    assert '"id":1' in r.stdout, r.stdout[-2000:]
+    assert c.run(['systemctl', 'is-active', 'batond@blue']).stdout.strip() == 'active'
+    assert c.run(['systemctl', 'is-active', 'nginx']).stdout.strip() == 'active'
+    user = c.run(['ps', '-o', 'user=', '-p', main_pid(c, 'batond@blue')]).stdout.strip()
     assert user == 'baton', user
+
+    # What a user checks: a publish through nginx, then the event in the
+    # history and on a stream (replayed from id 0).
+    r = c.run(['curl', '-s', '-w', '\\n%{http_code}', '--max-time', '30', '-H', 'Content-Type: application/json',
+               '-d', '{"walkthrough":true}', f'{NGINX}/api/v1/topics/walkthrough/events'])
+    body, code = r.stdout.rsplit('\n', 1)
+    assert code == '201', r.stdout
+    event_id = json.loads(body)['id']
+    history = json.loads(c.run(['curl', '-sf', '--max-time', '30',
+                                f'{NGINX}/api/v1/topics/walkthrough/events']).stdout)
+    assert [(e['id'], e['data']) for e in history['events']] == [(event_id, {'walkthrough': True})], history
+    stream = c.run(['curl', '-sN', '--max-time', '5', '-H', 'Last-Event-ID: 0',
+                    f'{NGINX}/api/v1/topics/walkthrough/stream'], check=False).stdout
+    assert f'id: {event_id}\n' in stream and '"data":{"walkthrough":true}' in stream, stream
+    # The probes are not public through the example site.
+    assert http_code(c, f'{NGINX}/_/health/ready') == '404'
+    token = c.run(['stat', '-c', '%a %U %G %s', '/etc/baton/deployment-token']).stdout.split()
+    assert token[:3] == ['640', 'root', 'baton'] and int(token[3]) > 0, token
+    conf = open(c.path('/etc/baton/batond.conf')).read()
+    assert re.search(r'^DATABASE_URL=postgres://baton:[0-9a-f]{48}@127\.0\.0\.1:5432/baton$', conf, re.M), conf
+    print('# served: publish 201 through nginx, the event in the history and on a stream; '
+          'deployment token 0640 root:baton')
+
+    # Again: nothing changes, every step says "kept".
+    before = snapshot(c)
+    r = c.run(['baton-deploy', 'init', '--local-database'], check=False, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    kept = re.findall(r'^\[INFO\] kept ', r.stdout, re.M)
+    changed = re.findall(r'^\[INFO\] (?:added|installed|enabled|disabled|set|raised|created|wrote|generated|reloaded|started) .*',
+                         r.stdout, re.M)
+    assert not changed and len(kept) >= 6, r.stdout + r.stderr
+    assert snapshot(c) == before, 'a second init changed files'
+    print(f'# init again: exit 0, {len(kept)} "kept" lines, no file changed')
+
+    # The operator's own DATABASE_URL: kept, whatever init is asked, and
+    # its password never printed.
+    operator = 'DATABASE_URL=postgres://theirs:s3cret@192.0.2.10:5432/theirs\n'
+    c.write('/etc/baton/operator.conf', operator, 0o640)
+    for args in (['--local-database'], ['--database-url', 'postgres://baton:other@127.0.0.1:5432/baton']):
+        r = c.run(['env', 'BATON_DEPLOY_CONF=/dev/null', 'BATOND_CONF=/etc/baton/operator.conf',
+                   'baton-deploy', 'init'] + args, check=False, timeout=120)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0 and 'kept DATABASE_URL' in out and 's3cret' not in out, out
+        assert open(c.path('/etc/baton/operator.conf')).read() == operator
+    # A role baton whose password init cannot know: refused, nothing written.
+    c.write('/etc/baton/operator.conf', '', 0o640)
+    r = c.run(['env', 'BATOND_CONF=/etc/baton/operator.conf', 'baton-deploy', 'init', '--local-database'],
+              check=False, timeout=120)
+    assert r.returncode == 1 and 'already has a role baton' in r.stderr, r.stdout + r.stderr
+    assert open(c.path('/etc/baton/operator.conf')).read() == ''
+    os.unlink(c.path('/etc/baton/operator.conf'))
+    assert snapshot(c) == before, 'init changed files it should have kept'
+    print("# init keeps the operator's DATABASE_URL, and refuses a role it did not make")
 
 
 @test
 def upgrade_keeps_a_running_colour_and_its_stream(ctx):
     c = container()
     next_deb = os.path.basename(packages()['next'])
-    # The single instance moves to 8090 so that blue can have 8080.
-    c.run(['systemctl', 'stop', 'batond.socket', 'batond.service'])
+    # Blue serves, deployed by the walkthrough; the single instance runs
+    # next to it on 8090 (blue has 8080), socket-activated.
+    assert c.run(['systemctl', 'is-active', 'batond@blue']).stdout.strip() == 'active'
     c.write('/etc/systemd/system/batond.socket.d/port.conf',
             '[Socket]\nListenStream=\nListenStream=127.0.0.1:8090\n')
     c.run(['systemctl', 'daemon-reload'])
     c.run(['systemctl', 'start', 'batond.socket'])
-    c.sh('until curl -sf http://127.0.0.1:8090/_/health/ready >/dev/null; do sleep 0.2; done', timeout=30)
-    r = c.run(['baton-deploy', 'deploy'], check=False, timeout=180)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert c.run(['systemctl', 'is-active', 'batond@blue']).stdout.strip() == 'active'
+    started = time.monotonic()
+    # The first connection starts batond (socket activation). Until it is
+    # ready (migrations ran, checks passed) it answers probes, and the API
+    # with 503 not_ready: wait for ready.
+    c.sh('until curl -sf http://127.0.0.1:8090/_/health/ready >/dev/null; do sleep 0.1; done', timeout=30)
+    print(f'# socket-activated batond ready {time.monotonic() - started:.2f}s after the first connection')
+    assert c.run(['systemctl', 'is-active', 'batond.service']).stdout.strip() == 'active'
     blue_pid, single_pid = main_pid(c, 'batond@blue'), main_pid(c, 'batond.service')
 
     stream = c.popen(['curl', '-sN', '--max-time', '60', f'{NGINX}/stream/test?duration=15'],
@@ -245,11 +332,21 @@ def remove_then_purge_leaves_nothing(ctx):
     assert c.run(['getent', 'passwd', 'baton'], check=False).returncode == 0
 
     apt(c, 'purge', 'baton')
+    # The nginx files init created, unchanged, go too (debian/baton.postrm);
+    # nginx goes on without them.
     left = [p for p in ('/etc/baton', '/var/lib/baton', '/var/lib/baton-deploy',
                         '/etc/systemd/system/batond@blue.service.d', '/usr/sbin/batond',
-                        '/lib/systemd/system/batond@.service', '/usr/lib/sysusers.d/baton.conf')
+                        '/lib/systemd/system/batond@.service', '/usr/lib/sysusers.d/baton.conf',
+                        '/usr/share/baton', '/etc/nginx/sites-available/baton',
+                        '/etc/nginx/sites-enabled/baton', '/etc/nginx/baton',
+                        '/etc/nginx/modules-enabled/90-baton-limits.conf')
             if os.path.lexists(c.path(p))]
     assert not left, left
+    c.run(['nginx', '-t'])
+    assert c.run(['systemctl', 'is-active', 'nginx']).stdout.strip() == 'active'
+    # No site left to answer port 80 (the default one stays disabled).
+    assert http_code(c, f'{NGINX}/api/v1/topics/walkthrough/events') in ('000', '404'), \
+        'nginx still proxies to Baton'
     assert c.run(['getent', 'passwd', 'baton'], check=False).returncode == 2, 'user baton left'
     assert c.run(['getent', 'group', 'baton'], check=False).returncode == 2, 'group baton left'
     files = c.run(['systemctl', 'list-unit-files', '--no-legend', 'batond*'], check=False).stdout

@@ -229,7 +229,7 @@ static size_t replay_page_serve(Subscriber *sub, const ReplayPage *page, bool ow
         /* Caught up with what this instance delivers live: switch now, in the
          * same loop turn, so no event can fall in between. Everything after
          * the position reaches the channel (and so this subscriber) live. */
-        if (order_replay_next(ch->order.position, sent, &sub->cursor) == REPLAY_LIVE)
+        if (order_replay_next(ch->order.position, page->n, page->last_id, &sub->cursor) == REPLAY_LIVE)
                 replay_go_live(sub);
         else if (own)
                 replay_next_page(sub);

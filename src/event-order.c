@@ -273,22 +273,37 @@ bool order_subscriber_start(uint64_t position, bool has_after, uint64_t *cursor)
         return *cursor >= position;
 }
 
-ReplayNext order_replay_next(uint64_t position, size_t n_rows, uint64_t *cursor) {
+ReplayNext order_replay_next(uint64_t position, size_t n_rows, uint64_t page_last_id, uint64_t *cursor) {
         assert(cursor);
 
         if (*cursor >= position)
                 return REPLAY_LIVE;
-        if (n_rows == 0) {
+        if (n_rows > 0)
+                return REPLAY_MORE;
+        /* An empty page says only what the store had when it was read: no
+         * row after the cursor up to the topic's last id then. Ids up to
+         * there are holes (deleted by hand) and are passed; ids the
+         * channel has since seen committed are read again, never skipped.
+         * (Jumping to the position on any empty page lost the first event
+         * of a run: its page was read just before that event committed.)
+         * No topic row at all: nothing to wait for. */
+        if (page_last_id == 0 || page_last_id >= position) {
                 *cursor = position;
                 return REPLAY_LIVE;
         }
+        if (page_last_id > *cursor)
+                *cursor = page_last_id;
         return REPLAY_MORE;
 }
 
 bool order_page_serves(uint64_t page_from, size_t n_rows, uint64_t last_id, uint64_t cursor) {
+        /* An empty page is a moment's view: events may have come since, so
+         * it serves no one but the subscriber that read it. */
+        if (n_rows == 0)
+                return false;
         if (cursor < page_from)
                 return false;           /* the page starts after what it lacks */
-        return n_rows == 0 || cursor < last_id;
+        return cursor < last_id;
 }
 
 bool order_pruned(uint64_t cursor, uint64_t oldest, uint64_t last_id, uint64_t *ret_next) {

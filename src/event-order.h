@@ -123,18 +123,18 @@ typedef enum ReplayNext {
         REPLAY_MORE,                    /* read the next page */
 } ReplayNext;
 
-/* After a replay page that left the subscriber at *cursor, with n_rows
- * rows in it: live once the cursor reached the channel's position; live
- * too when the store has nothing after the cursor (the ids up to the
- * position were deleted: *cursor becomes the position, nothing waits for
- * ever); else the next page. */
-ReplayNext order_replay_next(uint64_t position, size_t n_rows, uint64_t *cursor);
+/* After a replay page of n_rows rows (read when the topic's last id was
+ * page_last_id) that left the subscriber at *cursor: live once the cursor
+ * reached the channel's position; the next page while the page had rows;
+ * after an empty one, the ids up to page_last_id are holes and are passed
+ * (live when that reaches the position: nothing waits for ever), while
+ * ids committed after the page was read are read with the next page. */
+ReplayNext order_replay_next(uint64_t position, size_t n_rows, uint64_t page_last_id, uint64_t *cursor);
 
 /* Whether a replay page read from the store after page_from, with n_rows
  * rows up to last_id, also serves a subscriber at cursor that waits its
  * turn: it must hold the id after the cursor (so nothing in between is
- * skipped) and something past it; an empty page (the store had nothing
- * after page_from) serves any cursor at or past page_from. */
+ * skipped) and something past it. An empty page serves no one else. */
 bool order_page_serves(uint64_t page_from, size_t n_rows, uint64_t last_id, uint64_t cursor);
 
 /* Whether a reader at 'cursor' (a stream's last id, history's after=) lost

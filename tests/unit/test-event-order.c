@@ -209,24 +209,46 @@ static void test_subscribers(void **state) {
         cursor = 10;
         assert_false(order_subscriber_start(40, true, &cursor));
         assert_int_equal(cursor, 10);
+}
 
-        /* A page to 30 while the position is 40: more. */
-        cursor = 30;
-        assert_int_equal(order_replay_next(40, 20, &cursor), REPLAY_MORE);
-        /* Live events moved the position on meanwhile; the next page reaches it. */
-        cursor = 45;
-        assert_int_equal(order_replay_next(45, 15, &cursor), REPLAY_LIVE);
-        assert_int_equal(cursor, 45);
-        /* A page past the position (it was read after live events came):
-         * live; the channel skips what the cursor passed. */
-        cursor = 50;
-        assert_int_equal(order_replay_next(45, 5, &cursor), REPLAY_LIVE);
-        assert_int_equal(cursor, 50);
-        /* The store has nothing after the cursor although the position is
-         * further (deleted rows): live at the position, no spinning. */
-        cursor = 30;
-        assert_int_equal(order_replay_next(40, 0, &cursor), REPLAY_LIVE);
-        assert_int_equal(cursor, 40);
+/* After a replay page: live, or the next page, and where the cursor is. */
+static void test_replay_next(void **state) {
+        static const struct {
+                uint64_t position;
+                size_t rows;
+                uint64_t page_last_id, cursor;
+                ReplayNext next;
+                uint64_t cursor_after;
+        } cases[] = {
+                /* A page to 30 while the position is 40: more. */
+                { 40, 20, 40, 30, REPLAY_MORE, 30 },
+                /* Live events moved the position on meanwhile; the page reaches it. */
+                { 45, 15, 45, 45, REPLAY_LIVE, 45 },
+                /* A page past the position (read after live events came): live;
+                 * the channel skips what the cursor passed. */
+                { 45, 5, 50, 50, REPLAY_LIVE, 50 },
+                /* Rows, all at or before the cursor (a shared page): more. */
+                { 40, 3, 40, 30, REPLAY_MORE, 30 },
+                /* Nothing after the cursor although the position is further
+                 * (deleted rows): live at the position, no spinning. */
+                { 40, 0, 40, 30, REPLAY_LIVE, 40 },
+                { 40, 0, 42, 30, REPLAY_LIVE, 40 },
+                /* An empty page read just before event 294 committed, while
+                 * the channel has 294 already: read again, never skipped. */
+                { 294, 0, 293, 293, REPLAY_MORE, 293 },
+                /* Holes up to the page's last id are passed, the rest read. */
+                { 40, 0, 35, 30, REPLAY_MORE, 35 },
+                /* No topic row at all (deleted by hand): nothing to wait for. */
+                { 40, 0, 0, 30, REPLAY_LIVE, 40 },
+        };
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                uint64_t cursor = cases[i].cursor;
+
+                assert_int_equal(order_replay_next(cases[i].position, cases[i].rows, cases[i].page_last_id,
+                                                   &cursor), cases[i].next);
+                assert_int_equal(cursor, cases[i].cursor_after);
+        }
 }
 
 /* A page read after 30 (rows up to 40) serves a waiting subscriber whose
@@ -245,9 +267,9 @@ static void test_page_sharing(void **state) {
                 { 30, 10, 40, 45, false },      /* further on already */
                 { 30, 10, 40, 29, false },      /* would skip 30 */
                 { 30, 10, 40, 0, false },       /* from the start: not this page */
-                { 30, 0, 0, 30, true },         /* nothing after 30: nor after 30.. */
-                { 30, 0, 0, 31, true },
-                { 30, 0, 0, 29, false },        /* 30 itself may be there */
+                { 30, 0, 0, 30, false },        /* empty: only its reader's, events may */
+                { 30, 0, 0, 31, false },        /* have come since it was read */
+                { 30, 0, 0, 29, false },
                 { 0, 3, 3, 0, true },           /* from the very start */
         };
 
@@ -315,6 +337,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_arrival_orders),
                 cmocka_unit_test(test_subscribers),
+                cmocka_unit_test(test_replay_next),
                 cmocka_unit_test(test_page_sharing),
                 cmocka_unit_test(test_pruned),
                 cmocka_unit_test(test_references),

@@ -25,6 +25,7 @@ run, test, ...). The modules, one concern each:
     container    systemd booted in a container (nspawn) for the system
                  tests: Container, Shared, Unavailable (import it as
                  tests.harness.container; not re-exported here)
+    readme       walkthrough(): README.md's marked shell blocks, to run
     traffic      a script, never imported: the system test copies it into
                  the container and runs it there
     fleet        several containers on a bridge of their own (network

@@ -14,7 +14,6 @@ reason otherwise. As root, from the source root:
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +21,7 @@ import time
 
 from tests.harness import Skip, run, test
 from tests.harness.container import Shared
+from tests.harness.readme import walkthrough
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, '..', '..')
@@ -142,30 +142,12 @@ def deb_installs_with_apt_and_starts_nothing(ctx):
     keys_named = re.findall(r'\b[A-Z][A-Z_]{3,}\b', r.stdout + r.stderr)
     assert set(keys_named) <= {'DATABASE_URL'}, r.stdout + r.stderr
     # Man pages, found by man, and units verified with them (--man=yes).
-    pages = c.run(['man', '-w', 'batond', 'batond.conf', 'baton-deploy']).stdout.split()
-    assert len(pages) == 3, pages
+    pages = c.run(['man', '-w', 'batond', 'batond.conf', 'baton-deploy', 'baton-fleet']).stdout.split()
+    assert len(pages) == 4, pages
     units = ['batond.socket', 'batond.service', 'batond@blue.socket', 'batond@blue.service',
              'batond@green.socket', 'batond@green.service']
     r = c.run(['systemd-analyze', 'verify'] + units, check=False)
     assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
-
-
-def walkthrough(name, variables=None, deb=None):
-    """The shell block README.md marks <!-- walkthrough: NAME -->, as
-    written but for the assignments of VARIABLES and the path of the
-    .deb in "apt install ./baton_....deb"."""
-    with open(os.path.join(ROOT, 'README.md')) as f:
-        readme = f.read()
-    m = re.search(rf'^<!-- walkthrough: {re.escape(name)} -->\n```sh\n(.*?)\n```$', readme, re.S | re.M)
-    assert m, f'README.md has no block marked "walkthrough: {name}"'
-    script = m.group(1)
-    for var, value in (variables or {}).items():
-        script, n = re.subn(rf'^{var}=.*$', f'{var}={shlex.quote(value)}', script, flags=re.M)
-        assert n == 1, f'walkthrough {name}: {n} assignments of {var}'
-    if deb:
-        script, n = re.subn(r'\./baton_\S+\.deb', deb, script)
-        assert n == 1, f'walkthrough {name}: {n} "apt install ./baton_*.deb"'
-    return script
 
 
 # What init writes or might: its files, their modes, owners, times and

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """A fleet, as users of several hosts behind a load balancer meet it:
 three hosts (containers booting real systemd, tests/harness/fleet.py) on a
-private bridge made for the test, each with the .deb installed by apt,
-batond blue/green behind its own nginx, and a node of a three-node NATS
-cluster; one PostgreSQL, on host 1. Subscribers and publishers run on the
-bridge's side, as users outside the hosts.
+private bridge made for the test, set up by README.md's "Run it on a host"
+as it is written (tests/harness/readme.py): host 1 by "The first host" and
+the commands that let others join, hosts 2 and 3 by "Adding a host". So
+each has the .deb installed by apt, batond blue/green behind its own nginx
+and a node of a three-node NATS cluster; one PostgreSQL, on host 1.
+Subscribers and publishers run on the bridge's side, as users outside the
+hosts.
 
 The cases run in order on the same fleet: delivery across hosts, a
 rolling deploy of a new release (one more migration) with baton-fleet
@@ -27,6 +30,7 @@ import time
 from tests.harness import Skip, run, test, wait_until
 from tests.harness.container import Unavailable
 from tests.harness.fleet import Fleet
+from tests.harness.readme import walkthrough
 from tests.harness.runner import failure_notes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,30 +38,19 @@ ROOT = os.path.join(HERE, '..', '..')
 BUILD = os.environ.get('BATON_BUILD_DIR', os.path.join(ROOT, 'build'))
 TRAFFIC = os.path.join(HERE, '..', 'harness', 'fleet_traffic.py')
 HOSTS = (1, 2, 3)
-# Every host's batond: short intervals, so that the test waits little.
-SIGNING_KEY = 'fleet-test-signing-key-0123456789abcdef'
+# After the README's setup, short intervals (reloadable), so that the test
+# waits little, and a short drain for baton-deploy.
 RESYNC = 2
-BATOND_CONF = f"""DATABASE_URL=postgres://baton:pw@{Fleet.address(1)}:5432/baton
-NATS__ENABLED=true
-NATS__SIGNING_KEY={SIGNING_KEY}
+TEST_CONF = f"""
+# The fleet test's, after the walkthrough.
 HEALTH_CHECK_INTERVAL=1s
 STREAM_HEARTBEAT_INTERVAL=2s
 STREAM_RESYNC_INTERVAL={RESYNC}s
 """
 DEPLOY_CONF = 'DRAIN_TIMEOUT=6\nPROGRESS_EVERY=3\n'
+NATS_NODES = ' '.join(Fleet.address(n) for n in HOSTS)
 RELEASE = '/usr/local/lib/baton-test/batond-release-additive'
 STATE = {}
-
-
-def nats_conf(n):
-    routes = ', '.join(f'nats://{Fleet.address(m)}:6222' for m in HOSTS)
-    return (f'listen: 0.0.0.0:4222\nhttp: 127.0.0.1:8222\n'
-            f'cluster {{ name: baton, listen: 0.0.0.0:6222, routes: [{routes}] }}\n')
-
-
-def nats_urls(n):
-    """This host's node first, then the others: what an operator writes."""
-    return ','.join(f'nats://{Fleet.address(m)}:4222' for m in [n] + [m for m in HOSTS if m != n])
 
 
 # --- the fleet, booted once ----------------------------------------------------
@@ -83,17 +76,18 @@ def fleet():
         raise Skip(STATE['skip'])
     STATE['fleet'] = f
     try:
+        database_url = first_host(f, deb)
+        for n in HOSTS[1:]:
+            next_host(f, n, deb, database_url)
         for n in HOSTS:
-            provision(f, n, deb)
-        for n in HOSTS:
-            deploy(f, n)
+            tune(f, n)
     except Exception as e:
         STATE['error'] = str(e)[:2000]
         for n in HOSTS:
             print(f'# host {n}:\n{f.host(n).diagnostics()}')
         raise
     failure_notes.append(lambda: '\n'.join(f'host {n}:\n{f.host(n).diagnostics()}' for n in HOSTS))
-    print(f'# three hosts booted, installed and deployed in {time.monotonic() - started:.0f}s')
+    print(f'# three hosts booted and set up by the README in {time.monotonic() - started:.0f}s')
     return f
 
 
@@ -111,7 +105,11 @@ def package():
     return os.path.join(out, debs[0])
 
 
-def provision(f, n, deb):
+def prepare(f, n, deb):
+    """What the test brings to a host before the README's commands: the
+    package and the release to roll out, apt answering yes, and no
+    PostgreSQL where the walkthrough puts none (the containers share this
+    machine's installed packages)."""
     c = f.host(n)
     shutil.copy(deb, c.path('/root/'))
     with open(os.path.join(BUILD, 'tests', 'system', 'batond-release-additive'), 'rb') as src:
@@ -121,33 +119,52 @@ def provision(f, n, deb):
         dst.write(data)
     if os.path.lexists(c.path('/usr/sbin/policy-rc.d')):
         os.unlink(c.path('/usr/sbin/policy-rc.d'))
-    r = c.run(['env', 'DEBIAN_FRONTEND=noninteractive', 'apt-get', '-y', '-q', 'install',
-               f'/root/{os.path.basename(deb)}'], check=False, timeout=300)
-    assert r.returncode == 0, f'host {n}: apt-get install: {r.stdout[-1500:]} {r.stderr[-1500:]}'
-    # One PostgreSQL, on host 1, reachable from the others.
-    if n == 1:
-        c.sh("su postgres -c \"psql -qc \\\"CREATE ROLE baton LOGIN PASSWORD 'pw'\\\" "
-             "-c 'CREATE DATABASE baton OWNER baton' -c \\\"ALTER SYSTEM SET listen_addresses = '*'\\\"\"")
-        c.sh(f"echo 'host baton baton {Fleet.address(0)}/24 scram-sha-256' "
-             ">> /etc/postgresql/15/main/pg_hba.conf && systemctl restart postgresql")
-    else:
-        c.sh('systemctl stop postgresql; systemctl disable -q postgresql', check=False)
-    c.write('/etc/nats-server.conf', nats_conf(n))
-    c.run(['systemctl', 'restart', 'nats-server'])
+    c.write('/etc/apt/apt.conf.d/90baton-test', 'APT::Get::Assume-Yes "true";\n')
+    if n != 1:
+        c.sh('systemctl disable -q --now postgresql', check=False)
+    return f'/root/{os.path.basename(deb)}'
+
+
+def readme_block(f, n, name, variables=None, deb=None):
+    """Runs README.md's walkthrough NAME on host n as it is written."""
+    started = time.monotonic()
+    r = f.host(n).run(['bash', '-euo', 'pipefail', '-c', walkthrough(name, variables, deb)],
+                      check=False, timeout=300)
+    print(f'# host {n}: README walkthrough "{name}" in {time.monotonic() - started:.1f}s, '
+          f'exit {r.returncode}')
+    assert r.returncode == 0, f'host {n}: walkthrough {name}: {r.stdout[-2000:]} {r.stderr[-2000:]}'
+    return r.stdout
+
+
+def first_host(f, deb):
+    """The first host, then the commands that let the others join; returns
+    the DATABASE_URL line it prints for them."""
+    path = prepare(f, 1, deb)
+    readme_block(f, 1, 'first-host', deb=path)
+    out = readme_block(f, 1, 'first-host-allow', {
+        'FIRST': Fleet.address(1), 'NETWORK': f'{Fleet.address(0)}/24', 'NATS_NODES': NATS_NODES})
+    lines = re.findall(r'^DATABASE_URL=(\S+)$', out, re.M)
+    assert len(lines) == 1 and Fleet.address(1) in lines[0], out[-1000:]
+    return lines[0]
+
+
+def next_host(f, n, deb, database_url):
+    """A host joining: the signing key copied from the first host (the
+    README's scp, here through this machine), then its walkthrough."""
+    path = prepare(f, n, deb)
+    with open(f.host(1).path('/etc/baton/nats-signing-key')) as src:
+        f.host(n).write('/root/nats-signing-key', src.read(), 0o600)
+    readme_block(f, n, 'next-host', {
+        'SELF': Fleet.address(n), 'FIRST': Fleet.address(1), 'NATS_NODES': NATS_NODES,
+        'DATABASE_URL': database_url, 'KEY_FROM': '/root/nats-signing-key'}, deb=path)
+
+
+def tune(f, n):
+    c = f.host(n)
     with open(c.path('/etc/baton/batond.conf'), 'a') as conf:
-        conf.write(f'\n# The fleet test\'s.\n{BATOND_CONF}NATS__URL={nats_urls(n)}\n')
+        conf.write(TEST_CONF)
     c.write('/etc/baton/deploy.conf', DEPLOY_CONF)
-    c.write('/etc/baton/deployment-token', 'fleet-test-token\n', 0o640)
-    c.sh('chgrp baton /etc/baton/deployment-token')
-    site = open(c.path('/usr/share/doc/baton/examples/nginx/baton-site.conf')).read()
-    c.write('/etc/nginx/sites-enabled/baton', site)
-    c.sh('rm -f /etc/nginx/sites-enabled/default && mkdir -p /etc/nginx/baton && '
-         'cp /usr/share/doc/baton/examples/nginx/upstream.conf /etc/nginx/baton/upstream.conf')
-    # Debian's 768 worker connections hold about 380 streams (README, nginx).
-    c.write('/etc/nginx/modules-enabled/90-baton-limits.conf', 'worker_rlimit_nofile 16384;\n')
-    c.sh("sed -i 's/worker_connections 768;/worker_connections 8192;/' /etc/nginx/nginx.conf")
-    c.run(['nginx', '-t'])
-    c.run(['systemctl', 'restart', 'nginx'])
+    c.run(['systemctl', 'reload', f'batond@{serving(f, n)}'])
 
 
 def deploy(f, n, *args):

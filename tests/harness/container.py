@@ -47,15 +47,29 @@ class Container:
             os.makedirs(os.path.join(self.dir, d))
         self._mount(['-t', 'overlay', 'overlay', '-o',
                      f'lowerdir=/,upperdir={scratch}/upper,workdir={scratch}/work', self.root])
+        self._spawn()
+
+    def _spawn(self):
         self.proc = subprocess.Popen(
             ['systemd-nspawn', '-D', self.root, '--register=no', '--keep-unit',
              '--link-journal=no', '--console=pipe', '-b',
              f'--network-namespace-path=/run/netns/{self.netns}' if self.netns
              else '--private-network',
-             f'--machine={name}'],
+             f'--machine={self.name}'],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         self.leader = self._find_leader(30)
         self.state = self._wait_booted(120)
+
+    def reboot(self):
+        """Powers the container off and boots it again on the same root, as
+        a host reboots: what is on disk stays, /run and every process go."""
+        self.run(['systemctl', 'poweroff'], check=False, timeout=30)
+        try:
+            self.proc.wait(90)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._spawn()
 
     def _mount(self, args):
         r = subprocess.run(['mount'] + args, capture_output=True, text=True)

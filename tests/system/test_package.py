@@ -244,6 +244,37 @@ def first_host_walkthrough_serves_through_nginx(ctx):
 
 
 @test
+def a_reboot_comes_back_serving(ctx):
+    """The host reboots after the walkthrough's deploy: the colour nginx
+    sends to starts at boot on the release pinned to it, the other stays
+    down, and the event published before is served through nginx."""
+    c = container()
+    enabled = {u: c.run(['systemctl', 'is-enabled', u], check=False).stdout.strip()
+               for u in ('batond@blue.service', 'batond@blue.socket', 'batond@green.service',
+                         'batond@green.socket')}
+    print(f'# before the reboot: {enabled}')
+    assert enabled['batond@blue.service'] == enabled['batond@blue.socket'] == 'enabled', enabled
+    assert 'enabled' not in (enabled['batond@green.service'], enabled['batond@green.socket']), enabled
+    def release():
+        exec_start = c.run(['systemctl', 'show', '-p', 'ExecStart', '--value', 'batond@blue']).stdout
+        return re.search(r'path=(\S+)', exec_start).group(1)
+    before = release()
+    assert '/var/lib/baton-deploy/releases/' in before, before
+    started = time.monotonic()
+    c.reboot()
+    booted = time.monotonic()
+    c.sh(f'until curl -sf {NGINX}/api/v1/topics/walkthrough/events >/dev/null; do sleep 0.2; done',
+         timeout=90)
+    print(f'# rebooted ({c.state}) in {booted - started:.1f}s (poweroff and boot); serving through '
+          f'nginx {time.monotonic() - booted:.1f}s after the boot')
+    assert c.run(['systemctl', 'is-active', 'batond@blue']).stdout.strip() == 'active'
+    assert c.run(['systemctl', 'is-active', 'batond@green'], check=False).stdout.strip() != 'active'
+    assert release() == before, (release(), before)
+    history = json.loads(c.run(['curl', '-s', f'{NGINX}/api/v1/topics/walkthrough/events']).stdout)
+    assert [e['data'] for e in history['events']] == [{'walkthrough': True}], history
+
+
+@test
 def upgrade_keeps_a_running_colour_and_its_stream(ctx):
     c = container()
     next_deb = os.path.basename(packages()['next'])

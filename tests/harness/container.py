@@ -5,13 +5,12 @@ made: tests/harness/fleet.py joins several on one bridge). Files written under .
 system tests (tests/system) and tools/soak."""
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-from .runner import Skip, failure_notes
+from .runner import Once, Skip, failure_notes
 
 
 class Unavailable(Exception):
@@ -170,51 +169,37 @@ class Container:
 
 class Shared:
     """The one container every case of a test file shares, booted and set
-    up once by the first case that asks. A machine that cannot boot one
-    skips every case (with the reason and the boot log); a setup that
-    fails after the boot fails every case, with the reason, instead of
-    running them against half a setup. destroy() at exit, set up or not."""
+    up once by the first case that asks (runner.Once: later cases get it,
+    or skip or fail as the first did). A machine that cannot boot one
+    skips every case (with the reason and the boot log). destroy() at
+    exit, set up or not."""
 
     def __init__(self, name, tools, setup):
         self.name = name
-        self.tools = tools
         self.setup = setup
         self.container = None
-        self.ready = None
-        self.skip = None
-        self.error = None
+        self.once = Once('the container setup', tools, self._boot_and_set_up)
 
-    def get(self):
-        if self.ready:
-            return self.ready
-        if self.skip:
-            raise Skip(self.skip)
-        if self.error:
-            raise AssertionError(f'the container setup failed earlier: {self.error}')
-        missing = [t for t in self.tools if not shutil.which(t)]
-        if os.geteuid() != 0 or missing:
-            self.skip = (f'needs root and {", ".join(missing)}' if missing
-                         else 'needs root (nspawn, overlay mount)')
-            raise Skip(self.skip)
+    def _boot_and_set_up(self):
         started = time.monotonic()
         try:
             self.container = Container(self.name)
         except Unavailable as e:
             print(f'{self.name}: no container on this machine: {e}', file=sys.stderr, flush=True)
-            self.skip = f'cannot boot systemd in a container here: {str(e).splitlines()[0][:200]}'
-            raise Skip(self.skip)
+            raise Skip(f'cannot boot systemd in a container here: {str(e).splitlines()[0][:200]}')
         try:
             self.setup(self.container)
         except Exception as e:
-            self.error = str(e)[:2000]
             print(f'{self.name}: setup failed: {e}\n{self.container.diagnostics()}',
                   file=sys.stderr, flush=True)
             raise
-        self.ready = self.container
-        failure_notes.append(self.ready.diagnostics)
-        print(f'# container booted ({self.ready.state}) and set up in '
+        failure_notes.append(self.container.diagnostics)
+        print(f'# container booted ({self.container.state}) and set up in '
               f'{time.monotonic() - started:.1f}s', flush=True)
-        return self.ready
+        return self.container
+
+    def get(self):
+        return self.once.get()
 
     def destroy(self):
         if self.container:

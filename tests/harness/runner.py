@@ -3,6 +3,8 @@
 case's temporary directory) and prints TAP for meson. Each case gets a
 Context that owns its resources; raising Skip skips it."""
 
+import os
+import shutil
 import sys
 import time
 import traceback
@@ -24,6 +26,39 @@ def test(fn):
 
 class Skip(Exception):
     pass
+
+
+class Once:
+    """A setup every case of a test file shares, done by the first case
+    that asks: later ones get its result, or skip or fail as the first
+    did, with its reason, instead of running against half a setup. Needs
+    root and the named tools, or every case skips saying so."""
+
+    def __init__(self, what, tools, setup):
+        self.what, self.tools, self.setup = what, tools, setup
+        self.done, self.result, self.skip, self.error = False, None, None, None
+
+    def get(self):
+        if self.done:
+            return self.result
+        if self.skip:
+            raise Skip(self.skip)
+        if self.error:
+            raise AssertionError(f'{self.what} failed earlier: {self.error}')
+        missing = [t for t in self.tools if not shutil.which(t)]
+        if os.geteuid() != 0 or missing:
+            self.skip = f'needs root and {", ".join(missing) or "nothing else"}'
+            raise Skip(self.skip)
+        try:
+            self.result = self.setup()
+        except Skip as e:
+            self.skip = str(e)
+            raise
+        except Exception as e:
+            self.error = str(e)[:2000]
+            raise
+        self.done = True
+        return self.result
 
 
 class Context:

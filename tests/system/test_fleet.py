@@ -31,7 +31,7 @@ from tests.harness import Skip, run, test, wait_until
 from tests.harness.container import Unavailable
 from tests.harness.fleet import Fleet
 from tests.harness.readme import walkthrough
-from tests.harness.runner import failure_notes
+from tests.harness.runner import Once, failure_notes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, '..', '..')
@@ -55,25 +55,13 @@ STATE = {}
 
 # --- the fleet, booted once ----------------------------------------------------
 
-def fleet():
-    if 'fleet' in STATE:
-        return STATE['fleet']
-    if 'skip' in STATE:
-        raise Skip(STATE['skip'])
-    if 'error' in STATE:
-        raise AssertionError(f'the fleet setup failed earlier: {STATE["error"]}')
-    missing = [t for t in ('systemd-nspawn', 'nsenter', 'ip', 'dpkg-buildpackage')
-               if not shutil.which(t)]
-    if os.geteuid() != 0 or missing:
-        STATE['skip'] = f'needs root and {", ".join(missing) or "nothing else"}'
-        raise Skip(STATE['skip'])
+def set_up_fleet():
     started = time.monotonic()
     deb = package()
     try:
         f = Fleet(len(HOSTS))
     except Unavailable as e:
-        STATE['skip'] = f'cannot boot systemd in containers here: {str(e).splitlines()[0][:200]}'
-        raise Skip(STATE['skip'])
+        raise Skip(f'cannot boot systemd in containers here: {str(e).splitlines()[0][:200]}')
     STATE['fleet'] = f
     try:
         database_url = first_host(f, deb)
@@ -81,14 +69,20 @@ def fleet():
             next_host(f, n, deb, database_url)
         for n in HOSTS:
             tune(f, n)
-    except Exception as e:
-        STATE['error'] = str(e)[:2000]
+    except Exception:
         for n in HOSTS:
             print(f'# host {n}:\n{f.host(n).diagnostics()}')
         raise
     failure_notes.append(lambda: '\n'.join(f'host {n}:\n{f.host(n).diagnostics()}' for n in HOSTS))
     print(f'# three hosts booted and set up by the README in {time.monotonic() - started:.0f}s')
     return f
+
+
+FLEET = Once('the fleet setup', ('systemd-nspawn', 'nsenter', 'ip', 'dpkg-buildpackage'), set_up_fleet)
+
+
+def fleet():
+    return FLEET.get()
 
 
 def package():
@@ -98,8 +92,7 @@ def package():
     r = subprocess.run([os.path.join(ROOT, 'tools', 'package'), '--out', out, 'deb'],
                        capture_output=True, text=True, env=dict(os.environ, DEB_BUILD_OPTIONS='nocheck'))
     if r.returncode != 0:
-        STATE['error'] = f'tools/package deb: {r.stderr[-3000:]}'
-        raise AssertionError(STATE['error'])
+        raise AssertionError(f'tools/package deb: {r.stderr[-3000:]}')
     debs = [p for p in os.listdir(out) if re.match(r'baton_[^_]+_\w+\.deb$', p)]
     assert len(debs) == 1, os.listdir(out)
     return os.path.join(out, debs[0])

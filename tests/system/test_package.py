@@ -19,7 +19,8 @@ import subprocess
 import tempfile
 import time
 
-from tests.harness import Skip, run, test
+from tests.harness import run, test
+from tests.harness.runner import Once
 from tests.harness.container import Shared
 from tests.harness.readme import walkthrough
 
@@ -33,19 +34,8 @@ UPGRADE_VERSION = '0.1.0+rebuild1'
 SHARED = {}
 
 
-def packages():
+def build_packages():
     """Builds the .deb and .rpm once, and a .deb with a higher version."""
-    if 'pkg' in SHARED:
-        return SHARED['pkg']
-    if 'skip' in SHARED:
-        raise Skip(SHARED['skip'])
-    if 'error' in SHARED:
-        raise AssertionError(f'building the packages failed earlier: {SHARED["error"]}')
-    missing = [t for t in ('dpkg-buildpackage', 'lintian', 'rpmbuild', 'rpmlint')
-               if not shutil.which(t)]
-    if os.geteuid() != 0 or missing:
-        SHARED['skip'] = f'needs root and {", ".join(missing) or "nothing else"}'
-        raise Skip(SHARED['skip'])
     out = tempfile.mkdtemp(prefix='baton-pkg-')
     SHARED['out'] = out
     started = time.monotonic()
@@ -55,8 +45,7 @@ def packages():
                            capture_output=True, text=True, env=dict(os.environ, DEB_BUILD_OPTIONS='nocheck')
                            if '--version' in args else None)
         if r.returncode != 0:
-            SHARED['error'] = f'tools/package {" ".join(args)}: {r.stderr[-3000:]}'
-            raise AssertionError(SHARED['error'])
+            raise AssertionError(f'tools/package {" ".join(args)}: {r.stderr[-3000:]}')
         for line in r.stdout.splitlines() + r.stderr.splitlines():
             if re.match(r'^[EW]: ', line):
                 print(f'# lintian/rpmlint: {line}')
@@ -68,8 +57,15 @@ def packages():
     }
     print(f'# built .deb, dbgsym .deb, .rpm and the {UPGRADE_VERSION} .deb '
           f'in {time.monotonic() - started:.0f}s')
-    SHARED['pkg'] = pkg
     return pkg
+
+
+PACKAGES = Once('building the packages', ('dpkg-buildpackage', 'lintian', 'rpmbuild', 'rpmlint'),
+                build_packages)
+
+
+def packages():
+    return PACKAGES.get()
 
 
 def only(directory, pattern):

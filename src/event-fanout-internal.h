@@ -39,6 +39,7 @@ typedef struct Subscriber {
         size_t page_rows;               /* rows to ask for next; 0: FETCH_PAGE_FIRST */
         Db *replay_db;                  /* where its page query runs, while fetching */
         unsigned failures;
+        usec_t empty_since;             /* an empty page left it behind the position then */
         sd_event_source *retry;
         ListNode in_channel;            /* in its channel's subscribers */
         ListNode in_waiting;            /* in the fanout's, waiting for a replay slot */

@@ -205,7 +205,7 @@ static int replay_send_reset(Subscriber *sub, uint64_t next) {
 static size_t replay_page_serve(Subscriber *sub, const ReplayPage *page, bool own) {
         Channel *ch = sub->channel;
         size_t sent = 0;
-        uint64_t next;
+        uint64_t next, before;
         int r = 0;
 
         if (order_pruned(sub->cursor, page->oldest, page->last_id, &next))
@@ -229,11 +229,26 @@ static size_t replay_page_serve(Subscriber *sub, const ReplayPage *page, bool ow
         /* Caught up with what this instance delivers live: switch now, in the
          * same loop turn, so no event can fall in between. Everything after
          * the position reaches the channel (and so this subscriber) live. */
-        if (order_replay_next(ch->order.position, page->n, page->last_id, &sub->cursor) == REPLAY_LIVE)
+        before = sub->cursor;
+        switch (order_replay_next(ch->order.position, page->n, page->last_id, now_usec(CLOCK_MONOTONIC),
+                                  &sub->empty_since, &sub->cursor)) {
+        case REPLAY_LIVE:
+                if (page->n == 0 && page->last_id != 0 && page->last_id < sub->cursor)
+                        log_warning("PostgreSQL has stayed behind what was delivered of topic %s: ids "
+                                    "%" PRIu64 " to %" PRIu64 " are gone (a failover that lost commits?); "
+                                    "a stream resuming from %" PRIu64 " goes on from %" PRIu64 ".",
+                                    ch->topic, page->last_id + 1, sub->cursor, before, sub->cursor);
                 replay_go_live(sub);
-        else if (own)
-                replay_next_page(sub);
-        /* else it is still in line, from further on */
+                break;
+        case REPLAY_MORE:
+                if (own)
+                        replay_next_page(sub);
+                break;                  /* else it is still in line, from further on */
+        case REPLAY_WAIT:
+                if (own)
+                        replay_retry(sub);
+                break;
+        }
         return sent;
 }
 

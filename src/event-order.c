@@ -273,13 +273,18 @@ bool order_subscriber_start(uint64_t position, bool has_after, uint64_t *cursor)
         return *cursor >= position;
 }
 
-ReplayNext order_replay_next(uint64_t position, size_t n_rows, uint64_t page_last_id, uint64_t *cursor) {
-        assert(cursor);
+ReplayNext order_replay_next(uint64_t position, size_t n_rows, uint64_t page_last_id, usec_t now,
+                             usec_t *empty_since, uint64_t *cursor) {
+        assert(cursor && empty_since);
 
-        if (*cursor >= position)
+        if (*cursor >= position) {
+                *empty_since = 0;
                 return REPLAY_LIVE;
-        if (n_rows > 0)
+        }
+        if (n_rows > 0) {
+                *empty_since = 0;
                 return REPLAY_MORE;
+        }
         /* An empty page says only what the store had when it was read: no
          * row after the cursor up to the topic's last id then. Ids up to
          * there are holes (deleted by hand) and are passed; ids the
@@ -289,11 +294,26 @@ ReplayNext order_replay_next(uint64_t position, size_t n_rows, uint64_t page_las
          * No topic row at all: nothing to wait for. */
         if (page_last_id == 0 || page_last_id >= position) {
                 *cursor = position;
+                *empty_since = 0;
                 return REPLAY_LIVE;
         }
         if (page_last_id > *cursor)
                 *cursor = page_last_id;
-        return REPLAY_MORE;
+        /* The commit race costs one more read, at once. A store that stays
+         * behind what the channel delivered (a failover to a replica that
+         * lost the last commits, a topic re-created by hand) will not
+         * catch up: after HOLE_WAIT the ids are given up on, as holes are,
+         * instead of being read for ever. */
+        if (*empty_since == 0) {
+                *empty_since = now;
+                return REPLAY_MORE;
+        }
+        if (now - *empty_since >= ORDER_HOLE_WAIT_USEC) {
+                *cursor = position;
+                *empty_since = 0;
+                return REPLAY_LIVE;
+        }
+        return REPLAY_WAIT;
 }
 
 bool order_page_serves(uint64_t page_from, size_t n_rows, uint64_t last_id, uint64_t cursor) {

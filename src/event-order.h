@@ -121,15 +121,20 @@ bool order_subscriber_start(uint64_t position, bool has_after, uint64_t *cursor)
 typedef enum ReplayNext {
         REPLAY_LIVE,                    /* caught up: switch to live now, in this turn */
         REPLAY_MORE,                    /* read the next page */
+        REPLAY_WAIT,                    /* read again after a backoff: the store is behind */
 } ReplayNext;
 
 /* After a replay page of n_rows rows (read when the topic's last id was
  * page_last_id) that left the subscriber at *cursor: live once the cursor
- * reached the channel's position; the next page while the page had rows;
- * after an empty one, the ids up to page_last_id are holes and are passed
- * (live when that reaches the position: nothing waits for ever), while
- * ids committed after the page was read are read with the next page. */
-ReplayNext order_replay_next(uint64_t position, size_t n_rows, uint64_t page_last_id, uint64_t *cursor);
+ * reached the channel's position; the next page while the page had rows.
+ * After an empty one, the ids up to page_last_id are holes and are passed
+ * (live when that reaches the position: nothing waits for ever), and ids
+ * committed since the page was read are read again: at once the first
+ * time (*empty_since, the subscriber's, records when), then after a
+ * backoff, and given up on (live at the position) once the store has
+ * stayed behind for HOLE_WAIT. */
+ReplayNext order_replay_next(uint64_t position, size_t n_rows, uint64_t page_last_id, usec_t now,
+                             usec_t *empty_since, uint64_t *cursor);
 
 /* Whether a replay page read from the store after page_from, with n_rows
  * rows up to last_id, also serves a subscriber at cursor that waits its

@@ -211,43 +211,54 @@ static void test_subscribers(void **state) {
         assert_int_equal(cursor, 10);
 }
 
-/* After a replay page: live, or the next page, and where the cursor is. */
+/* After a replay page: live, the next page, or a wait, and where the
+ * cursor is. */
 static void test_replay_next(void **state) {
         static const struct {
                 uint64_t position;
                 size_t rows;
                 uint64_t page_last_id, cursor;
+                usec_t empty_since, now;
                 ReplayNext next;
                 uint64_t cursor_after;
+                usec_t empty_since_after;
         } cases[] = {
                 /* A page to 30 while the position is 40: more. */
-                { 40, 20, 40, 30, REPLAY_MORE, 30 },
+                { 40, 20, 40, 30, 0, 1000, REPLAY_MORE, 30, 0 },
                 /* Live events moved the position on meanwhile; the page reaches it. */
-                { 45, 15, 45, 45, REPLAY_LIVE, 45 },
+                { 45, 15, 45, 45, 0, 1000, REPLAY_LIVE, 45, 0 },
                 /* A page past the position (read after live events came): live;
                  * the channel skips what the cursor passed. */
-                { 45, 5, 50, 50, REPLAY_LIVE, 50 },
+                { 45, 5, 50, 50, 0, 1000, REPLAY_LIVE, 50, 0 },
                 /* Rows, all at or before the cursor (a shared page): more. */
-                { 40, 3, 40, 30, REPLAY_MORE, 30 },
+                { 40, 3, 40, 30, 0, 1000, REPLAY_MORE, 30, 0 },
+                /* Rows after an empty page: the wait is over. */
+                { 40, 3, 40, 30, 500, 1000, REPLAY_MORE, 30, 0 },
                 /* Nothing after the cursor although the position is further
                  * (deleted rows): live at the position, no spinning. */
-                { 40, 0, 40, 30, REPLAY_LIVE, 40 },
-                { 40, 0, 42, 30, REPLAY_LIVE, 40 },
+                { 40, 0, 40, 30, 0, 1000, REPLAY_LIVE, 40, 0 },
+                { 40, 0, 42, 30, 0, 1000, REPLAY_LIVE, 40, 0 },
                 /* An empty page read just before event 294 committed, while
-                 * the channel has 294 already: read again, never skipped. */
-                { 294, 0, 293, 293, REPLAY_MORE, 293 },
+                 * the channel has 294 already: read again at once. */
+                { 294, 0, 293, 293, 0, 1000, REPLAY_MORE, 293, 1000 },
+                /* Still behind on the next read: read again after a backoff. */
+                { 294, 0, 293, 293, 1000, 1000 + USEC_PER_SEC, REPLAY_WAIT, 293, 1000 },
+                /* Behind for HOLE_WAIT (a failover lost commits): given up on. */
+                { 294, 0, 293, 293, 1000, 1000 + ORDER_HOLE_WAIT_USEC, REPLAY_LIVE, 294, 0 },
                 /* Holes up to the page's last id are passed, the rest read. */
-                { 40, 0, 35, 30, REPLAY_MORE, 35 },
+                { 40, 0, 35, 30, 0, 1000, REPLAY_MORE, 35, 1000 },
                 /* No topic row at all (deleted by hand): nothing to wait for. */
-                { 40, 0, 0, 30, REPLAY_LIVE, 40 },
+                { 40, 0, 0, 30, 0, 1000, REPLAY_LIVE, 40, 0 },
         };
 
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 uint64_t cursor = cases[i].cursor;
+                usec_t empty_since = cases[i].empty_since;
 
                 assert_int_equal(order_replay_next(cases[i].position, cases[i].rows, cases[i].page_last_id,
-                                                   &cursor), cases[i].next);
+                                                   cases[i].now, &empty_since, &cursor), cases[i].next);
                 assert_int_equal(cursor, cases[i].cursor_after);
+                assert_int_equal(empty_since, cases[i].empty_since_after);
         }
 }
 

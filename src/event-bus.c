@@ -527,9 +527,13 @@ bool bus_connected(const Bus *bus) {
         return bus->connected;
 }
 
-usec_t bus_lost_at(const Bus *bus) {
+usec_t bus_lost_at(const Bus *bus, usec_t now) {
         assert(bus);
 
+        /* nats.c's threads may know of the loss before its event reached
+         * the loop: then it is a loss of just now. */
+        if (bus->connected && bus->conn && natsConnection_Status(bus->conn) != NATS_CONN_STATUS_CONNECTED)
+                return now;
         return bus->lost_at;
 }
 

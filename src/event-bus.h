@@ -86,8 +86,9 @@ int bus_start(Bus *bus);
 
 bool bus_connected(const Bus *bus);
 /* When an established connection was lost (CLOCK_MONOTONIC), while
- * nats.c looks for another server; 0 when connected or never connected. */
-usec_t bus_lost_at(const Bus *bus);
+ * nats.c looks for another server; 0 when connected or never connected;
+ * now when nats.c says it is lost and the loop has not heard yet. */
+usec_t bus_lost_at(const Bus *bus, usec_t now);
 const char *bus_last_error(const Bus *bus);
 
 /* Proves the bus works end to end: publishes to a subject only this

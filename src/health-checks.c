@@ -129,14 +129,19 @@ static void on_db_checked(Db *db, const DbResult *result, void *userdata) {
 }
 
 /* True when a failed NATS check is a failover in progress, to be tried
- * again: the instance was ready on NATS, and lost its connection less than
- * BUS_FAILOVER_GRACE_USEC ago. */
+ * again: the instance was ready on NATS, lost its connection less than
+ * BUS_FAILOVER_GRACE_USEC ago, and this round's NATS check has not run
+ * longer than that either (a node that accepts and drops connections
+ * over and over would otherwise hold the round, and the database's check
+ * with it, for ever). A node that stops answering without closing is no
+ * failover until nats.c's pings notice (4 to 6 s): its echo times out
+ * and counts, as it should. */
 static bool bus_failing_over(Health *h) {
-        usec_t lost_at = bus_lost_at(h->bus);
+        usec_t now = now_usec(CLOCK_MONOTONIC), lost_at = bus_lost_at(h->bus, now);
         int r;
 
         if (!h->snapshot.nats.checked || !h->snapshot.nats.up || lost_at == 0 ||
-            now_usec(CLOCK_MONOTONIC) - lost_at >= BUS_FAILOVER_GRACE_USEC)
+            now - lost_at >= BUS_FAILOVER_GRACE_USEC || now - h->bus_started >= BUS_FAILOVER_GRACE_USEC)
                 return false;
         r = event_timer_arm(h->bus_retry, BUS_FAILOVER_RETRY_USEC);
         if (r < 0) {

@@ -8,7 +8,7 @@ Python standard library only. Each test file is a module that prints TAP
 
 Tests import what they use from here (from tests.harness import Batond,
 run, test, ...). The modules, one concern each:
-    core         the source root, VERBOSE and log(), free_port, wait_until,
+    core         the source root, VERBOSE and log(), free_port(s), wait_until,
                  TempDir
     postgres     Postgres (a throwaway cluster), PG_BIN, MIGRATIONS,
                  MIGRATION_LOCK_KEY
@@ -35,7 +35,7 @@ run, test, ...). The modules, one concern each:
 """
 
 from .batond import Batond
-from .core import ROOT, VERBOSE, TempDir, free_port, log, wait_until
+from .core import ROOT, VERBOSE, TempDir, free_port, free_ports, log, wait_until
 from .http_client import (Misframed, Response, StrictReader, close_socket, http_get, metric,
                           publish, raw_request, read_until_closed)
 from .nats import Nats
@@ -47,6 +47,6 @@ from .sse import SseClient
 __all__ = [
     'Batond', 'Context', 'MIGRATIONS', 'MIGRATION_LOCK_KEY', 'Misframed', 'Nats', 'NotifySocket',
     'PG_BIN', 'Postgres', 'ROOT', 'Response', 'Skip', 'SseClient', 'StrictReader', 'TempDir',
-    'VERBOSE', 'close_socket', 'failure_notes', 'free_port', 'http_get', 'log', 'metric', 'publish',
+    'VERBOSE', 'close_socket', 'failure_notes', 'free_port', 'free_ports', 'http_get', 'log', 'metric', 'publish',
     'raw_request', 'read_until_closed', 'report_failure', 'run', 'test', 'wait_until',
 ]

@@ -25,6 +25,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """n distinct free ports, for servers that name each other before any
+    of them listens (a cluster's nodes): all bound at once while chosen,
+    so that none is handed out twice, as n free_port() calls could."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(('127.0.0.1', 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def wait_until(predicate, timeout, interval=0.05, what='condition'):
     """Polls predicate until it returns a truthy value; returns that value."""
     deadline = time.monotonic() + timeout

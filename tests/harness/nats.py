@@ -11,9 +11,11 @@ from .core import free_port, wait_until
 
 
 class Nats:
-    def __init__(self, tmp, max_payload=None, cluster_port=None, routes=()):
-        self.port = free_port()
-        self.monitor_port = free_port()
+    def __init__(self, tmp, max_payload=None, cluster_port=None, routes=(), port=None, monitor_port=None):
+        """port, monitor_port: chosen by the caller (a cluster chooses all
+        its nodes' ports at once, free_ports()), or free ones."""
+        self.port = port or free_port()
+        self.monitor_port = monitor_port or free_port()
         self.cluster_port = cluster_port
         self.routes = list(routes)
         self.proc = None
@@ -40,6 +42,9 @@ class Nats:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def accepting():
+            if self.proc.poll() is not None:
+                with open(self.log, errors='replace') as f:
+                    raise AssertionError(f'nats-server exited ({self.proc.returncode}): {f.read()[-1500:]}')
             with socket.create_connection(('127.0.0.1', self.port), timeout=0.5):
                 return True
         wait_until(accepting, 10, what='nats-server to accept connections')

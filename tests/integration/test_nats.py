@@ -9,7 +9,7 @@ import re
 import threading
 import time
 
-from tests.harness import MIGRATIONS, free_port, http_get, publish, run, test, wait_until
+from tests.harness import MIGRATIONS, free_ports, http_get, publish, run, test, wait_until
 from tests.harness.nats_client import NatsClient
 
 KEY = 'k' * 16 + 'shared-by-the-fleet-0123'
@@ -106,9 +106,13 @@ def without_a_signing_key_bus_messages_are_hints_checked_in_postgresql(ctx):
 
 
 def cluster(ctx, n=3):
-    """n nats-server nodes routed to one another, once every route is up."""
-    ports = [free_port() for _ in range(n)]
-    nodes = [ctx.nats(cluster_port=ports[i], routes=[p for j, p in enumerate(ports) if j != i])
+    """n nats-server nodes routed to one another, once every route is up.
+    Every node's ports are chosen at once: a port picked for one node's
+    routes and not yet listened on must not be handed to another node."""
+    ports = free_ports(3 * n)
+    cluster_ports = ports[:n]
+    nodes = [ctx.nats(cluster_port=cluster_ports[i], port=ports[n + i], monitor_port=ports[2 * n + i],
+                      routes=[p for j, p in enumerate(cluster_ports) if j != i])
              for i in range(n)]
     wait_until(lambda: all(node.monitor('routez').get('num_routes', 0) >= n - 1 for node in nodes), 15,
                what='the cluster to form')

@@ -49,7 +49,7 @@ def stream(i):
                 continue
             fields = {}
             while time.monotonic() < deadline + 3:
-                line = r.fp.readline()
+                line = r.readline()     # chunked: not r.fp's raw lines (traffic.py)
                 if not line:
                     break
                 line = line.decode().rstrip('\n')

@@ -43,7 +43,11 @@ def sse(path, last_id=None, on_event=None, stop=None):
         return r.status
     fields = {}
     while not (stop and stop()):
-        line = r.fp.readline()
+        # r.readline(), not r.fp.readline(): through nginx the response is
+        # chunked, and the raw socket's lines carry the chunk framing, a
+        # chunk may end mid-line ("event: mes" | "sage"), and that event
+        # would be lost to this client, not to batond.
+        line = r.readline()
         if not line:
             break
         line = line.decode().rstrip('\n')

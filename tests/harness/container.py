@@ -5,6 +5,7 @@ made: tests/harness/fleet.py joins several on one bridge). Files written under .
 system tests (tests/system) and tools/soak."""
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -66,9 +67,19 @@ class Container:
         try:
             self.proc.wait(90)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self._kill()
         self._spawn()
+
+    def _kill(self):
+        """The container's PID 1 first: killing only nspawn would leave the
+        container's systemd and its services running, orphaned."""
+        if self.leader:
+            try:
+                os.kill(self.leader, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.kill()
+        self.proc.wait()
 
     def _mount(self, args):
         r = subprocess.run(['mount'] + args, capture_output=True, text=True)
@@ -158,8 +169,7 @@ class Container:
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self._kill()
         self.log.close()
         subprocess.run(['umount', '-l', self.root], capture_output=True, check=False)
         subprocess.run(['umount', '-l', os.path.join(self.dir, 'scratch')], capture_output=True,

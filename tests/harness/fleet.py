@@ -8,6 +8,7 @@ Nothing is routed anywhere else: no traffic leaves these namespaces.
     fleet = Fleet(3)
     fleet.host(1).run([...])           # a Container
     fleet.client(['python3', ...])     # a process on the bridge's side
+    fleet.ssh_command(directory)       # "ssh HOST COMMAND" into the hosts
     fleet.cut(3); fleet.mend(3)        # host 3's cable pulled, put back
     fleet.destroy()
 """
@@ -74,8 +75,19 @@ class Fleet:
         """A process on the bridge's side of the network (a user)."""
         return subprocess.Popen(['ip', 'netns', 'exec', self.net] + list(argv), **kw)
 
-    def client_run(self, argv, **kw):
-        return subprocess.run(['ip', 'netns', 'exec', self.net] + list(argv), **kw)
+    def ssh_command(self, directory):
+        """A script that stands in for "ssh HOST COMMAND" (baton-fleet's
+        BATON_FLEET_SSH): into host HOST's container, by its address;
+        exit 255, as ssh, for any other host. Returns its path."""
+        path = os.path.join(directory, 'fleet-ssh')
+        cases = ''.join(f'  {self.address(n)}) leader={c.leader} ;;\n'
+                        for n, c in enumerate(self.hosts, 1))
+        with open(path, 'w') as f:
+            f.write('#!/bin/sh\nhost=$1; shift\ncase $host in\n' + cases +
+                    '  *) echo "no such host: $host" >&2; exit 255 ;;\nesac\n'
+                    'exec nsenter -t "$leader" -a sh -c "$*"\n')
+        os.chmod(path, 0o755)
+        return path
 
     def cut(self, n):
         """Host n drops off the network as when its power or cable goes:

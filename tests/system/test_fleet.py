@@ -251,15 +251,7 @@ def a_rolling_deploy_across_hosts_under_load_loses_nothing(ctx):
                     'groups': groups(f, 4),
                     'publish': {'hosts': [f.url(n) for n in HOSTS], 'workers': 3, 'interval': 0.05}})
     time.sleep(2)
-    transport = os.path.join(ctx.tmp.path, 'fleet-ssh')
-    with open(transport, 'w') as t:
-        t.write('#!/bin/sh\n# "ssh HOST COMMAND" for baton-fleet, into the test\'s containers.\n'
-                'host=$1; shift\ncase $host in\n')
-        for n in HOSTS:
-            t.write(f'  {Fleet.address(n)}) leader={f.host(n).leader} ;;\n')
-        t.write('  *) echo "no such host: $host" >&2; exit 255 ;;\nesac\n'
-                'exec nsenter -t "$leader" -a sh -c "$*"\n')
-    os.chmod(transport, 0o755)
+    transport = f.ssh_command(ctx.tmp.path)
     started = time.monotonic()
     r = subprocess.run([os.path.join(ROOT, 'tools', 'baton-fleet'), 'deploy', '--binary', RELEASE]
                        + [Fleet.address(n) for n in HOSTS],
@@ -288,13 +280,7 @@ def a_rolling_deploy_across_hosts_under_load_loses_nothing(ctx):
 @test
 def baton_fleet_stops_at_the_first_host_that_fails(ctx):
     f = fleet()
-    transport = os.path.join(ctx.tmp.path, 'fleet-ssh')
-    with open(transport, 'w') as t:
-        t.write('#!/bin/sh\nhost=$1; shift\ncase $host in\n')
-        for n in HOSTS:
-            t.write(f'  {Fleet.address(n)}) leader={f.host(n).leader} ;;\n')
-        t.write('  *) exit 255 ;;\nesac\nexec nsenter -t "$leader" -a sh -c "$*"\n')
-    os.chmod(transport, 0o755)
+    transport = f.ssh_command(ctx.tmp.path)
     env = dict(os.environ, BATON_FLEET_SSH=transport)
     before = {n: serving(f, n) for n in HOSTS}
     # An unknown host: refused before anything is touched.

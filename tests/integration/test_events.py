@@ -217,17 +217,32 @@ def a_publish_repeated_with_its_idempotency_key_is_stored_once(ctx):
 
 @test
 def a_publish_cut_off_after_its_commit_and_retried_is_stored_once(ctx):
-    """The client gives up before the answer (its connection is cut as soon
-    as the request is sent), the event commits anyway, and the client
-    retries with the same key: one event, and the retry gets its id."""
+    """The client gives up before the answer (its connection is reset once
+    batond has its whole request), the event commits anyway, and the
+    client retries with the same key: one event, and the retry gets its id."""
+    import os
+    import signal
     pg, b = one_instance(ctx)
     body = json.dumps({'payment': 42}).encode()
     request = (b'POST /api/v1/topics/payments/events HTTP/1.1\r\nHost: x\r\n'
                b'Content-Type: application/json\r\nIdempotency-Key: pay-42\r\n'
                b'Content-Length: ' + str(len(body)).encode() + b'\r\n\r\n' + body)
-    with socket.create_connection(('127.0.0.1', b.port)) as s:
-        s.sendall(request)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\x00\x00\x00\x00\x00\x00\x00')
+    # The publish connection is held so that the commit cannot come before
+    # the reset. The reset itself waits until batond has queued the event:
+    # a reset that beats batond to the bytes takes the request with it (the
+    # kernel discards what was not read), and that is not this case.
+    writer = pg.psql("SELECT pid FROM pg_stat_activity WHERE application_name = 'batond/publish'")
+    assert writer, 'no publish connection'
+    os.kill(int(writer), signal.SIGSTOP)
+    try:
+        with socket.create_connection(('127.0.0.1', b.port)) as s:
+            s.sendall(request)
+            wait_until(lambda: metric(b.port, 'baton_events_publish_queue_bytes') > 0, 10,
+                       what='batond to queue the publish')
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\x00\x00\x00\x00\x00\x00\x00')
+        assert pg.psql("SELECT count(*) FROM events WHERE topic = 'payments'") == '0'
+    finally:
+        os.kill(int(writer), signal.SIGCONT)
     # Closed with a reset, before any answer: now wait for the commit.
     wait_until(lambda: pg.psql("SELECT count(*) FROM events WHERE topic = 'payments'") == '1', 10,
                what='the cut-off publish to commit')

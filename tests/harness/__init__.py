@@ -14,8 +14,9 @@ run, test, ...). The modules, one concern each:
                  MIGRATION_LOCK_KEY
     nats         Nats (nats-server on a free port)
     notify       NotifySocket (sd_notify messages, as systemd receives them)
-    http_client  Response, http_get, publish, raw_request, read_until_closed,
-                 close_socket, StrictReader and Misframed
+    http_client  Response, http_get, metric, publish, raw_request,
+                 read_until_closed, wait_streams, close_socket, StrictReader
+                 and Misframed
     sse          SseClient
     browser      headless Chromium over the DevTools protocol (ctx.browser())
     nginx        Nginx, one process on free ports (ctx.nginx())
@@ -37,7 +38,7 @@ run, test, ...). The modules, one concern each:
 from .batond import Batond
 from .core import ROOT, VERBOSE, TempDir, free_port, free_ports, log, wait_until
 from .http_client import (Misframed, Response, StrictReader, close_socket, http_get, metric,
-                          publish, raw_request, read_until_closed)
+                          publish, raw_request, read_until_closed, wait_streams)
 from .nats import Nats
 from .notify import NotifySocket
 from .postgres import MIGRATION_LOCK_KEY, MIGRATIONS, PG_BIN, Postgres
@@ -48,5 +49,5 @@ __all__ = [
     'Batond', 'Context', 'MIGRATIONS', 'MIGRATION_LOCK_KEY', 'Misframed', 'Nats', 'NotifySocket',
     'PG_BIN', 'Postgres', 'ROOT', 'Response', 'Skip', 'SseClient', 'StrictReader', 'TempDir',
     'VERBOSE', 'close_socket', 'failure_notes', 'free_port', 'free_ports', 'http_get', 'log', 'metric', 'publish',
-    'raw_request', 'read_until_closed', 'report_failure', 'run', 'test', 'wait_until',
+    'raw_request', 'read_until_closed', 'report_failure', 'run', 'test', 'wait_streams', 'wait_until',
 ]

@@ -8,6 +8,8 @@ import json
 import re
 import socket
 
+from .core import wait_until
+
 
 class Response:
     def __init__(self, status, headers, body):
@@ -33,6 +35,14 @@ def metric(port, name, timeout=5):
     m = re.search(rf'^{re.escape(name)} (\S+)$', http_get(port, '/metrics', timeout=timeout).body, re.M)
     assert m, f'no {name} in /metrics'
     return float(m.group(1))
+
+
+def wait_streams(port, n, timeout=15):
+    """Until batond has n streams open (baton_streams_active): a stream
+    counts once its 200 went out, that is once its topic's position is
+    known. baton_stream_subscribers counts the ones still waiting too."""
+    return wait_until(lambda: metric(port, 'baton_streams_active') == n, timeout,
+                      what=f'{n} open streams')
 
 
 def http_get(port, path, method='GET', headers=None, body=None, timeout=5, host='127.0.0.1'):

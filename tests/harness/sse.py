@@ -120,6 +120,16 @@ class SseClient:
         return wait_until(lambda: n in self.ids(), timeout,
                           what=f'event id {n} (have {self.ids()[-5:]})')
 
+    def wait_open(self, timeout=15):
+        """Until the stream's 200 is in: batond sends it only once the
+        topic's position is known, so whatever is published from then on
+        reaches this stream. A sleep instead loses the first events on a
+        slow machine. (A client made with read=False reads no status:
+        wait_streams() in http_client counts open streams instead.)"""
+        assert self.reading.is_set(), 'wait_open() needs a client that reads'
+        return wait_until(lambda: self.status == 200 or self.ended, timeout,
+                          what='the stream to open') and self.status == 200
+
     def wait_ended(self, timeout=15):
         return wait_until(lambda: self.ended, timeout, what='the stream to end')
 

@@ -27,7 +27,8 @@ class Checkout:
     is keyed to this path, so it is not the developer's own. Its port is
     a free one picked here (BATON_DEV_PG_PORT), as every test's PostgreSQL
     is: "the first free from 55432" could race another test for a port
-    the kernel hands out as ephemeral."""
+    the kernel hands out as ephemeral. free_port() keeps it reserved for
+    this process, so each run of the checkout finds it free again."""
 
     def __init__(self):
         self.pg_port = free_port()

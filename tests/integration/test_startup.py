@@ -216,8 +216,14 @@ def first_host_refusing_falls_through_to_the_next(ctx):
     # libpq closes the refused socket and opens the next within one poll;
     # the new socket usually gets the same fd number and must be watched.
     pg = ctx.postgres()
+    # Refused for the whole case, whatever else runs: a socket bound to the
+    # port but never listening (connect() to it is refused on Linux), on a
+    # port no other test process is handed (free_port()).
+    import socket
     from tests.harness import free_port
-    dead = free_port()
+    refuser = ctx.add(socket.socket(socket.AF_INET, socket.SOCK_STREAM), lambda s: s.close())
+    refuser.bind(('127.0.0.1', free_port()))
+    dead = refuser.getsockname()[1]
     url = f'postgres://baton@127.0.0.1:{dead},127.0.0.1:{pg.port}/baton'
     b = ctx.batond({'DATABASE_URL': url, 'DATABASE_CONNECT_TIMEOUT': '10s'}).start()
     started = time.monotonic()

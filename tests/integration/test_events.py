@@ -800,9 +800,11 @@ def a_stream_that_cannot_start_is_answered_at_once_as_a_browser_can_retry(ctx):
     pg.stop()
     b = ctx.batond({'DATABASE_URL': pg.url(), **FAST}).start()
     b.notify.wait_for(r'STATUS=Starting: waiting for PostgreSQL', 10)
-    # Not ready yet: held for readiness 5 s, then answered.
+    # Not ready yet: held for readiness 5 s, then answered. The upper
+    # bounds here are each deadline plus 2 s: a timer's answer on a loaded
+    # machine under ASan, not a hang (which is what they catch).
     not_ready = StreamStart(b.port, 'browser', event_source=True)
-    assert not_ready.unavailable()['error'] == 'not_ready' and 4.5 < not_ready.took < 7, not_ready
+    assert not_ready.unavailable()['error'] == 'not_ready' and 4.5 < not_ready.took < 7.5, not_ready
     plain = StreamStart(b.port, 'browser', event_source=False)
     assert plain.status == 503 and json.loads(plain.body)['error'] == 'not_ready', plain
     pg.start()
@@ -811,9 +813,9 @@ def a_stream_that_cannot_start_is_answered_at_once_as_a_browser_can_retry(ctx):
     pg.kill()
     down = StreamStart(b.port, 'browser', event_source=True)
     data = down.unavailable()
-    assert data['error'] == 'unavailable' and down.took < 4, down
+    assert data['error'] == 'unavailable' and down.took < 5, down
     plain = StreamStart(b.port, 'browser', event_source=False)
-    assert plain.status == 503 and plain.headers['retry-after'] == '1' and plain.took < 4, plain
+    assert plain.status == 503 and plain.headers['retry-after'] == '1' and plain.took < 5, plain
     # Counted as what it is: a stream that did not start.
     metrics = b.get('/metrics').body
     assert re.search(r'^baton_http_requests_total\{route="events_stream",method="GET",status="5xx"\} [1-9]',
@@ -826,7 +828,7 @@ def a_stream_that_cannot_start_is_answered_at_once_as_a_browser_can_retry(ctx):
     pg.freeze()
     frozen = StreamStart(b.port, 'browser-frozen', event_source=True)
     pg.thaw()
-    assert frozen.unavailable()['error'] == 'unavailable' and 2.5 < frozen.took < 4, frozen
+    assert frozen.unavailable()['error'] == 'unavailable' and 2.5 < frozen.took < 5, frozen
 
     def live_stream():
         """A stream that started for real (as an EventSource retrying would)."""

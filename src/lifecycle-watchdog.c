@@ -72,11 +72,13 @@ static int on_probe_io(sd_event_source *source, int fd, uint32_t revents, void *
 static void probe_start(Watchdog *w) {
         int fds[2], r;
 
-        if (w->probe_fd >= 0) {
-                /* The previous probe never answered in a whole interval. */
+        /* The previous probe never answered in a whole interval: it fails,
+         * and a new one goes at once. Waiting for the next turn instead
+         * would lose two pings for one late probe, and pings a third of
+         * WATCHDOG_USEC apart would then leave a gap of the whole interval:
+         * systemd would kill a batond that answers again. */
+        if (w->probe_fd >= 0)
                 probe_result(w, false, "no reply within the watchdog interval");
-                return;
-        }
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0) {
                 probe_result(w, false, strerror(errno));
                 return;

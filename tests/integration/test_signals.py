@@ -328,7 +328,7 @@ def process_state(pid):
 def watchdog_pings_follow_ready_and_stop_when_stuck(ctx):
     # batond self-probes and pings every third of WATCHDOG_USEC (1 s here,
     # lifecycle-watchdog.c); a probe without an answer within that third
-    # costs two pings, a gap of a whole WATCHDOG_USEC. 3 s gives a probe
+    # is given up on and sent again, a gap of two thirds. 3 s gives a probe
     # 1 s to be answered on a loaded machine, not 333 ms.
     watchdog = 3.0
     b = ctx.batond({'DATABASE_URL': ctx.postgres().url()}, watchdog_usec=int(watchdog * 1e6)).start()
@@ -353,8 +353,8 @@ def watchdog_pings_follow_ready_and_stop_when_stuck(ctx):
     assert not late, f'pings from a stopped process, {late} s after it stopped'
     mark = b.notify.count()
     b.signal(signal.SIGCONT)
-    # At once, or (a probe was out when it stopped, and is given up on)
-    # one interval later.
+    # At once: the probe that was out when it stopped is answered, or
+    # given up on and sent again.
     b.notify.wait_for(r'^WATCHDOG=1$', 2 * watchdog + 15, since=mark)
 
 
@@ -370,9 +370,9 @@ def watchdog_pings_go_on_while_a_flood_holds_every_connection(ctx):
     # half the interval) is 3 s, a second of slack for a probe's answer on
     # a loaded 2-core machine under ASan with 200 flood threads (2 s gave
     # it 333 ms). A probe not answered within its 2 s is given up on
-    # ("not pinging" in the log) and costs the next ping too: a gap of at
-    # least 4 s, which the gap check catches by itself; any other failed
-    # probe (a wrong answer) means the flood reached the self-probe.
+    # ("not pinging" in the log) and sent again: a gap of at least 4 s,
+    # which the gap check catches by itself; any other failed probe (a
+    # wrong answer) means the flood reached the self-probe.
     watchdog = 6.0
     pg = ctx.postgres()
     b = ctx.batond({'DATABASE_URL': pg.url(), 'MAX_CONNECTIONS': '64'}, fdnames=['http', 'metrics'],

@@ -15,7 +15,7 @@ run, test, ...). The modules, one concern each:
     nats         Nats (nats-server on a free port)
     notify       NotifySocket (sd_notify messages, as systemd receives them)
     http_client  Response, http_get, metric, publish, raw_request,
-                 read_until_closed, wait_streams, close_socket, StrictReader
+                 read_until_closed, wait_streams, Scraper, close_socket, StrictReader
                  and Misframed
     sse          SseClient
     browser      headless Chromium over the DevTools protocol (ctx.browser())
@@ -37,7 +37,7 @@ run, test, ...). The modules, one concern each:
 
 from .batond import Batond
 from .core import ROOT, VERBOSE, TempDir, free_port, free_ports, log, wait_until
-from .http_client import (Misframed, Response, StrictReader, close_socket, http_get, metric,
+from .http_client import (Misframed, Response, Scraper, StrictReader, close_socket, http_get, metric,
                           publish, raw_request, read_until_closed, wait_streams)
 from .nats import Nats
 from .notify import NotifySocket
@@ -47,7 +47,7 @@ from .sse import SseClient
 
 __all__ = [
     'Batond', 'Context', 'MIGRATIONS', 'MIGRATION_LOCK_KEY', 'Misframed', 'Nats', 'NotifySocket',
-    'PG_BIN', 'Postgres', 'ROOT', 'Response', 'Skip', 'SseClient', 'StrictReader', 'TempDir',
+    'PG_BIN', 'Postgres', 'ROOT', 'Response', 'Scraper', 'Skip', 'SseClient', 'StrictReader', 'TempDir',
     'VERBOSE', 'close_socket', 'failure_notes', 'free_port', 'free_ports', 'http_get', 'log', 'metric', 'publish',
     'raw_request', 'read_until_closed', 'report_failure', 'run', 'test', 'wait_streams', 'wait_until',
 ]

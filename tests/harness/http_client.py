@@ -45,6 +45,34 @@ def wait_streams(port, n, timeout=15):
                       what=f'{n} open streams')
 
 
+class Scraper:
+    """/metrics asked again and again on one keep-alive connection. MHD
+    completes (and counts out) a request before it reads the next one on
+    the same connection, so baton_http_requests_in_flight counts this
+    scrape and the others in flight, never a scrape of ours that is still
+    to be counted out (as one on a new connection may be)."""
+
+    def __init__(self, port):
+        self.conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+
+    def scrape(self):
+        self.conn.request('GET', '/metrics')
+        r = self.conn.getresponse()
+        body = r.read().decode()
+        assert r.status == 200 and not r.will_close, (r.status, r.getheaders())
+        return Response(r.status, r.getheaders(), body)
+
+    def metric(self, name):
+        """A sample without labels, as a float."""
+        return float(re.search(rf'^{re.escape(name)} (\S+)$', self.scrape().body, re.M).group(1))
+
+    def in_flight(self):
+        return self.metric('baton_http_requests_in_flight')
+
+    def close(self):
+        self.conn.close()
+
+
 def http_get(port, path, method='GET', headers=None, body=None, timeout=5, host='127.0.0.1'):
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:

@@ -5,14 +5,13 @@ connections. Each bound, once reached, answers 503 overloaded with
 Retry-After at once; nothing acknowledged is lost, nothing crashes, and
 everything works again when the pressure ends."""
 
-import http.client
 import json
 import re
 import socket
 import threading
 import time
 
-from tests.harness import Skip, http_get, metric, publish, run, test, wait_streams, wait_until
+from tests.harness import Scraper, Skip, http_get, metric, publish, run, test, wait_streams, wait_until
 from tests.integration.test_faults import CANCEL_GRACE, ENV, QUERY_TIMEOUT, Load, check_store, managed, note
 
 KiB = 1024
@@ -86,30 +85,6 @@ def publish_histogram(port):
     h = [s for s in j['baton_http_request_duration_seconds']['samples']
          if s['labels']['route'] == 'events_publish'][0]
     return {float(b['le']): b['count'] for b in h['buckets']}, h['count']
-
-
-class Scraper:
-    """/metrics asked again and again on one keep-alive connection. MHD
-    completes (and counts out) a request before it reads the next one on
-    the same connection, so baton_http_requests_in_flight counts this
-    scrape and the others in flight, never a scrape of ours that is still
-    to be counted out (as one on a new connection may be)."""
-
-    def __init__(self, port):
-        self.conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
-
-    def metric(self, name):
-        self.conn.request('GET', '/metrics')
-        r = self.conn.getresponse()
-        body = r.read().decode()
-        assert r.status == 200 and not r.will_close, (r.status, r.getheaders())
-        return float(re.search(rf'^{re.escape(name)} (\S+)$', body, re.M).group(1))
-
-    def in_flight(self):
-        return self.metric('baton_http_requests_in_flight')
-
-    def close(self):
-        self.conn.close()
 
 
 @test

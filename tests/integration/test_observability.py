@@ -14,7 +14,8 @@ import subprocess
 import threading
 import time
 
-from tests.harness import Response, Skip, free_port, http_get, publish, run, test, wait_until
+from tests import harness
+from tests.harness import Skip, free_port, http_get, publish, run, test, wait_until
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -43,22 +44,7 @@ def scrape(port, path='/metrics'):
     return r
 
 
-class Scraper:
-    """/metrics asked on one keep-alive connection. MHD completes (and
-    counts out) a request before it reads the next one on the same
-    connection, so a scrape never counts a scrape of ours that is still to
-    be counted out, as one on a new connection may."""
-
-    def __init__(self, port):
-        self.conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
-
-    def scrape(self):
-        self.conn.request('GET', '/metrics')
-        r = self.conn.getresponse()
-        body = r.read().decode()
-        assert r.status == 200 and not r.will_close, (r.status, r.getheaders())
-        return Response(r.status, r.getheaders(), body)
-
+class Scraper(harness.Scraper):
     def settled(self, timeout=15):
         """(response, samples) of a scrape with nothing else in flight. A
         request is counted (baton_http_requests_total, the duration
@@ -72,9 +58,6 @@ class Scraper:
             samples = parse_metrics(r.body)
             return (r, samples) if value(samples, 'baton_http_requests_in_flight') == 1 else None
         return wait_until(once, timeout, what='a scrape with no other request in flight')
-
-    def close(self):
-        self.conn.close()
 
 
 def start(ctx, pg, nats=None, **kw):

@@ -79,8 +79,8 @@ def ms(seconds):
 class Load:
     """Publisher threads, one keep-alive connection each, publishing
     {"w": thread, "k": attempt} until stopped. Every attempt is recorded:
-    status (None: sent, no answer), the id of a 201, the error of others,
-    and when it was sent (t0) and answered (t1). Connections refused before
+    status (None: sent, no answer), the id of a 201, the error (and any
+    Retry-After) of others, and when it was sent (t0) and answered (t1). Connections refused before
     anything was sent are only counted."""
 
     def __init__(self, targets, pace=0.01, first_worker=0, pad=PAD, token=None):
@@ -132,6 +132,7 @@ class Load:
                     assert j['topic'] == topic, j
                 else:
                     rec['error'] = j
+                    rec['retry_after'] = r.getheader('Retry-After')
             except (OSError, http.client.HTTPException) as e:
                 rec['exc'] = repr(e)
                 conn.close()

@@ -5,6 +5,7 @@ made: tests/harness/fleet.py joins several on one bridge). Files written under .
 system tests (tests/system) and tools/soak."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +51,7 @@ class Container:
         self._spawn()
 
     def _spawn(self):
+        self._clear_stale_propagation()
         self.proc = subprocess.Popen(
             ['systemd-nspawn', '-D', self.root, '--register=no', '--keep-unit',
              '--link-journal=no', '--console=pipe', '-b',
@@ -59,6 +61,17 @@ class Container:
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         self.leader = self._find_leader(30)
         self.state = self._wait_booted(120)
+
+    def _clear_stale_propagation(self):
+        """An nspawn that was killed (a poweroff that timed out: _kill())
+        leaves /run/systemd/nspawn/propagate/<machine> behind, and where
+        /run is not a tmpfs the next nspawn of that name refuses to remove
+        it ("Attempted to remove disk file system ... we can't allow
+        that") and never boots: a reboot in CI failed so. The name is this
+        container's and its last nspawn has exited, so the directory goes."""
+        stale = os.path.join('/run/systemd/nspawn/propagate', self.name)
+        if os.path.isdir(stale):
+            shutil.rmtree(stale)
 
     def reboot(self):
         """Powers the container off and boots it again on the same root, as

@@ -61,6 +61,7 @@ class Container:
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         self.leader = self._find_leader(30)
         self.state = self._wait_booted(120)
+        self.pidns = os.readlink(f'/proc/{self.leader}/ns/pid')
 
     def _clear_stale_propagation(self):
         """An nspawn that was killed (a poweroff that timed out: _kill())
@@ -84,15 +85,33 @@ class Container:
         self._spawn()
 
     def _kill(self):
-        """The container's PID 1 first: killing only nspawn would leave the
-        container's systemd and its services running, orphaned."""
-        if self.leader:
+        """Every process of the container first: killing only nspawn would
+        leave the container's systemd and its services running, orphaned.
+        They are found by their PID namespace, recorded at boot, not by
+        the leader's pid alone: a CI run whose poweroff timed out killed the
+        leader and still left a container's systemd, PostgreSQL, NATS,
+        nginx and batond running on the host."""
+        for pid in self._pids_in_namespace():
             try:
-                os.kill(self.leader, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.proc.kill()
         self.proc.wait()
+
+    def _pids_in_namespace(self):
+        pids = [self.leader] if self.leader else []
+        if not getattr(self, 'pidns', None):
+            return pids
+        for entry in os.listdir('/proc'):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.readlink(f'/proc/{entry}/ns/pid') == self.pidns:
+                    pids.append(int(entry))
+            except OSError:
+                pass            # gone meanwhile
+        return pids
 
     def _mount(self, args):
         r = subprocess.run(['mount'] + args, capture_output=True, text=True)
